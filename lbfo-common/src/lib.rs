@@ -55,6 +55,7 @@ impl VipState {
 /// Per-CPU counters, one slot per VIP id (slot [`NO_VIP`] for the rest).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct VipCounters {
     /// ARP requests for the VIP answered by XDP.
     pub arp_replied: u64,

@@ -56,6 +56,15 @@ pub fn lbfo_xdp(ctx: XdpContext) -> u32 {
     }
 }
 
+/// Passes every frame. Not used by the daemon: the test lab attaches it to
+/// the far end of veth links (native `XDP_TX` on a veth only delivers when
+/// the peer runs an XDP program too), and the benchmarks use it as the floor
+/// every per-packet cost is compared against.
+#[xdp]
+pub fn lbfo_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 /// A header did not fit in the frame, or its fixed fields were wrong.
 struct Malformed;
 

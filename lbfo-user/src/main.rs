@@ -1,1 +1,110 @@
-fn main() {}
+//! `lbfo`: the daemon (`lbfo run`) and its command-line client.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+use lbfo::control::{self, DEFAULT_SOCKET, Request, Response};
+
+#[derive(Parser)]
+#[command(name = "lbfo", version, about = "Keeps virtual IPs alive across machines with XDP")]
+struct Cli {
+    /// Control socket of the daemon to run or talk to.
+    #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon in the foreground.
+    Run {
+        /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and exit.
+    CheckConfig {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Show VIPs, ownership, leases and counters.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make this node the owner of a VIP (by name or address).
+    Own { vip: String },
+    /// Give up ownership of a VIP (by name or address).
+    Release { vip: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LBFO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lbfo: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lbfo: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    let request = match cli.command {
+        Cmd::Run { config } => return lbfo::daemon::run(&config, &cli.socket).await,
+        Cmd::CheckConfig { config } => {
+            let c = lbfo::config::Config::load(&config)?;
+            println!("{}: ok ({} VIPs on {})", config.display(), c.vips.len(), c.interface);
+            return Ok(());
+        }
+        Cmd::Status { json } => {
+            return match control::request(&cli.socket, &Request::Status).await? {
+                Response::Status(status) if json => {
+                    println!("{}", serde_json::to_string_pretty(&status)?);
+                    Ok(())
+                }
+                Response::Status(status) => {
+                    print!("{}", status.render());
+                    Ok(())
+                }
+                other => answer(other),
+            };
+        }
+        Cmd::Own { vip } => Request::Own { vip },
+        Cmd::Release { vip } => Request::Release { vip },
+    };
+    answer(control::request(&cli.socket, &request).await?)
+}
+
+fn answer(response: Response) -> Result<()> {
+    match response {
+        Response::Done { message } => {
+            println!("{message}");
+            Ok(())
+        }
+        Response::Error { message } => bail!("{message}"),
+        Response::Status(_) => bail!("unexpected status answer"),
+    }
+}

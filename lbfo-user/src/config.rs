@@ -1,0 +1,343 @@
+//! The daemon's TOML configuration: parsing and validation.
+//!
+//! Everything an operator can get wrong is caught here, before the daemon
+//! touches the interface, and reported as one line naming the file, the line
+//! and what to change.
+
+use std::{
+    collections::HashSet,
+    fmt,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
+
+use lbfo_common::MAX_VIPS;
+use serde::{Deserialize, Serialize};
+
+/// A configuration error: always one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The interface the VIPs live on; XDP attaches here.
+    pub interface: String,
+    #[serde(default)]
+    pub xdp_mode: XdpMode,
+    /// Lease for VIPs owned by operator command: how long XDP keeps answering
+    /// after the daemon stops renewing. Renewed every third of it.
+    #[serde(default = "defaults::lease_ms")]
+    pub lease_ms: u64,
+    #[serde(default)]
+    pub garp: GarpConfig,
+    #[serde(rename = "vip", default)]
+    pub vips: Vec<VipConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// Native (driver) mode if the driver supports it, generic otherwise.
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+/// The gratuitous ARP burst sent when this node takes a VIP over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GarpConfig {
+    /// Announcements in the burst (each one a request and a reply form).
+    #[serde(default = "defaults::garp_count")]
+    pub count: u32,
+    #[serde(default = "defaults::garp_interval_ms")]
+    pub interval_ms: u64,
+}
+
+impl Default for GarpConfig {
+    fn default() -> Self {
+        Self {
+            count: defaults::garp_count(),
+            interval_ms: defaults::garp_interval_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipConfig {
+    pub name: String,
+    pub address: VipAddress,
+}
+
+/// An IPv4 address with the prefix length it is added to the interface with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct VipAddress {
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl FromStr for VipAddress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: Ipv4Addr = addr.parse().map_err(|_| {
+            if addr.parse::<std::net::Ipv6Addr>().is_ok() {
+                format!("{s:?} is not IPv4 (lbfo serves IPv4 VIPs)")
+            } else {
+                format!("{s:?} is not an IPv4 address like \"192.0.2.100/24\"")
+            }
+        })?;
+        let prefix_len = match prefix {
+            None => 32,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| (1..=32).contains(p))
+                .ok_or_else(|| format!("{s:?}: prefix length must be 1..=32"))?,
+        };
+        if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() {
+            return Err(format!("{s:?} cannot be a VIP (not a unicast address)"));
+        }
+        Ok(Self { addr, prefix_len })
+    }
+}
+
+impl TryFrom<String> for VipAddress {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<VipAddress> for String {
+    fn from(a: VipAddress) -> Self {
+        a.to_string()
+    }
+}
+
+impl fmt::Display for VipAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+mod defaults {
+    pub fn lease_ms() -> u64 {
+        3000
+    }
+    pub fn garp_count() -> u32 {
+        5
+    }
+    pub fn garp_interval_ms() -> u64 {
+        200
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` only labels errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            line: e
+                .span()
+                .map(|span| text[..span.start].matches('\n').count() + 1)
+                .unwrap_or(1),
+            message: e.message().replace('\n', " ").trim().to_string(),
+        })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.interface.is_empty() || self.interface.len() > 15 || self.interface.contains('/') {
+            return Err(format!(
+                "interface {:?} is not a valid interface name",
+                self.interface
+            ));
+        }
+        if !(300..=3_600_000).contains(&self.lease_ms) {
+            return Err(format!(
+                "lease_ms = {} is out of range (300..=3600000)",
+                self.lease_ms
+            ));
+        }
+        if self.garp.count > 100 {
+            return Err(format!("garp.count = {} is more than 100", self.garp.count));
+        }
+        if !(10..=10_000).contains(&self.garp.interval_ms) {
+            return Err(format!(
+                "garp.interval_ms = {} is out of range (10..=10000)",
+                self.garp.interval_ms
+            ));
+        }
+        if self.vips.len() > MAX_VIPS as usize {
+            return Err(format!(
+                "{} VIPs configured; lbfo supports at most {MAX_VIPS}",
+                self.vips.len()
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut addresses = HashSet::new();
+        for vip in &self.vips {
+            if vip.name.is_empty()
+                || vip.name.len() > 64
+                || !vip
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(format!(
+                    "vip name {:?} must be 1-64 letters, digits, '-', '_' or '.'",
+                    vip.name
+                ));
+            }
+            if vip.name.parse::<Ipv4Addr>().is_ok() {
+                return Err(format!(
+                    "vip name {:?} looks like an address; names and addresses must not be confused",
+                    vip.name
+                ));
+            }
+            if !names.insert(vip.name.as_str()) {
+                return Err(format!("vip name {:?} is used twice", vip.name));
+            }
+            if !addresses.insert(vip.address.addr) {
+                return Err(format!(
+                    "vip address {} is used twice",
+                    vip.address.addr
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+
+    /// Finds a VIP by name or by address.
+    pub fn find_vip(&self, name_or_address: &str) -> Option<&VipConfig> {
+        let as_addr = name_or_address
+            .split('/')
+            .next()
+            .and_then(|a| a.parse::<Ipv4Addr>().ok());
+        self.vips
+            .iter()
+            .find(|v| v.name == name_or_address || Some(v.address.addr) == as_addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("lbfo.toml")).map_err(|e| e.to_string())
+    }
+
+    const GOOD: &str = r#"
+interface = "eth0"
+xdp_mode = "generic"
+[[vip]]
+name = "web"
+address = "192.0.2.100/24"
+"#;
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.interface, "eth0");
+        assert_eq!(c.xdp_mode, XdpMode::Generic);
+        assert_eq!(c.lease_ms, 3000);
+        assert_eq!(c.garp, GarpConfig { count: 5, interval_ms: 200 });
+        assert_eq!(
+            c.vips[0].address,
+            VipAddress { addr: Ipv4Addr::new(192, 0, 2, 100), prefix_len: 24 }
+        );
+        assert_eq!(c.find_vip("web").unwrap().name, "web");
+        assert_eq!(c.find_vip("192.0.2.100").unwrap().name, "web");
+        assert!(c.find_vip("192.0.2.101").is_none());
+    }
+
+    #[test]
+    fn errors_are_one_line_and_name_the_problem() {
+        let cases: &[(&str, &str)] = &[
+            ("interface = \"eth0\"\nbogus = 1\n", "lbfo.toml:2: unknown field `bogus`"),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"2001:db8::1/64\"\n",
+                "is not IPv4",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1/33\"\n",
+                "prefix length must be 1..=32",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"nope\"\n",
+                "is not an IPv4 address",
+            ),
+            ("xdp_mode = \"auto\"\n", "missing field `interface`"),
+            ("interface = \"eth0\"\nxdp_mode = \"turbo\"\n", "unknown variant `turbo`"),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.2\"\n",
+                "vip name \"a\" is used twice",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\n[[vip]]\nname = \"b\"\naddress = \"192.0.2.1/24\"\n",
+                "vip address 192.0.2.1 is used twice",
+            ),
+            ("interface = \"eth0\"\nlease_ms = 10\n", "lease_ms = 10 is out of range"),
+            ("interface = \"\"\n", "is not a valid interface name"),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"224.0.0.18\"\n",
+                "cannot be a VIP",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).expect_err(text);
+            assert!(err.contains(want), "config {text:?}: expected error containing {want:?}, got {err:?}");
+            assert!(!err.contains('\n'), "error must be one line, got {err:?}");
+        }
+    }
+
+    #[test]
+    fn bare_address_means_slash_32() {
+        let a: VipAddress = "198.51.100.7".parse().unwrap();
+        assert_eq!(a.prefix_len, 32);
+        assert_eq!(a.to_string(), "198.51.100.7/32");
+    }
+}

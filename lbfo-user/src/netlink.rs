@@ -1,0 +1,298 @@
+//! Everything lbfo asks of the kernel over rtnetlink: the interface, its
+//! addresses and its XDP attachment. One [`Netlink`] (one rtnetlink
+//! connection) serves the whole daemon.
+
+use std::{net::Ipv4Addr, os::fd::AsRawFd};
+
+use futures::TryStreamExt as _;
+use rtnetlink::{
+    Handle, LinkUnspec,
+    packet_route::{
+        AddressFamily,
+        address::{AddressAttribute, AddressMessage, AddressProtocol},
+        link::{LinkAttribute, LinkFlags, LinkMessage, LinkXdp, XdpAttached},
+    },
+};
+
+use crate::config::VipAddress;
+
+/// Tag (IFA_PROTO) on every address lbfo adds, so lbfo removes only
+/// addresses it added itself, also after a crash, and never one an operator
+/// configured by hand.
+pub const LBFO_ADDRESS_PROTOCOL: u8 = 0x4c;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("interface {0} does not exist")]
+    NoSuchInterface(String),
+    #[error("interface {0} has no Ethernet MAC address (lbfo needs an Ethernet interface)")]
+    NotEthernet(String),
+    #[error("{what}: {source}")]
+    Request {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open rtnetlink socket: {0}")]
+    Connect(std::io::Error),
+}
+
+/// What lbfo needs to know about the VIP interface.
+#[derive(Debug, Clone)]
+pub struct Interface {
+    pub name: String,
+    pub index: u32,
+    pub mac: [u8; 6],
+    pub up: bool,
+    /// The program currently attached to the interface, if any.
+    pub xdp: Option<AttachedXdp>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttachedXdp {
+    pub prog_id: u32,
+    pub mode: XdpAttachMode,
+}
+
+/// The mode an XDP program is actually attached in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpAttachMode {
+    Native,
+    Generic,
+}
+
+impl XdpAttachMode {
+    fn flag(self) -> u32 {
+        match self {
+            XdpAttachMode::Native => XDP_FLAGS_DRV_MODE,
+            XdpAttachMode::Generic => XDP_FLAGS_SKB_MODE,
+        }
+    }
+}
+
+impl std::fmt::Display for XdpAttachMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            XdpAttachMode::Native => "native",
+            XdpAttachMode::Generic => "generic",
+        })
+    }
+}
+
+// From linux/if_link.h.
+const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1 << 0;
+const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+/// An address found on the interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InterfaceAddress {
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+    /// Added by lbfo (carries [`LBFO_ADDRESS_PROTOCOL`]).
+    pub added_by_lbfo: bool,
+}
+
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+fn io_error(e: rtnetlink::Error) -> std::io::Error {
+    match e {
+        rtnetlink::Error::NetlinkError(msg) => match msg.code {
+            Some(code) => std::io::Error::from_raw_os_error(-code.get()),
+            None => std::io::Error::other("netlink error without code"),
+        },
+        other => std::io::Error::other(other.to_string()),
+    }
+}
+
+impl Netlink {
+    /// Opens the connection; its driver runs as a tokio task.
+    pub fn connect() -> Result<Self, NetlinkError> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    pub async fn interface(&self, name: &str) -> Result<Interface, NetlinkError> {
+        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
+        let link = match links.try_next().await {
+            Ok(Some(link)) => link,
+            Ok(None) => return Err(NetlinkError::NoSuchInterface(name.to_string())),
+            Err(e) => {
+                let e = io_error(e);
+                if e.raw_os_error() == Some(libc::ENODEV) {
+                    return Err(NetlinkError::NoSuchInterface(name.to_string()));
+                }
+                return Err(NetlinkError::Request {
+                    what: format!("looking up interface {name}"),
+                    source: e,
+                });
+            }
+        };
+        interface_from_message(name, &link)
+    }
+
+    /// IPv4 addresses on the interface.
+    pub async fn addresses(&self, index: u32) -> Result<Vec<InterfaceAddress>, NetlinkError> {
+        let mut stream = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        let mut out = Vec::new();
+        let what = || format!("listing addresses of interface {index}");
+        while let Some(msg) = stream.try_next().await.map_err(|e| NetlinkError::Request {
+            what: what(),
+            source: io_error(e),
+        })? {
+            if msg.header.index != index || msg.header.family != AddressFamily::Inet {
+                continue;
+            }
+            let mut addr = None;
+            let mut added_by_lbfo = false;
+            for attr in &msg.attributes {
+                match attr {
+                    AddressAttribute::Local(std::net::IpAddr::V4(a)) => addr = Some(*a),
+                    AddressAttribute::Address(std::net::IpAddr::V4(a)) if addr.is_none() => {
+                        addr = Some(*a)
+                    }
+                    AddressAttribute::Protocol(p) => {
+                        added_by_lbfo = u8::from(*p) == LBFO_ADDRESS_PROTOCOL
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(addr) = addr {
+                out.push(InterfaceAddress {
+                    addr,
+                    prefix_len: msg.header.prefix_len,
+                    added_by_lbfo,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds `vip` tagged as lbfo's. Adding an address that is already there
+    /// is not an error.
+    pub async fn add_address(&self, index: u32, vip: VipAddress) -> Result<(), NetlinkError> {
+        let mut req = self
+            .handle
+            .address()
+            .add(index, vip.addr.into(), vip.prefix_len);
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Protocol(AddressProtocol::from(
+                LBFO_ADDRESS_PROTOCOL,
+            )));
+        match req.execute().await.map_err(io_error) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            Err(source) => Err(NetlinkError::Request {
+                what: format!("adding address {vip}"),
+                source,
+            }),
+        }
+    }
+
+    /// Removes `addr` from the interface. Removing an absent address is not an error.
+    pub async fn remove_address(
+        &self,
+        index: u32,
+        addr: Ipv4Addr,
+        prefix_len: u8,
+    ) -> Result<(), NetlinkError> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.prefix_len = prefix_len;
+        msg.header.index = index;
+        msg.attributes.push(AddressAttribute::Local(addr.into()));
+        msg.attributes.push(AddressAttribute::Address(addr.into()));
+        match self.handle.address().del(msg).execute().await.map_err(io_error) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(()),
+            Err(source) => Err(NetlinkError::Request {
+                what: format!("removing address {addr}/{prefix_len}"),
+                source,
+            }),
+        }
+    }
+
+    /// Attaches an XDP program the way `ip link set dev X xdp` does: owned by
+    /// the interface, not by this process, so it stays in place (and keeps
+    /// dropping ARP for VIPs whose lease ran out) if the daemon is killed.
+    ///
+    /// With `replace` false this fails with EBUSY if any program is attached.
+    pub async fn attach_xdp(
+        &self,
+        index: u32,
+        prog: &impl AsRawFd,
+        mode: XdpAttachMode,
+        replace: bool,
+    ) -> Result<(), std::io::Error> {
+        let mut flags = mode.flag();
+        if !replace {
+            flags |= XDP_FLAGS_UPDATE_IF_NOEXIST;
+        }
+        self.set_xdp(index, prog.as_raw_fd(), flags).await
+    }
+
+    /// Detaches whatever XDP program is attached in `mode`.
+    pub async fn detach_xdp(&self, index: u32, mode: XdpAttachMode) -> Result<(), std::io::Error> {
+        self.set_xdp(index, -1, mode.flag()).await
+    }
+
+    async fn set_xdp(&self, index: u32, fd: i32, flags: u32) -> Result<(), std::io::Error> {
+        let msg = LinkUnspec::new_with_index(index)
+            .append_extra_attribute(LinkAttribute::Xdp(vec![
+                LinkXdp::Fd(fd),
+                LinkXdp::Flags(flags),
+            ]))
+            .build();
+        self.handle.link().set(msg).execute().await.map_err(io_error)
+    }
+}
+
+fn interface_from_message(name: &str, link: &LinkMessage) -> Result<Interface, NetlinkError> {
+    let mut mac = None;
+    let mut xdp = None;
+    for attr in &link.attributes {
+        match attr {
+            LinkAttribute::Address(bytes) if bytes.len() == 6 => {
+                mac = Some(<[u8; 6]>::try_from(bytes.as_slice()).expect("length checked"));
+            }
+            LinkAttribute::Xdp(xdp_attrs) => {
+                let mut prog_id = None;
+                let mut mode = None;
+                for a in xdp_attrs {
+                    match a {
+                        LinkXdp::ProgId(id) => prog_id = Some(*id),
+                        LinkXdp::Attached(XdpAttached::Driver) => mode = Some(XdpAttachMode::Native),
+                        LinkXdp::Attached(XdpAttached::SocketBuffer) => {
+                            mode = Some(XdpAttachMode::Generic)
+                        }
+                        _ => {}
+                    }
+                }
+                if let (Some(prog_id), Some(mode)) = (prog_id, mode) {
+                    xdp = Some(AttachedXdp { prog_id, mode });
+                }
+            }
+            _ => {}
+        }
+    }
+    let mac = mac
+        .filter(|m| *m != [0; 6])
+        .ok_or_else(|| NetlinkError::NotEthernet(name.to_string()))?;
+    Ok(Interface {
+        name: name.to_string(),
+        index: link.header.index,
+        mac,
+        up: link.header.flags.contains(LinkFlags::Up),
+        xdp,
+    })
+}

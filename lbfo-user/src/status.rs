@@ -1,0 +1,78 @@
+//! What `lbfo status` shows: a snapshot the daemon builds on request.
+
+use std::fmt::Write as _;
+
+use lbfo_common::VipCounters;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub interface: String,
+    /// "native" or "generic": how XDP is attached.
+    pub xdp_mode: String,
+    pub xdp_prog_id: u32,
+    pub mac: String,
+    pub vips: Vec<VipStatus>,
+    /// Frames that belonged to no VIP and were too short or malformed to parse.
+    pub malformed_frames: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VipStatus {
+    pub name: String,
+    pub address: String,
+    /// "owner" or "standby".
+    pub state: String,
+    /// Whether XDP answers for the VIP right now (owned and lease running).
+    pub owned: bool,
+    /// Milliseconds until XDP stops answering unless the lease is renewed.
+    pub lease_left_ms: u64,
+    /// MAC the VIP is answered with.
+    pub mac: String,
+    /// Who put the address on the interface: "lbfo", "operator" or "none".
+    pub address_origin: String,
+    /// Why the VIP is in its current state.
+    pub reason: String,
+    pub counters: VipCounters,
+}
+
+impl Status {
+    /// The human-readable form printed by `lbfo status`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "interface {} ({}), XDP {} mode, program id {}",
+            self.interface, self.mac, self.xdp_mode, self.xdp_prog_id
+        );
+        if self.vips.is_empty() {
+            out.push_str("no VIPs configured\n");
+        }
+        for v in &self.vips {
+            let lease = if v.owned {
+                format!("lease {} ms", v.lease_left_ms)
+            } else {
+                "not answering".to_string()
+            };
+            let _ = writeln!(
+                out,
+                "\nvip {} {}: {} ({lease}), address on interface: {}\n  why: {}",
+                v.name, v.address, v.state, v.address_origin, v.reason
+            );
+            let c = &v.counters;
+            let _ = writeln!(
+                out,
+                "  arp replied {}, arp dropped (not owner) {}, ip passed {}, ip dropped (not owner) {}, conflicts {}",
+                c.arp_replied,
+                c.arp_dropped_not_owner,
+                c.ip_passed,
+                c.ip_dropped_not_owner,
+                c.conflicts_seen
+            );
+        }
+        if self.malformed_frames > 0 {
+            let _ = writeln!(out, "\nmalformed frames passed to the kernel: {}", self.malformed_frames);
+        }
+        out
+    }
+}
