@@ -1,1 +1,9 @@
+//! lbfo's test lab: network namespaces, a packet builder, a runner for the
+//! real XDP program under BPF_PROG_TEST_RUN, and a driver for `lbfo run`
+//! daemons. Used by the end-to-end tests, `cargo xtask demo` and
+//! `cargo xtask bench`.
 
+pub mod frames;
+pub mod lab;
+pub mod node;
+pub mod xdp_tester;

@@ -1,0 +1,293 @@
+//! A small network lab made of namespaces: one "switch" namespace holding a
+//! bridge, and one namespace per host, each wired to the bridge by a veth
+//! link whose host end is called `eth0`. Everything the lab creates is
+//! removed when the [`Lab`] is dropped, also when a test panics.
+//!
+//! Addresses come from 192.0.2.0/24 only, and traffic never leaves the
+//! namespaces made here.
+
+use std::{
+    net::Ipv4Addr,
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// Prefix of every namespace a lab creates: `lbfot<pid>x<n>-<name>`.
+const PREFIX: &str = "lbfot";
+pub const LAB_PREFIX_LEN: u8 = 24;
+
+static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
+
+/// A host in the lab: a namespace with one interface, `eth0`.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub name: String,
+    pub ns: String,
+    pub ifname: String,
+    pub mac: [u8; 6],
+    pub addr: Ipv4Addr,
+}
+
+pub struct Lab {
+    id: String,
+    switch_ns: String,
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+    /// Keeps the pass programs on the switch ports attached (bpf_link lives with the fd).
+    pass_programs: Vec<aya::Ebpf>,
+    pub dir: PathBuf,
+}
+
+/// Runs a command and fails with its stderr if it does not succeed.
+pub fn run(cmd: &mut Command) -> Result<Output> {
+    let out = cmd.output().with_context(|| format!("could not start {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
+/// `ip -n NS args...`
+pub fn ip(ns: &str, args: &[&str]) -> Result<Output> {
+    run(Command::new("ip").arg("-n").arg(ns).args(args))
+}
+
+/// A command run inside a namespace (`ip netns exec NS program`).
+pub fn netns_exec(ns: &str, program: &str) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, program]);
+    cmd
+}
+
+impl Lab {
+    /// Creates the switch namespace and its bridge.
+    pub fn new() -> Result<Lab> {
+        remove_leftovers();
+        let n = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{PREFIX}{}x{n}", std::process::id());
+        let dir = std::env::temp_dir().join(&id);
+        std::fs::create_dir_all(&dir)?;
+        let mut lab = Lab {
+            switch_ns: format!("{id}-sw"),
+            id,
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            pass_programs: Vec::new(),
+            dir,
+        };
+        let sw = lab.switch_ns.clone();
+        lab.add_namespace(&sw)?;
+        ip(&sw, &["link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"])?;
+        ip(&sw, &["link", "set", "br0", "up"])?;
+        Ok(lab)
+    }
+
+    fn add_namespace(&mut self, ns: &str) -> Result<()> {
+        run(Command::new("ip").args(["netns", "add", ns]))?;
+        self.namespaces.push(ns.to_string());
+        ip(ns, &["link", "set", "lo", "up"])?;
+        Ok(())
+    }
+
+    /// Adds a host `name` at `addr`/24, wired to the bridge.
+    pub fn add_host(&mut self, name: &str, addr: Ipv4Addr) -> Result<Host> {
+        let ns = format!("{}-{name}", self.id);
+        self.add_namespace(&ns)?;
+        let sw = self.switch_ns.clone();
+        ip(&sw, &["link", "add", name, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+        ip(&sw, &["link", "set", name, "master", "br0"])?;
+        ip(&sw, &["link", "set", name, "up"])?;
+        ip(&ns, &["addr", "add", &format!("{addr}/{LAB_PREFIX_LEN}"), "dev", "eth0"])?;
+        ip(&ns, &["link", "set", "eth0", "up"])?;
+        // Native XDP_TX from the host's eth0 only arrives if this end runs XDP too.
+        self.attach_pass(name)?;
+        let mac = link_mac(&ns, "eth0")?;
+        Ok(Host {
+            name: name.to_string(),
+            ns,
+            ifname: "eth0".into(),
+            mac,
+            addr,
+        })
+    }
+
+    /// Namespace of the switch (the bridge and the far ends of all links).
+    pub fn switch_ns(&self) -> &str {
+        &self.switch_ns
+    }
+
+    fn attach_pass(&mut self, port: &str) -> Result<()> {
+        let ns_path = format!("/var/run/netns/{}", self.switch_ns);
+        let port = port.to_string();
+        let ebpf = std::thread::scope(|s| {
+            s.spawn(|| -> Result<aya::Ebpf> {
+                let ns = std::fs::File::open(&ns_path)?;
+                nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                    .context("entering the switch namespace")?;
+                let mut ebpf = aya::Ebpf::load(lbfo::datapath::XDP_OBJECT)?;
+                let pass: &mut aya::programs::Xdp =
+                    ebpf.program_mut("lbfo_pass").context("no lbfo_pass")?.try_into()?;
+                pass.load()?;
+                let index = nix::net::if_::if_nametoindex(port.as_str())?;
+                pass.attach(index, aya::programs::XdpMode::Driver)?;
+                Ok(ebpf)
+            })
+            .join()
+            .expect("attach thread panicked")
+        })?;
+        self.pass_programs.push(ebpf);
+        Ok(())
+    }
+
+    /// Starts a process that is killed when the lab is dropped.
+    pub fn spawn(&mut self, cmd: &mut Command) -> Result<u32> {
+        let child = cmd.spawn().with_context(|| format!("could not start {cmd:?}"))?;
+        let pid = child.id();
+        self.children.push(child);
+        Ok(pid)
+    }
+
+    /// Waits for a process started with [`Lab::spawn`] to exit.
+    pub fn wait(&mut self, pid: u32, within: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        let child = self
+            .children
+            .iter_mut()
+            .find(|c| c.id() == pid)
+            .context("no such child")?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("process {pid} did not exit within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.pass_programs.clear();
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Namespaces left by a lab whose process died without cleaning up.
+fn remove_leftovers() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let Some(rest) = name.strip_prefix(PREFIX) else { continue };
+        let pid: u32 = rest.split('x').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if pid != 0 && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let bytes: Vec<u8> = s
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("bad MAC {s:?}"))?;
+    bytes.try_into().map_err(|_| anyhow::anyhow!("bad MAC {s:?}"))
+}
+
+pub fn link_mac(ns: &str, ifname: &str) -> Result<[u8; 6]> {
+    let out = ip(ns, &["-j", "link", "show", ifname])?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    parse_mac(v[0]["address"].as_str().context("no address")?)
+}
+
+/// The IPv4 addresses on an interface, as "a.b.c.d/len".
+pub fn addresses(ns: &str, ifname: &str) -> Result<Vec<String>> {
+    let out = ip(ns, &["-j", "-4", "addr", "show", "dev", ifname])?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v[0]["addr_info"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| format!("{}/{}", i["local"].as_str().unwrap_or(""), i["prefixlen"]))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The id of the XDP program attached to an interface, if any.
+pub fn attached_xdp(ns: &str, ifname: &str) -> Result<Option<u64>> {
+    let out = ip(ns, &["-j", "link", "show", ifname])?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v[0]["xdp"]["prog"]["id"].as_u64())
+}
+
+/// The MAC the namespace's neighbour table holds for `addr`, if any.
+pub fn neighbour_mac(ns: &str, ifname: &str, addr: Ipv4Addr) -> Result<Option<[u8; 6]>> {
+    let out = ip(ns, &["-j", "neigh", "show", &addr.to_string(), "dev", ifname])?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    match v.get(0).and_then(|e| e["lladdr"].as_str()) {
+        Some(mac) => Ok(Some(parse_mac(mac)?)),
+        None => Ok(None),
+    }
+}
+
+/// Sends `count` ARP requests for `target`, `interval` apart, with Debian's
+/// `arping` from inside `ns`, and returns the MAC of every reply.
+pub fn arping(ns: &str, ifname: &str, target: Ipv4Addr, count: u32, interval: Duration) -> Result<Vec<[u8; 6]>> {
+    let deadline = interval * (count + 1);
+    let out = netns_exec(ns, "arping")
+        .args(["-c", &count.to_string()])
+        .args(["-W", &format!("{:.3}", interval.as_secs_f64())])
+        .args(["-w", &format!("{:.3}", deadline.as_secs_f64())])
+        .args(["-i", ifname, &target.to_string()])
+        .output()
+        .context("running arping (Debian package arping)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Replies look like: "42 bytes from 02:00:00:00:00:01 (192.0.2.100): index=0 time=..."
+    text.lines()
+        .filter(|l| l.contains(" bytes from "))
+        .map(|l| {
+            let mac = l.split(" bytes from ").nth(1).and_then(|r| r.split_whitespace().next());
+            parse_mac(mac.unwrap_or_default())
+        })
+        .collect()
+}
+
+/// Polls `condition` every few milliseconds until it holds or `within` has
+/// passed; returns how long it took.
+pub fn wait_for(within: Duration, what: &str, mut condition: impl FnMut() -> Result<bool>) -> Result<Duration> {
+    let start = Instant::now();
+    loop {
+        if condition()? {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > within {
+            bail!("timed out after {within:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -1,0 +1,133 @@
+//! An `lbfo run` daemon inside a lab host, driven through the real `lbfo` CLI.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+use lbfo::status::Status;
+
+use crate::lab::{Host, Lab, netns_exec, wait_for};
+
+/// The release `lbfo` binary (`cargo build --release`; `cargo xtask test` builds it).
+pub fn lbfo_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("LBFO_BIN") {
+        return PathBuf::from(path);
+    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/lbfo");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --release` (cargo xtask test does)",
+        path.display()
+    );
+    path
+}
+
+pub struct LbfoNode {
+    pub host: Host,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub pid: u32,
+}
+
+impl LbfoNode {
+    /// Writes `config` and starts `lbfo run` in the host's namespace; returns
+    /// once the daemon answers on its control socket.
+    pub fn start(lab: &mut Lab, host: &Host, config: &str) -> Result<LbfoNode> {
+        let config_path = lab.file(&format!("{}.toml", host.name));
+        std::fs::write(&config_path, config)?;
+        let socket = lab.file(&format!("{}.sock", host.name));
+        let log = lab.file(&format!("{}.log", host.name));
+        let pid = lab.spawn(
+            netns_exec(&host.ns, lbfo_bin().to_str().expect("utf-8 path"))
+                .arg("run")
+                .arg("-c")
+                .arg(&config_path)
+                .arg("--socket")
+                .arg(&socket)
+                .env("LBFO_LOG", "debug")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log)?),
+        )?;
+        let node = LbfoNode {
+            host: host.clone(),
+            socket,
+            config: config_path,
+            log,
+            pid,
+        };
+        wait_for(Duration::from_secs(10), "lbfo to answer on its control socket", || {
+            if !PathBuf::from(format!("/proc/{pid}")).exists() {
+                bail!("lbfo exited during start-up:\n{}", node.log_text());
+            }
+            Ok(node.cli(&["status"]).map(|o| o.status.success()).unwrap_or(false))
+        })?;
+        Ok(node)
+    }
+
+    /// Runs `lbfo ARGS --socket SOCKET` (the socket is a path, reachable from any namespace).
+    pub fn cli(&self, args: &[&str]) -> Result<Output> {
+        Command::new(lbfo_bin())
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .output()
+            .context("running lbfo")
+    }
+
+    fn cli_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.cli(args)?;
+        if !out.status.success() {
+            bail!(
+                "lbfo {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn own(&self, vip: &str) -> Result<()> {
+        self.cli_ok(&["own", vip]).map(drop)
+    }
+
+    pub fn release(&self, vip: &str) -> Result<()> {
+        self.cli_ok(&["release", vip]).map(drop)
+    }
+
+    pub fn status(&self) -> Result<Status> {
+        let text = self.cli_ok(&["status", "--json"])?;
+        serde_json::from_str(&text).with_context(|| format!("status JSON: {text}"))
+    }
+
+    /// SIGKILL: the daemon gets no chance to clean up.
+    pub fn kill9(&self) -> Result<()> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+        Ok(())
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn stop(&self, lab: &mut Lab) -> Result<std::process::ExitStatus> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        lab.wait(self.pid, Duration::from_secs(10))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// The smallest config for one VIP on `eth0`.
+pub fn basic_config(vip_name: &str, vip: &str, lease_ms: u64) -> String {
+    format!(
+        "interface = \"eth0\"\nxdp_mode = \"native\"\nlease_ms = {lease_ms}\n\n[[vip]]\nname = \"{vip_name}\"\naddress = \"{vip}\"\n"
+    )
+}
