@@ -3,6 +3,8 @@
 //! daemons. Used by the end-to-end tests, `cargo xtask demo` and
 //! `cargo xtask bench`.
 
+pub mod bench;
+pub mod demo;
 pub mod frames;
 pub mod lab;
 pub mod node;

@@ -1,2 +1,48 @@
-//! The namespace lab as a tool: `lbfo-lab demo`, `lbfo-lab bench`.
-fn main() {}
+//! The namespace lab as a tool, run by `cargo xtask demo` and `cargo xtask bench`.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use lbfo_tests::bench::{self, Effort};
+
+#[derive(Parser)]
+#[command(about = "lbfo's namespace lab: demo and benchmarks (root)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Client and two lbfo nodes in namespaces: ownership, gratuitous ARP, lease expiry.
+    Demo,
+    /// Run the benchmarks.
+    Bench {
+        /// Brief runs that only prove the harness works; no report.
+        #[arg(long)]
+        quick: bool,
+        /// Write the report here (full runs only).
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Cmd::Demo => lbfo_tests::demo::run_demo(),
+        Cmd::Bench { quick, report } => bench::run_all(Effort::new(quick)).and_then(|sections| {
+            if let Some(path) = report.filter(|_| !quick) {
+                std::fs::write(&path, bench::report(&sections))?;
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lbfo-lab: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

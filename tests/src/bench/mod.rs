@@ -1,0 +1,107 @@
+//! `cargo xtask bench`: lbfo measured beside its baselines in the same run,
+//! every figure reported as a ratio against a baseline from that run.
+//! `--quick` runs every benchmark briefly so the harness never rots; it
+//! checks that the benchmarks run, never that a number is good.
+
+pub mod xdp_cost;
+
+use std::fmt::Write as _;
+
+use anyhow::Result;
+
+/// How long and how often to measure.
+#[derive(Clone, Copy, Debug)]
+pub struct Effort {
+    pub quick: bool,
+    /// Rounds per measurement; the report gives their median and spread.
+    pub rounds: usize,
+}
+
+impl Effort {
+    pub fn new(quick: bool) -> Self {
+        Self {
+            quick,
+            rounds: if quick { 3 } else { 7 },
+        }
+    }
+}
+
+/// Median and spread (min..max) of a set of samples.
+#[derive(Clone, Copy, Debug)]
+pub struct Summary {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Summary {
+    pub fn of(samples: &[f64]) -> Summary {
+        assert!(!samples.is_empty(), "no samples");
+        let mut s = samples.to_vec();
+        s.sort_by(f64::total_cmp);
+        let mid = s.len() / 2;
+        let median = if s.len() % 2 == 1 { s[mid] } else { (s[mid - 1] + s[mid]) / 2.0 };
+        Summary {
+            median,
+            min: s[0],
+            max: s[s.len() - 1],
+        }
+    }
+
+    pub fn fmt(&self, precision: usize) -> String {
+        format!(
+            "{:.p$} ({:.p$}–{:.p$})",
+            self.median,
+            self.min,
+            self.max,
+            p = precision
+        )
+    }
+}
+
+/// One section of the report.
+pub struct Section {
+    pub title: String,
+    pub markdown: String,
+}
+
+pub fn run_all(effort: Effort) -> Result<Vec<Section>> {
+    let mut sections = Vec::new();
+    sections.push(xdp_cost::run(effort)?);
+    Ok(sections)
+}
+
+/// docs/BENCHMARKS.md: machine, commands, then each section.
+pub fn report(sections: &[Section]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# lbfo benchmarks\n");
+    let _ = writeln!(out, "Written by `cargo xtask bench` (as root). Every figure is a median of several rounds with the spread (min–max) beside it, and is given as a ratio against a baseline measured in the same run on the same machine: absolute times on shared machines drift, ratios hold.\n");
+    let _ = writeln!(out, "## Machine\n");
+    let _ = writeln!(out, "- kernel: `{}`", command_line("uname", &["-srm"]));
+    let _ = writeln!(out, "- CPU: {} ({} cores)", cpu_model(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    let _ = writeln!(out, "- date: {}\n", command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]));
+    for s in sections {
+        let _ = writeln!(out, "## {}\n\n{}", s.title, s.markdown);
+    }
+    out
+}
+
+fn command_line(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
