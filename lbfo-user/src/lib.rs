@@ -10,6 +10,7 @@
 
 pub mod announce;
 pub mod arp;
+pub mod balance;
 pub mod clock;
 pub mod config;
 pub mod control;
