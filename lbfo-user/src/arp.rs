@@ -31,8 +31,15 @@ pub enum ArpDecodeError {
     TooShort(usize),
     #[error("not an ARP frame (ethertype {0:#06x})")]
     NotArp(u16),
-    #[error("not IPv4-over-Ethernet ARP (htype {htype}, ptype {ptype:#06x}, hlen {hlen}, plen {plen})")]
-    Unsupported { htype: u16, ptype: u16, hlen: u8, plen: u8 },
+    #[error(
+        "not IPv4-over-Ethernet ARP (htype {htype}, ptype {ptype:#06x}, hlen {hlen}, plen {plen})"
+    )]
+    Unsupported {
+        htype: u16,
+        ptype: u16,
+        hlen: u8,
+        plen: u8,
+    },
     #[error("unknown ARP operation {0}")]
     UnknownOp(u16),
 }
@@ -91,7 +98,12 @@ impl ArpFrame {
         }
         let (htype, ptype, hlen, plen) = (be16(14), be16(16), f[18], f[19]);
         if (htype, ptype, hlen, plen) != (1, 0x0800, 6, 4) {
-            return Err(ArpDecodeError::Unsupported { htype, ptype, hlen, plen });
+            return Err(ArpDecodeError::Unsupported {
+                htype,
+                ptype,
+                hlen,
+                plen,
+            });
         }
         let op = match be16(20) {
             1 => ArpOp::Request,
@@ -160,11 +172,17 @@ mod tests {
     fn decode_rejects_bad_frames() {
         let good = ArpFrame::gratuitous(MAC, VIP)[0].encode();
         for len in 0..FRAME_LEN {
-            assert_eq!(ArpFrame::decode(&good[..len]), Err(ArpDecodeError::TooShort(len)));
+            assert_eq!(
+                ArpFrame::decode(&good[..len]),
+                Err(ArpDecodeError::TooShort(len))
+            );
         }
         let mut bad = good;
         bad[19] = 16;
-        assert!(matches!(ArpFrame::decode(&bad), Err(ArpDecodeError::Unsupported { plen: 16, .. })));
+        assert!(matches!(
+            ArpFrame::decode(&bad),
+            Err(ArpDecodeError::Unsupported { plen: 16, .. })
+        ));
         let mut bad = good;
         bad[21] = 3;
         assert_eq!(ArpFrame::decode(&bad), Err(ArpDecodeError::UnknownOp(3)));

@@ -237,10 +237,7 @@ impl Config {
                 return Err(format!("vip name {:?} is used twice", vip.name));
             }
             if !addresses.insert(vip.address.addr) {
-                return Err(format!(
-                    "vip address {} is used twice",
-                    vip.address.addr
-                ));
+                return Err(format!("vip address {} is used twice", vip.address.addr));
             }
         }
         Ok(())
@@ -284,10 +281,19 @@ address = "192.0.2.100/24"
         assert_eq!(c.interface, "eth0");
         assert_eq!(c.xdp_mode, XdpMode::Generic);
         assert_eq!(c.lease_ms, 3000);
-        assert_eq!(c.garp, GarpConfig { count: 5, interval_ms: 200 });
+        assert_eq!(
+            c.garp,
+            GarpConfig {
+                count: 5,
+                interval_ms: 200
+            }
+        );
         assert_eq!(
             c.vips[0].address,
-            VipAddress { addr: Ipv4Addr::new(192, 0, 2, 100), prefix_len: 24 }
+            VipAddress {
+                addr: Ipv4Addr::new(192, 0, 2, 100),
+                prefix_len: 24
+            }
         );
         assert_eq!(c.find_vip("web").unwrap().name, "web");
         assert_eq!(c.find_vip("192.0.2.100").unwrap().name, "web");
@@ -297,7 +303,10 @@ address = "192.0.2.100/24"
     #[test]
     fn errors_are_one_line_and_name_the_problem() {
         let cases: &[(&str, &str)] = &[
-            ("interface = \"eth0\"\nbogus = 1\n", "lbfo.toml:2: unknown field `bogus`"),
+            (
+                "interface = \"eth0\"\nbogus = 1\n",
+                "lbfo.toml:2: unknown field `bogus`",
+            ),
             (
                 "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"2001:db8::1/64\"\n",
                 "is not IPv4",
@@ -311,7 +320,10 @@ address = "192.0.2.100/24"
                 "is not an IPv4 address",
             ),
             ("xdp_mode = \"auto\"\n", "missing field `interface`"),
-            ("interface = \"eth0\"\nxdp_mode = \"turbo\"\n", "unknown variant `turbo`"),
+            (
+                "interface = \"eth0\"\nxdp_mode = \"turbo\"\n",
+                "unknown variant `turbo`",
+            ),
             (
                 "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.2\"\n",
                 "vip name \"a\" is used twice",
@@ -320,7 +332,10 @@ address = "192.0.2.100/24"
                 "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\n[[vip]]\nname = \"b\"\naddress = \"192.0.2.1/24\"\n",
                 "vip address 192.0.2.1 is used twice",
             ),
-            ("interface = \"eth0\"\nlease_ms = 10\n", "lease_ms = 10 is out of range"),
+            (
+                "interface = \"eth0\"\nlease_ms = 10\n",
+                "lease_ms = 10 is out of range",
+            ),
             ("interface = \"\"\n", "is not a valid interface name"),
             (
                 "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"224.0.0.18\"\n",
@@ -329,7 +344,10 @@ address = "192.0.2.100/24"
         ];
         for (text, want) in cases {
             let err = parse(text).expect_err(text);
-            assert!(err.contains(want), "config {text:?}: expected error containing {want:?}, got {err:?}");
+            assert!(
+                err.contains(want),
+                "config {text:?}: expected error containing {want:?}, got {err:?}"
+            );
             assert!(!err.contains('\n'), "error must be one line, got {err:?}");
         }
     }

@@ -171,17 +171,19 @@ async fn handle_connection(stream: UnixStream, commands: mpsc::Sender<Command>) 
 /// Client side: sends one request to the daemon at `path` and returns its answer.
 pub async fn request(path: &Path, request: &Request) -> anyhow::Result<Response> {
     use anyhow::Context as _;
-    let stream = UnixStream::connect(path).await.map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => anyhow::anyhow!(
-            "no lbfo daemon is listening on {} (start one with `lbfo run`, or pass --socket)",
-            path.display()
-        ),
-        io::ErrorKind::PermissionDenied => anyhow::anyhow!(
-            "cannot connect to {}: permission denied (the control socket is root-only)",
-            path.display()
-        ),
-        _ => anyhow::anyhow!("cannot connect to {}: {e}", path.display()),
-    })?;
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => anyhow::anyhow!(
+                "no lbfo daemon is listening on {} (start one with `lbfo run`, or pass --socket)",
+                path.display()
+            ),
+            io::ErrorKind::PermissionDenied => anyhow::anyhow!(
+                "cannot connect to {}: permission denied (the control socket is root-only)",
+                path.display()
+            ),
+            _ => anyhow::anyhow!("cannot connect to {}: {e}", path.display()),
+        })?;
     let (read, mut write) = stream.into_split();
     let mut text = serde_json::to_string(request)?;
     text.push('\n');
@@ -193,7 +195,8 @@ pub async fn request(path: &Path, request: &Request) -> anyhow::Result<Response>
     )
     .await
     .context("the daemon did not answer within 10 s")??;
-    serde_json::from_str(&line).with_context(|| format!("unreadable answer from the daemon: {line:?}"))
+    serde_json::from_str(&line)
+        .with_context(|| format!("unreadable answer from the daemon: {line:?}"))
 }
 
 #[cfg(test)]
@@ -203,13 +206,21 @@ mod tests {
     #[test]
     fn wire_format_is_stable() {
         let r = Request::Own { vip: "web".into() };
-        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"cmd":"own","vip":"web"}"#);
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"cmd":"own","vip":"web"}"#
+        );
         assert_eq!(
             serde_json::from_str::<Request>(r#"{"cmd":"status"}"#).unwrap(),
             Request::Status
         );
-        let d = Response::Done { message: "ok".into() };
-        assert_eq!(serde_json::to_string(&d).unwrap(), r#"{"result":"done","message":"ok"}"#);
+        let d = Response::Done {
+            message: "ok".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&d).unwrap(),
+            r#"{"result":"done","message":"ok"}"#
+        );
     }
 
     #[tokio::test]
@@ -219,13 +230,19 @@ mod tests {
         let first = bind(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "control socket must be root-only");
-        let err = bind(&path).err().expect("second bind must fail while the first is live");
+        let err = bind(&path)
+            .err()
+            .expect("second bind must fail while the first is live");
         assert!(matches!(err, ControlError::InUse(_)), "got {err}");
         // A socket file whose listener is gone is stale and gets replaced.
         let stale = std::os::unix::net::UnixListener::bind(dir.join("stale.sock")).unwrap();
         drop(stale);
         let again = bind(&dir.join("stale.sock"));
-        assert!(again.is_ok(), "stale socket should be replaced: {:?}", again.err());
+        assert!(
+            again.is_ok(),
+            "stale socket should be replaced: {:?}",
+            again.err()
+        );
         drop(first);
         assert!(!path.exists(), "socket file must be removed on drop");
         drop(again);

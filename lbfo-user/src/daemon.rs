@@ -61,8 +61,12 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
     let _lock = lock_interface(&iface)?;
     let socket = control::bind(socket_path)?;
     let datapath = Datapath::load()?;
-    let announcer = Announcer::open(iface.index)
-        .with_context(|| format!("cannot open a packet socket on {} for gratuitous ARP", iface.name))?;
+    let announcer = Announcer::open(iface.index).with_context(|| {
+        format!(
+            "cannot open a packet socket on {} for gratuitous ARP",
+            iface.name
+        )
+    })?;
 
     // Every VIP starts as standby: in the map as not owned (XDP drops ARP
     // and traffic for it) and without an address lbfo put there earlier.
@@ -147,7 +151,9 @@ impl Daemon {
         match request {
             Request::Status => match self.status().await {
                 Ok(status) => Response::Status(Box::new(status)),
-                Err(e) => Response::Error { message: format!("{e:#}") },
+                Err(e) => Response::Error {
+                    message: format!("{e:#}"),
+                },
             },
             Request::Own { vip } => self.own(&vip).await,
             Request::Release { vip } => self.release(&vip).await,
@@ -176,7 +182,10 @@ impl Daemon {
         let vip = &mut self.vips[index];
         if vip.ownership.owned {
             return Response::Done {
-                message: format!("{} {} is already owned by this node", vip.name, vip.ownership.address),
+                message: format!(
+                    "{} {} is already owned by this node",
+                    vip.name, vip.ownership.address
+                ),
             };
         }
         match self.owner.take(&mut vip.ownership, lease).await {
@@ -191,7 +200,10 @@ impl Daemon {
                     self.config.garp.count
                 );
                 Response::Done {
-                    message: format!("{} {} is now owned by this node", vip.name, vip.ownership.address),
+                    message: format!(
+                        "{} {} is now owned by this node",
+                        vip.name, vip.ownership.address
+                    ),
                 }
             }
             Err(e) => {
@@ -221,7 +233,10 @@ impl Daemon {
                 }
             }
             Ok(()) => Response::Done {
-                message: format!("{} {} was not owned by this node", vip.name, vip.ownership.address),
+                message: format!(
+                    "{} {} was not owned by this node",
+                    vip.name, vip.ownership.address
+                ),
             },
             Err(e) => {
                 tracing::error!(vip = %vip.name, "cannot release: {e}");
@@ -236,12 +251,21 @@ impl Daemon {
         let now = clock::monotonic_ns();
         let mut vips = Vec::new();
         for vip in &self.vips {
-            let entry = self.owner.datapath.vip(vip.ownership.address.addr).unwrap_or_default();
+            let entry = self
+                .owner
+                .datapath
+                .vip(vip.ownership.address.addr)
+                .unwrap_or_default();
             let answers = entry.answers(now);
             vips.push(VipStatus {
                 name: vip.name.clone(),
                 address: vip.ownership.address.to_string(),
-                state: if vip.ownership.owned { "owner" } else { "standby" }.into(),
+                state: if vip.ownership.owned {
+                    "owner"
+                } else {
+                    "standby"
+                }
+                .into(),
                 owned: answers,
                 lease_left_ms: if answers {
                     (entry.lease_deadline_ns - now) / 1_000_000
@@ -279,7 +303,12 @@ impl Daemon {
                 Err(e) => tracing::error!(vip = %vip.name, "cannot release on shutdown: {e}"),
             }
         }
-        match self.owner.netlink.detach_xdp(self.iface.index, self.xdp_mode).await {
+        match self
+            .owner
+            .netlink
+            .detach_xdp(self.iface.index, self.xdp_mode)
+            .await
+        {
             Ok(()) => tracing::info!(interface = %self.iface.name, "XDP detached; stopped"),
             Err(e) => tracing::error!(interface = %self.iface.name, "cannot detach XDP: {e}"),
         }
@@ -309,7 +338,11 @@ fn lock_interface(iface: &Interface) -> Result<nix::fcntl::Flock<File>> {
             let holder = std::fs::read_to_string(&path).unwrap_or_default();
             bail!(
                 "another lbfo daemon{} is already running on interface {}",
-                holder.trim().parse::<u32>().map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                holder
+                    .trim()
+                    .parse::<u32>()
+                    .map(|p| format!(" (pid {p})"))
+                    .unwrap_or_default(),
                 iface.name
             );
         }
@@ -325,7 +358,9 @@ async fn remove_stale_addresses(netlink: &Netlink, iface: &Interface) -> Result<
     for a in netlink.addresses(iface.index).await? {
         if a.added_by_lbfo {
             tracing::warn!(address = %a.addr, "removing VIP address left on {} by an lbfo that did not shut down cleanly", iface.name);
-            netlink.remove_address(iface.index, a.addr, a.prefix_len).await?;
+            netlink
+                .remove_address(iface.index, a.addr, a.prefix_len)
+                .await?;
         }
     }
     Ok(())

@@ -18,7 +18,9 @@ pub const PROGRAM_NAME: &str = "lbfo_xdp";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
-    #[error("cannot load the XDP program into the kernel (is this kernel built with BPF and XDP support, and are you root?): {0}")]
+    #[error(
+        "cannot load the XDP program into the kernel (is this kernel built with BPF and XDP support, and are you root?): {0}"
+    )]
     Load(String),
     #[error("XDP map {map}: {source}")]
     Map {
@@ -58,14 +60,18 @@ impl Datapath {
             ebpf.take_map(name)
                 .ok_or_else(|| DatapathError::Load(format!("object has no {name} map")))
         };
-        let vips = HashMap::try_from(take(&mut ebpf, "VIPS")?)
-            .map_err(|source| DatapathError::Map { map: "VIPS", source })?;
-        let counters = PerCpuArray::try_from(take(&mut ebpf, "VIP_COUNTERS")?).map_err(
-            |source| DatapathError::Map {
-                map: "VIP_COUNTERS",
+        let vips =
+            HashMap::try_from(take(&mut ebpf, "VIPS")?).map_err(|source| DatapathError::Map {
+                map: "VIPS",
                 source,
-            },
-        )?;
+            })?;
+        let counters =
+            PerCpuArray::try_from(take(&mut ebpf, "VIP_COUNTERS")?).map_err(|source| {
+                DatapathError::Map {
+                    map: "VIP_COUNTERS",
+                    source,
+                }
+            })?;
         Ok(Self {
             ebpf,
             vips,
@@ -89,10 +95,7 @@ impl Datapath {
 
     /// The program's file descriptor, for attaching it.
     pub fn program_fd(&mut self) -> BorrowedFd<'_> {
-        self.program()
-            .fd()
-            .expect("program is loaded")
-            .as_fd()
+        self.program().fd().expect("program is loaded").as_fd()
     }
 
     /// Writes the whole entry for a VIP at once; XDP reads either the old or
@@ -100,13 +103,19 @@ impl Datapath {
     pub fn set_vip(&mut self, addr: Ipv4Addr, state: &VipState) -> Result<(), DatapathError> {
         self.vips
             .insert(&vip_key(addr), state, 0)
-            .map_err(|source| DatapathError::Map { map: "VIPS", source })
+            .map_err(|source| DatapathError::Map {
+                map: "VIPS",
+                source,
+            })
     }
 
     pub fn remove_vip(&mut self, addr: Ipv4Addr) -> Result<(), DatapathError> {
         match self.vips.remove(&vip_key(addr)) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(DatapathError::Map { map: "VIPS", source }),
+            Err(source) => Err(DatapathError::Map {
+                map: "VIPS",
+                source,
+            }),
         }
     }
 

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use lbfo::control::{self, DEFAULT_SOCKET, Request, Response};
 
 #[derive(Parser)]
-#[command(name = "lbfo", version, about = "Keeps virtual IPs alive across machines with XDP")]
+#[command(
+    name = "lbfo",
+    version,
+    about = "Keeps virtual IPs alive across machines with XDP"
+)]
 struct Cli {
     /// Control socket of the daemon to run or talk to.
     #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
@@ -76,7 +80,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Run { config } => return lbfo::daemon::run(&config, &cli.socket).await,
         Cmd::CheckConfig { config } => {
             let c = lbfo::config::Config::load(&config)?;
-            println!("{}: ok ({} VIPs on {})", config.display(), c.vips.len(), c.interface);
+            println!(
+                "{}: ok ({} VIPs on {})",
+                config.display(),
+                c.vips.len(),
+                c.interface
+            );
             return Ok(());
         }
         Cmd::Status { json } => {

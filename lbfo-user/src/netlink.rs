@@ -117,7 +117,12 @@ impl Netlink {
     }
 
     pub async fn interface(&self, name: &str) -> Result<Interface, NetlinkError> {
-        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         let link = match links.try_next().await {
             Ok(Some(link)) => link,
             Ok(None) => return Err(NetlinkError::NoSuchInterface(name.to_string())),
@@ -212,7 +217,14 @@ impl Netlink {
         msg.header.index = index;
         msg.attributes.push(AddressAttribute::Local(addr.into()));
         msg.attributes.push(AddressAttribute::Address(addr.into()));
-        match self.handle.address().del(msg).execute().await.map_err(io_error) {
+        match self
+            .handle
+            .address()
+            .del(msg)
+            .execute()
+            .await
+            .map_err(io_error)
+        {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(()),
             Err(source) => Err(NetlinkError::Request {
@@ -253,7 +265,12 @@ impl Netlink {
                 LinkXdp::Flags(flags),
             ]))
             .build();
-        self.handle.link().set(msg).execute().await.map_err(io_error)
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(io_error)
     }
 }
 
@@ -271,7 +288,9 @@ fn interface_from_message(name: &str, link: &LinkMessage) -> Result<Interface, N
                 for a in xdp_attrs {
                     match a {
                         LinkXdp::ProgId(id) => prog_id = Some(*id),
-                        LinkXdp::Attached(XdpAttached::Driver) => mode = Some(XdpAttachMode::Native),
+                        LinkXdp::Attached(XdpAttached::Driver) => {
+                            mode = Some(XdpAttachMode::Native)
+                        }
                         LinkXdp::Attached(XdpAttached::SocketBuffer) => {
                             mode = Some(XdpAttachMode::Generic)
                         }

@@ -74,7 +74,11 @@ impl VipOwnership {
 
     fn map_entry(&self, mac: [u8; 6]) -> VipState {
         VipState {
-            lease_deadline_ns: if self.owned { self.lease_deadline_ns } else { 0 },
+            lease_deadline_ns: if self.owned {
+                self.lease_deadline_ns
+            } else {
+                0
+            },
             mac,
             owned: self.owned as u8,
             mode: VipMode::Local as u8,
@@ -98,7 +102,8 @@ pub struct Owner {
 impl Owner {
     /// Puts a VIP in the map as not owned, so XDP drops ARP and traffic for it.
     pub fn register(&mut self, vip: &VipOwnership) -> Result<(), OwnershipError> {
-        self.datapath.set_vip(vip.address.addr, &vip.map_entry(self.mac))?;
+        self.datapath
+            .set_vip(vip.address.addr, &vip.map_entry(self.mac))?;
         Ok(())
     }
 
@@ -109,14 +114,21 @@ impl Owner {
     }
 
     /// Takes the VIP: address, then map, then gratuitous ARP. Idempotent.
-    pub async fn take(&mut self, vip: &mut VipOwnership, lease: Duration) -> Result<(), OwnershipError> {
+    pub async fn take(
+        &mut self,
+        vip: &mut VipOwnership,
+        lease: Duration,
+    ) -> Result<(), OwnershipError> {
         if !vip.owned {
             vip.origin = self.ensure_address(vip.address).await?;
         }
         let was_owned = vip.owned;
         vip.owned = true;
         vip.lease_deadline_ns = clock::monotonic_ns() + lease.as_nanos() as u64;
-        if let Err(e) = self.datapath.set_vip(vip.address.addr, &vip.map_entry(self.mac)) {
+        if let Err(e) = self
+            .datapath
+            .set_vip(vip.address.addr, &vip.map_entry(self.mac))
+        {
             vip.owned = was_owned;
             return Err(e.into());
         }
@@ -151,7 +163,8 @@ impl Owner {
             return Ok(());
         }
         vip.lease_deadline_ns = clock::monotonic_ns() + lease.as_nanos() as u64;
-        self.datapath.set_vip(vip.address.addr, &vip.map_entry(self.mac))?;
+        self.datapath
+            .set_vip(vip.address.addr, &vip.map_entry(self.mac))?;
         Ok(())
     }
 
@@ -162,7 +175,8 @@ impl Owner {
         }
         vip.owned = false;
         vip.lease_deadline_ns = 0;
-        self.datapath.set_vip(vip.address.addr, &vip.map_entry(self.mac))?;
+        self.datapath
+            .set_vip(vip.address.addr, &vip.map_entry(self.mac))?;
         if vip.origin == AddressOrigin::Lbfo {
             self.netlink
                 .remove_address(self.ifindex, vip.address.addr, vip.address.prefix_len)
@@ -173,7 +187,10 @@ impl Owner {
     }
 
     /// Makes sure the VIP address is on the interface; tells who put it there.
-    async fn ensure_address(&mut self, address: VipAddress) -> Result<AddressOrigin, OwnershipError> {
+    async fn ensure_address(
+        &mut self,
+        address: VipAddress,
+    ) -> Result<AddressOrigin, OwnershipError> {
         match self.address_origin(address).await? {
             AddressOrigin::None => {
                 self.netlink.add_address(self.ifindex, address).await?;
@@ -184,7 +201,10 @@ impl Owner {
     }
 
     /// What is on the interface for this VIP right now.
-    pub async fn address_origin(&self, address: VipAddress) -> Result<AddressOrigin, OwnershipError> {
+    pub async fn address_origin(
+        &self,
+        address: VipAddress,
+    ) -> Result<AddressOrigin, OwnershipError> {
         let present = self
             .netlink
             .addresses(self.ifindex)

@@ -71,7 +71,11 @@ impl Status {
             );
         }
         if self.malformed_frames > 0 {
-            let _ = writeln!(out, "\nmalformed frames passed to the kernel: {}", self.malformed_frames);
+            let _ = writeln!(
+                out,
+                "\nmalformed frames passed to the kernel: {}",
+                self.malformed_frames
+            );
         }
         out
     }

@@ -30,7 +30,11 @@ pub fn run_demo() -> Result<()> {
     let client = lab.add_host("client", Ipv4Addr::new(192, 0, 2, 2))?;
     let n1 = lab.add_host("n1", Ipv4Addr::new(192, 0, 2, 11))?;
     let n2 = lab.add_host("n2", Ipv4Addr::new(192, 0, 2, 12))?;
-    println!("lab: client 192.0.2.2, node n1 192.0.2.11 ({}), node n2 192.0.2.12 ({}), VIP {VIP}", format_mac(&n1.mac), format_mac(&n2.mac));
+    println!(
+        "lab: client 192.0.2.2, node n1 192.0.2.11 ({}), node n2 192.0.2.12 ({}), VIP {VIP}",
+        format_mac(&n1.mac),
+        format_mac(&n2.mac)
+    );
 
     let config = basic_config("web", "192.0.2.100/24", LEASE_MS);
     println!("\nconfig on both nodes:\n{config}");
@@ -54,29 +58,46 @@ pub fn run_demo() -> Result<()> {
     node1.own("web")?;
     println!("client arping {VIP}: {}", who_answers()?);
     run(netns_exec(&client.ns, "ping").args(["-c", "1", "-W", "1", &VIP.to_string()]))?;
-    println!("client ping {VIP}: ok; its neighbour table says {}", fmt_neigh(neighbour_mac(&client.ns, "eth0", VIP)?));
-    print!("\n$ lbfo status   (on n1)\n{}", String::from_utf8_lossy(&node1.cli(&["status"])?.stdout));
+    println!(
+        "client ping {VIP}: ok; its neighbour table says {}",
+        fmt_neigh(neighbour_mac(&client.ns, "eth0", VIP)?)
+    );
+    print!(
+        "\n$ lbfo status   (on n1)\n{}",
+        String::from_utf8_lossy(&node1.cli(&["status"])?.stdout)
+    );
 
-    step("lbfo release web (on n1), lbfo own web (on n2): the client moves by gratuitous ARP alone");
+    step(
+        "lbfo release web (on n1), lbfo own web (on n2): the client moves by gratuitous ARP alone",
+    );
     node1.release("web")?;
     let start = Instant::now();
     node2.own("web")?;
-    let took = wait_for(Duration::from_secs(2), "the client's neighbour entry to move", || {
-        Ok(neighbour_mac(&client.ns, "eth0", VIP)? == Some(n2.mac))
-    })?;
+    let took = wait_for(
+        Duration::from_secs(2),
+        "the client's neighbour entry to move",
+        || Ok(neighbour_mac(&client.ns, "eth0", VIP)? == Some(n2.mac)),
+    )?;
     println!(
         "client neighbour entry moved to n2 {:.0} ms after `lbfo own` (without the client sending anything)",
         took.max(start.elapsed()).as_secs_f64() * 1000.0
     );
     println!("client arping {VIP}: {}", who_answers()?);
 
-    step(&format!("kill -9 the daemon on n2: its lease ({LEASE_MS} ms) runs out and XDP falls silent"));
+    step(&format!(
+        "kill -9 the daemon on n2: its lease ({LEASE_MS} ms) runs out and XDP falls silent"
+    ));
     node2.kill9()?;
     let killed = Instant::now();
-    let silent = wait_for(Duration::from_millis(LEASE_MS * 3), "the VIP to fall silent", || {
-        Ok(arping(&client.ns, "eth0", VIP, 1, Duration::from_millis(50))?.is_empty())
-    })?;
-    println!("no ARP answer for {VIP} {:.0} ms after the kill (lease {LEASE_MS} ms)", silent.max(killed.elapsed()).as_secs_f64() * 1000.0);
+    let silent = wait_for(
+        Duration::from_millis(LEASE_MS * 3),
+        "the VIP to fall silent",
+        || Ok(arping(&client.ns, "eth0", VIP, 1, Duration::from_millis(50))?.is_empty()),
+    )?;
+    println!(
+        "no ARP answer for {VIP} {:.0} ms after the kill (lease {LEASE_MS} ms)",
+        silent.max(killed.elapsed()).as_secs_f64() * 1000.0
+    );
 
     step("lbfo own web (on n1) again");
     node1.own("web")?;
@@ -90,5 +111,6 @@ pub fn run_demo() -> Result<()> {
 }
 
 fn fmt_neigh(mac: Option<[u8; 6]>) -> String {
-    mac.map(|m| format_mac(&m)).unwrap_or_else(|| "nothing".into())
+    mac.map(|m| format_mac(&m))
+        .unwrap_or_else(|| "nothing".into())
 }

@@ -44,7 +44,12 @@ impl Arp {
         }
     }
 
-    pub fn reply(sender_mac: [u8; 6], sender_ip: Ipv4Addr, target_mac: [u8; 6], target_ip: Ipv4Addr) -> Arp {
+    pub fn reply(
+        sender_mac: [u8; 6],
+        sender_ip: Ipv4Addr,
+        target_mac: [u8; 6],
+        target_ip: Ipv4Addr,
+    ) -> Arp {
         Arp {
             op: 2,
             tha: target_mac,
@@ -82,7 +87,20 @@ impl Arp {
 /// An IPv4 header (no options) with a correct checksum, followed by `payload`.
 pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, payload: &[u8]) -> Vec<u8> {
     let total = 20 + payload.len();
-    let mut h = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 1, 0x40, 0, 64, protocol, 0, 0];
+    let mut h = vec![
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        1,
+        0x40,
+        0,
+        64,
+        protocol,
+        0,
+        0,
+    ];
     h.extend_from_slice(&src.octets());
     h.extend_from_slice(&dst.octets());
     let sum = checksum(&h);
@@ -125,12 +143,27 @@ pub fn tcp_frame(
     dst: (Ipv4Addr, u16),
     flags: u8,
 ) -> Vec<u8> {
-    ethernet(dst_mac, src_mac, 0x0800, &ipv4(src.0, dst.0, 6, &tcp(src.1, dst.1, flags)))
+    ethernet(
+        dst_mac,
+        src_mac,
+        0x0800,
+        &ipv4(src.0, dst.0, 6, &tcp(src.1, dst.1, flags)),
+    )
 }
 
 /// An Ethernet frame carrying IPv4 + UDP.
-pub fn udp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Vec<u8> {
-    ethernet(dst_mac, src_mac, 0x0800, &ipv4(src.0, dst.0, 17, &udp(src.1, dst.1, b"lbfo")))
+pub fn udp_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+) -> Vec<u8> {
+    ethernet(
+        dst_mac,
+        src_mac,
+        0x0800,
+        &ipv4(src.0, dst.0, 17, &udp(src.1, dst.1, b"lbfo")),
+    )
 }
 
 /// The Internet checksum (RFC 1071).

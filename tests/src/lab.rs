@@ -45,7 +45,9 @@ pub struct Lab {
 
 /// Runs a command and fails with its stderr if it does not succeed.
 pub fn run(cmd: &mut Command) -> Result<Output> {
-    let out = cmd.output().with_context(|| format!("could not start {cmd:?}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not start {cmd:?}"))?;
     if !out.status.success() {
         bail!(
             "{cmd:?} failed ({}): {}",
@@ -86,7 +88,20 @@ impl Lab {
         };
         let sw = lab.switch_ns.clone();
         lab.add_namespace(&sw)?;
-        ip(&sw, &["link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"])?;
+        ip(
+            &sw,
+            &[
+                "link",
+                "add",
+                "br0",
+                "type",
+                "bridge",
+                "stp_state",
+                "0",
+                "forward_delay",
+                "0",
+            ],
+        )?;
         ip(&sw, &["link", "set", "br0", "up"])?;
         Ok(lab)
     }
@@ -103,10 +118,24 @@ impl Lab {
         let ns = format!("{}-{name}", self.id);
         self.add_namespace(&ns)?;
         let sw = self.switch_ns.clone();
-        ip(&sw, &["link", "add", name, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+        ip(
+            &sw,
+            &[
+                "link", "add", name, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ],
+        )?;
         ip(&sw, &["link", "set", name, "master", "br0"])?;
         ip(&sw, &["link", "set", name, "up"])?;
-        ip(&ns, &["addr", "add", &format!("{addr}/{LAB_PREFIX_LEN}"), "dev", "eth0"])?;
+        ip(
+            &ns,
+            &[
+                "addr",
+                "add",
+                &format!("{addr}/{LAB_PREFIX_LEN}"),
+                "dev",
+                "eth0",
+            ],
+        )?;
         ip(&ns, &["link", "set", "eth0", "up"])?;
         // Native XDP_TX from the host's eth0 only arrives if this end runs XDP too.
         self.attach_pass(name)?;
@@ -134,8 +163,10 @@ impl Lab {
                 nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
                     .context("entering the switch namespace")?;
                 let mut ebpf = aya::Ebpf::load(lbfo::datapath::XDP_OBJECT)?;
-                let pass: &mut aya::programs::Xdp =
-                    ebpf.program_mut("lbfo_pass").context("no lbfo_pass")?.try_into()?;
+                let pass: &mut aya::programs::Xdp = ebpf
+                    .program_mut("lbfo_pass")
+                    .context("no lbfo_pass")?
+                    .try_into()?;
                 pass.load()?;
                 let index = nix::net::if_::if_nametoindex(port.as_str())?;
                 pass.attach(index, aya::programs::XdpMode::Driver)?;
@@ -150,7 +181,9 @@ impl Lab {
 
     /// Starts a process that is killed when the lab is dropped.
     pub fn spawn(&mut self, cmd: &mut Command) -> Result<u32> {
-        let child = cmd.spawn().with_context(|| format!("could not start {cmd:?}"))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("could not start {cmd:?}"))?;
         let pid = child.id();
         self.children.push(child);
         Ok(pid)
@@ -201,8 +234,14 @@ fn remove_leftovers() {
     };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let name = line.split_whitespace().next().unwrap_or_default();
-        let Some(rest) = name.strip_prefix(PREFIX) else { continue };
-        let pid: u32 = rest.split('x').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let pid: u32 = rest
+            .split('x')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
         if pid != 0 && !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
@@ -215,7 +254,9 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
         .map(|b| u8::from_str_radix(b, 16))
         .collect::<Result<_, _>>()
         .with_context(|| format!("bad MAC {s:?}"))?;
-    bytes.try_into().map_err(|_| anyhow::anyhow!("bad MAC {s:?}"))
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("bad MAC {s:?}"))
 }
 
 pub fn link_mac(ns: &str, ifname: &str) -> Result<[u8; 6]> {
@@ -247,7 +288,10 @@ pub fn attached_xdp(ns: &str, ifname: &str) -> Result<Option<u64>> {
 
 /// The MAC the namespace's neighbour table holds for `addr`, if any.
 pub fn neighbour_mac(ns: &str, ifname: &str, addr: Ipv4Addr) -> Result<Option<[u8; 6]>> {
-    let out = ip(ns, &["-j", "neigh", "show", &addr.to_string(), "dev", ifname])?;
+    let out = ip(
+        ns,
+        &["-j", "neigh", "show", &addr.to_string(), "dev", ifname],
+    )?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     match v.get(0).and_then(|e| e["lladdr"].as_str()) {
         Some(mac) => Ok(Some(parse_mac(mac)?)),
@@ -257,7 +301,13 @@ pub fn neighbour_mac(ns: &str, ifname: &str, addr: Ipv4Addr) -> Result<Option<[u
 
 /// Sends `count` ARP requests for `target`, `interval` apart, with Debian's
 /// `arping` from inside `ns`, and returns the MAC of every reply.
-pub fn arping(ns: &str, ifname: &str, target: Ipv4Addr, count: u32, interval: Duration) -> Result<Vec<[u8; 6]>> {
+pub fn arping(
+    ns: &str,
+    ifname: &str,
+    target: Ipv4Addr,
+    count: u32,
+    interval: Duration,
+) -> Result<Vec<[u8; 6]>> {
     let deadline = interval * (count + 1);
     let out = netns_exec(ns, "arping")
         .args(["-c", &count.to_string()])
@@ -271,7 +321,10 @@ pub fn arping(ns: &str, ifname: &str, target: Ipv4Addr, count: u32, interval: Du
     text.lines()
         .filter(|l| l.contains(" bytes from "))
         .map(|l| {
-            let mac = l.split(" bytes from ").nth(1).and_then(|r| r.split_whitespace().next());
+            let mac = l
+                .split(" bytes from ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next());
             parse_mac(mac.unwrap_or_default())
         })
         .collect()
@@ -279,7 +332,11 @@ pub fn arping(ns: &str, ifname: &str, target: Ipv4Addr, count: u32, interval: Du
 
 /// Polls `condition` every few milliseconds until it holds or `within` has
 /// passed; returns how long it took.
-pub fn wait_for(within: Duration, what: &str, mut condition: impl FnMut() -> Result<bool>) -> Result<Duration> {
+pub fn wait_for(
+    within: Duration,
+    what: &str,
+    mut condition: impl FnMut() -> Result<bool>,
+) -> Result<Duration> {
     let start = Instant::now();
     loop {
         if condition()? {

@@ -59,12 +59,19 @@ impl LbfoNode {
             log,
             pid,
         };
-        wait_for(Duration::from_secs(10), "lbfo to answer on its control socket", || {
-            if !PathBuf::from(format!("/proc/{pid}")).exists() {
-                bail!("lbfo exited during start-up:\n{}", node.log_text());
-            }
-            Ok(node.cli(&["status"]).map(|o| o.status.success()).unwrap_or(false))
-        })?;
+        wait_for(
+            Duration::from_secs(10),
+            "lbfo to answer on its control socket",
+            || {
+                if !PathBuf::from(format!("/proc/{pid}")).exists() {
+                    bail!("lbfo exited during start-up:\n{}", node.log_text());
+                }
+                Ok(node
+                    .cli(&["status"])
+                    .map(|o| o.status.success())
+                    .unwrap_or(false))
+            },
+        )?;
         Ok(node)
     }
 

@@ -58,7 +58,13 @@ struct Case {
     counters: Vec<(u32, Counter)>,
 }
 
-fn case(name: impl Into<String>, input: Vec<u8>, action: Action, output: Option<Vec<u8>>, counters: &[(u32, Counter)]) -> Case {
+fn case(
+    name: impl Into<String>,
+    input: Vec<u8>,
+    action: Action,
+    output: Option<Vec<u8>>,
+    counters: &[(u32, Counter)],
+) -> Case {
     Case {
         name: name.into(),
         input,
@@ -81,9 +87,11 @@ fn load_map_state(dp: &mut Datapath) {
         vip_id,
         _pad: 0,
     };
-    dp.set_vip(OWNED, &entry(1, 1, now_ns() + 60_000_000_000)).unwrap();
+    dp.set_vip(OWNED, &entry(1, 1, now_ns() + 60_000_000_000))
+        .unwrap();
     dp.set_vip(NOT_OWNED, &entry(2, 0, 0)).unwrap();
-    dp.set_vip(EXPIRED, &entry(3, 1, now_ns() - 1_000_000)).unwrap();
+    dp.set_vip(EXPIRED, &entry(3, 1, now_ns() - 1_000_000))
+        .unwrap();
 }
 
 fn snapshot(dp: &Datapath) -> Vec<VipCounters> {
@@ -110,30 +118,153 @@ fn arp_cases() -> Vec<Case> {
     let probe = Arp::request(CLIENT_MAC, Ipv4Addr::UNSPECIFIED, OWNED);
 
     let mut cases = vec![
-        case("request for owned VIP: exact reply bytes, XDP_TX", request_owned.clone(), Action::Tx, Some(reply_owned.clone()), &[(1, ArpReplied)]),
-        case("reply built independently matches", request_owned.clone(), Action::Tx, Some(Arp::reply(NODE_MAC, OWNED, CLIENT_MAC, CLIENT).frame()), &[(1, ArpReplied)]),
-        case("padded 60-byte request: reply keeps the padding", padded, Action::Tx, Some(padded_reply), &[(1, ArpReplied)]),
-        case("address probe (sender 0.0.0.0) for owned VIP is answered", probe.frame(), Action::Tx, Some(Arp::reply(NODE_MAC, OWNED, CLIENT_MAC, Ipv4Addr::UNSPECIFIED).frame()), &[(1, ArpReplied)]),
-        case("request for VIP not owned: XDP_DROP", Arp::request(CLIENT_MAC, CLIENT, NOT_OWNED).frame(), Action::Drop, None, &[(2, ArpDroppedNotOwner)]),
-        case("request for VIP with expired lease: XDP_DROP", Arp::request(CLIENT_MAC, CLIENT, EXPIRED).frame(), Action::Drop, None, &[(3, ArpDroppedNotOwner)]),
-        case("request for an address that is no VIP: XDP_PASS", Arp::request(CLIENT_MAC, CLIENT, NOT_A_VIP).frame(), Action::Pass, None, &[]),
-        case("ARP reply from another MAC claiming owned VIP: PASS + conflict", Arp::reply(OTHER_MAC, OWNED, CLIENT_MAC, CLIENT).frame(), Action::Pass, None, &[(1, ConflictsSeen)]),
-        case("gratuitous ARP from another MAC for owned VIP: PASS + conflict", Arp::gratuitous(OTHER_MAC, OWNED).frame(), Action::Pass, None, &[(1, ConflictsSeen)]),
-        case("gratuitous ARP reply form from another MAC for owned VIP: PASS + conflict", Arp { op: 2, tha: OTHER_MAC, ..Arp::gratuitous(OTHER_MAC, OWNED) }.frame(), Action::Pass, None, &[(1, ConflictsSeen)]),
-        case("our own gratuitous ARP seen again: PASS, no conflict", Arp::gratuitous(NODE_MAC, OWNED).frame(), Action::Pass, None, &[]),
-        case("gratuitous ARP from the owner of a VIP we do not own: PASS, no conflict", Arp::gratuitous(OTHER_MAC, NOT_OWNED).frame(), Action::Pass, None, &[]),
-        case("gratuitous ARP for a VIP whose lease expired: PASS, no conflict", Arp::gratuitous(OTHER_MAC, EXPIRED).frame(), Action::Pass, None, &[]),
-        case("ARP reply from the owner of a VIP we do not own: PASS", Arp::reply(OTHER_MAC, NOT_OWNED, NODE_MAC, NOT_A_VIP).frame(), Action::Pass, None, &[]),
-        case("unknown ARP operation 3 for owned VIP: PASS", Arp { op: 3, ..Arp::request(CLIENT_MAC, CLIENT, OWNED) }.frame(), Action::Pass, None, &[]),
+        case(
+            "request for owned VIP: exact reply bytes, XDP_TX",
+            request_owned.clone(),
+            Action::Tx,
+            Some(reply_owned.clone()),
+            &[(1, ArpReplied)],
+        ),
+        case(
+            "reply built independently matches",
+            request_owned.clone(),
+            Action::Tx,
+            Some(Arp::reply(NODE_MAC, OWNED, CLIENT_MAC, CLIENT).frame()),
+            &[(1, ArpReplied)],
+        ),
+        case(
+            "padded 60-byte request: reply keeps the padding",
+            padded,
+            Action::Tx,
+            Some(padded_reply),
+            &[(1, ArpReplied)],
+        ),
+        case(
+            "address probe (sender 0.0.0.0) for owned VIP is answered",
+            probe.frame(),
+            Action::Tx,
+            Some(Arp::reply(NODE_MAC, OWNED, CLIENT_MAC, Ipv4Addr::UNSPECIFIED).frame()),
+            &[(1, ArpReplied)],
+        ),
+        case(
+            "request for VIP not owned: XDP_DROP",
+            Arp::request(CLIENT_MAC, CLIENT, NOT_OWNED).frame(),
+            Action::Drop,
+            None,
+            &[(2, ArpDroppedNotOwner)],
+        ),
+        case(
+            "request for VIP with expired lease: XDP_DROP",
+            Arp::request(CLIENT_MAC, CLIENT, EXPIRED).frame(),
+            Action::Drop,
+            None,
+            &[(3, ArpDroppedNotOwner)],
+        ),
+        case(
+            "request for an address that is no VIP: XDP_PASS",
+            Arp::request(CLIENT_MAC, CLIENT, NOT_A_VIP).frame(),
+            Action::Pass,
+            None,
+            &[],
+        ),
+        case(
+            "ARP reply from another MAC claiming owned VIP: PASS + conflict",
+            Arp::reply(OTHER_MAC, OWNED, CLIENT_MAC, CLIENT).frame(),
+            Action::Pass,
+            None,
+            &[(1, ConflictsSeen)],
+        ),
+        case(
+            "gratuitous ARP from another MAC for owned VIP: PASS + conflict",
+            Arp::gratuitous(OTHER_MAC, OWNED).frame(),
+            Action::Pass,
+            None,
+            &[(1, ConflictsSeen)],
+        ),
+        case(
+            "gratuitous ARP reply form from another MAC for owned VIP: PASS + conflict",
+            Arp {
+                op: 2,
+                tha: OTHER_MAC,
+                ..Arp::gratuitous(OTHER_MAC, OWNED)
+            }
+            .frame(),
+            Action::Pass,
+            None,
+            &[(1, ConflictsSeen)],
+        ),
+        case(
+            "our own gratuitous ARP seen again: PASS, no conflict",
+            Arp::gratuitous(NODE_MAC, OWNED).frame(),
+            Action::Pass,
+            None,
+            &[],
+        ),
+        case(
+            "gratuitous ARP from the owner of a VIP we do not own: PASS, no conflict",
+            Arp::gratuitous(OTHER_MAC, NOT_OWNED).frame(),
+            Action::Pass,
+            None,
+            &[],
+        ),
+        case(
+            "gratuitous ARP for a VIP whose lease expired: PASS, no conflict",
+            Arp::gratuitous(OTHER_MAC, EXPIRED).frame(),
+            Action::Pass,
+            None,
+            &[],
+        ),
+        case(
+            "ARP reply from the owner of a VIP we do not own: PASS",
+            Arp::reply(OTHER_MAC, NOT_OWNED, NODE_MAC, NOT_A_VIP).frame(),
+            Action::Pass,
+            None,
+            &[],
+        ),
+        case(
+            "unknown ARP operation 3 for owned VIP: PASS",
+            Arp {
+                op: 3,
+                ..Arp::request(CLIENT_MAC, CLIENT, OWNED)
+            }
+            .frame(),
+            Action::Pass,
+            None,
+            &[],
+        ),
     ];
     let request = Arp::request(CLIENT_MAC, CLIENT, OWNED);
     for (what, bad) in [
-        ("htype 6", Arp { htype: 6, ..request }),
-        ("ptype 0x86dd", Arp { ptype: 0x86dd, ..request }),
+        (
+            "htype 6",
+            Arp {
+                htype: 6,
+                ..request
+            },
+        ),
+        (
+            "ptype 0x86dd",
+            Arp {
+                ptype: 0x86dd,
+                ..request
+            },
+        ),
         ("hlen 8", Arp { hlen: 8, ..request }),
-        ("plen 16", Arp { plen: 16, ..request }),
+        (
+            "plen 16",
+            Arp {
+                plen: 16,
+                ..request
+            },
+        ),
     ] {
-        cases.push(case(format!("request for owned VIP with wrong {what}: PASS + malformed"), bad.frame(), Action::Pass, None, &[(NO_VIP, Malformed)]));
+        cases.push(case(
+            format!("request for owned VIP with wrong {what}: PASS + malformed"),
+            bad.frame(),
+            Action::Pass,
+            None,
+            &[(NO_VIP, Malformed)],
+        ));
     }
     for len in 0..42 {
         cases.push(case(
@@ -152,15 +283,74 @@ fn ip_cases() -> Vec<Case> {
     let to = |dst: Ipv4Addr| tcp_frame(CLIENT_MAC, NODE_MAC, (CLIENT, 40000), (dst, 80), 0x02);
     let truncated = to(OWNED)[..14 + 19].to_vec();
     vec![
-        case("TCP SYN to owned VIP: XDP_PASS to the local stack", to(OWNED), Action::Pass, None, &[(1, IpPassed)]),
-        case("UDP to owned VIP: XDP_PASS", udp_frame(CLIENT_MAC, NODE_MAC, (CLIENT, 5353), (OWNED, 53)), Action::Pass, None, &[(1, IpPassed)]),
-        case("TCP to VIP not owned: XDP_DROP", to(NOT_OWNED), Action::Drop, None, &[(2, IpDroppedNotOwner)]),
-        case("TCP to VIP with expired lease: XDP_DROP", to(EXPIRED), Action::Drop, None, &[(3, IpDroppedNotOwner)]),
-        case("TCP to an address that is no VIP: XDP_PASS", to(NOT_A_VIP), Action::Pass, None, &[]),
-        case("ICMP to owned VIP: XDP_PASS", ethernet(NODE_MAC, CLIENT_MAC, 0x0800, &ipv4(CLIENT, OWNED, 1, &[8, 0, 0, 0, 0, 1, 0, 1])), Action::Pass, None, &[(1, IpPassed)]),
-        case("IPv4 header cut short: PASS + malformed", truncated, Action::Pass, None, &[(NO_VIP, Malformed)]),
-        case("IPv6 frame: PASS", ethernet(NODE_MAC, CLIENT_MAC, 0x86dd, &[0x60; 40]), Action::Pass, None, &[]),
-        case("Ethernet header only, unknown ethertype: PASS", ethernet(NODE_MAC, CLIENT_MAC, 0x88b5, &[]), Action::Pass, None, &[]),
+        case(
+            "TCP SYN to owned VIP: XDP_PASS to the local stack",
+            to(OWNED),
+            Action::Pass,
+            None,
+            &[(1, IpPassed)],
+        ),
+        case(
+            "UDP to owned VIP: XDP_PASS",
+            udp_frame(CLIENT_MAC, NODE_MAC, (CLIENT, 5353), (OWNED, 53)),
+            Action::Pass,
+            None,
+            &[(1, IpPassed)],
+        ),
+        case(
+            "TCP to VIP not owned: XDP_DROP",
+            to(NOT_OWNED),
+            Action::Drop,
+            None,
+            &[(2, IpDroppedNotOwner)],
+        ),
+        case(
+            "TCP to VIP with expired lease: XDP_DROP",
+            to(EXPIRED),
+            Action::Drop,
+            None,
+            &[(3, IpDroppedNotOwner)],
+        ),
+        case(
+            "TCP to an address that is no VIP: XDP_PASS",
+            to(NOT_A_VIP),
+            Action::Pass,
+            None,
+            &[],
+        ),
+        case(
+            "ICMP to owned VIP: XDP_PASS",
+            ethernet(
+                NODE_MAC,
+                CLIENT_MAC,
+                0x0800,
+                &ipv4(CLIENT, OWNED, 1, &[8, 0, 0, 0, 0, 1, 0, 1]),
+            ),
+            Action::Pass,
+            None,
+            &[(1, IpPassed)],
+        ),
+        case(
+            "IPv4 header cut short: PASS + malformed",
+            truncated,
+            Action::Pass,
+            None,
+            &[(NO_VIP, Malformed)],
+        ),
+        case(
+            "IPv6 frame: PASS",
+            ethernet(NODE_MAC, CLIENT_MAC, 0x86dd, &[0x60; 40]),
+            Action::Pass,
+            None,
+            &[],
+        ),
+        case(
+            "Ethernet header only, unknown ethertype: PASS",
+            ethernet(NODE_MAC, CLIENT_MAC, 0x88b5, &[]),
+            Action::Pass,
+            None,
+            &[],
+        ),
     ]
 }
 
@@ -170,11 +360,16 @@ fn run_table(cases: Vec<Case>) {
     for c in &cases {
         load_map_state(&mut tester.datapath);
         let before = snapshot(&tester.datapath);
-        let outcome = tester.run(&c.input).unwrap_or_else(|e| panic!("{}: {e:#}", c.name));
+        let outcome = tester
+            .run(&c.input)
+            .unwrap_or_else(|e| panic!("{}: {e:#}", c.name));
         let after = snapshot(&tester.datapath);
 
         if outcome.action != c.action {
-            failures.push(format!("{}: expected {}, got {}", c.name, c.action, outcome.action));
+            failures.push(format!(
+                "{}: expected {}, got {}",
+                c.name, c.action, outcome.action
+            ));
         }
         let expected_output = c.output.as_ref().unwrap_or(&c.input);
         if &outcome.output != expected_output {
@@ -227,9 +422,19 @@ fn lease_expiry_is_read_per_packet() {
         vip_id: 1,
         _pad: 0,
     };
-    tester.datapath.set_vip(OWNED, &state(now_ns() + 200_000_000)).unwrap();
-    assert_eq!(tester.run(&request).unwrap().action, Action::Tx, "lease running: must answer");
-    tester.datapath.set_vip(OWNED, &state(now_ns() + 20_000_000)).unwrap();
+    tester
+        .datapath
+        .set_vip(OWNED, &state(now_ns() + 200_000_000))
+        .unwrap();
+    assert_eq!(
+        tester.run(&request).unwrap().action,
+        Action::Tx,
+        "lease running: must answer"
+    );
+    tester
+        .datapath
+        .set_vip(OWNED, &state(now_ns() + 20_000_000))
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(40));
     assert_eq!(
         tester.run(&request).unwrap().action,

@@ -10,7 +10,9 @@ use std::{
 };
 
 use lbfo_tests::{
-    lab::{Host, Lab, addresses, arping, attached_xdp, ip, neighbour_mac, netns_exec, run, wait_for},
+    lab::{
+        Host, Lab, addresses, arping, attached_xdp, ip, neighbour_mac, netns_exec, run, wait_for,
+    },
     node::{LbfoNode, basic_config, lbfo_bin},
 };
 
@@ -30,7 +32,13 @@ fn lab(nodes: usize) -> (Lab, Host, Vec<Host>) {
     let mut lab = Lab::new().expect("creating the lab (needs root)");
     let client = lab.add_host("client", Ipv4Addr::new(192, 0, 2, 2)).unwrap();
     let nodes = (0..nodes)
-        .map(|i| lab.add_host(&format!("n{}", i + 1), Ipv4Addr::new(192, 0, 2, 11 + i as u8)).unwrap())
+        .map(|i| {
+            lab.add_host(
+                &format!("n{}", i + 1),
+                Ipv4Addr::new(192, 0, 2, 11 + i as u8),
+            )
+            .unwrap()
+        })
         .collect();
     (lab, client, nodes)
 }
@@ -40,7 +48,10 @@ fn arp_answers(client: &Host, count: u32) -> Vec<[u8; 6]> {
 }
 
 fn has_vip_address(host: &Host) -> bool {
-    addresses(&host.ns, &host.ifname).unwrap().iter().any(|a| a == VIP_CIDR)
+    addresses(&host.ns, &host.ifname)
+        .unwrap()
+        .iter()
+        .any(|a| a == VIP_CIDR)
 }
 
 #[test]
@@ -50,24 +61,44 @@ fn arp_is_answered_only_while_owned() {
     let node = LbfoNode::start(&mut lab, n1, &basic_config("web", VIP_CIDR, 3000)).unwrap();
 
     let answers = arp_answers(&client, 3);
-    assert!(answers.is_empty(), "a standby node must not answer ARP for the VIP, got replies from {}", fmt_macs(&answers));
-    assert!(!has_vip_address(n1), "standby node must not carry the VIP address");
+    assert!(
+        answers.is_empty(),
+        "a standby node must not answer ARP for the VIP, got replies from {}",
+        fmt_macs(&answers)
+    );
+    assert!(
+        !has_vip_address(n1),
+        "standby node must not carry the VIP address"
+    );
 
     node.own("web").unwrap();
     node.own("web").expect("owning twice is not an error");
     let answers = arp_answers(&client, 3);
-    assert!(!answers.is_empty(), "owner must answer ARP for the VIP; log:\n{}", node.log_text());
+    assert!(
+        !answers.is_empty(),
+        "owner must answer ARP for the VIP; log:\n{}",
+        node.log_text()
+    );
     assert!(
         answers.iter().all(|m| *m == n1.mac),
         "every reply must come from the owner's MAC {}, got {}",
         lbfo::arp::format_mac(&n1.mac),
         fmt_macs(&answers)
     );
-    assert!(has_vip_address(n1), "owner must carry the VIP address so local services get the traffic");
+    assert!(
+        has_vip_address(n1),
+        "owner must carry the VIP address so local services get the traffic"
+    );
     let status = node.status().unwrap();
     let vip = &status.vips[0];
-    assert!(vip.owned && vip.state == "owner", "status must show ownership: {vip:?}");
-    assert!(vip.lease_left_ms > 0 && vip.lease_left_ms <= 3000, "lease left must be within the 3 s lease: {vip:?}");
+    assert!(
+        vip.owned && vip.state == "owner",
+        "status must show ownership: {vip:?}"
+    );
+    assert!(
+        vip.lease_left_ms > 0 && vip.lease_left_ms <= 3000,
+        "lease left must be within the 3 s lease: {vip:?}"
+    );
     assert!(
         vip.counters.arp_replied >= answers.len() as u64,
         "XDP counted {} replies but the client saw {}",
@@ -77,13 +108,29 @@ fn arp_is_answered_only_while_owned() {
     assert_eq!(vip.address_origin, "lbfo");
 
     node.release("192.0.2.100").expect("release by address");
-    node.release("web").expect("releasing twice is not an error");
+    node.release("web")
+        .expect("releasing twice is not an error");
     let answers = arp_answers(&client, 3);
-    assert!(answers.is_empty(), "after release nobody may answer, got {}", fmt_macs(&answers));
-    assert!(!has_vip_address(n1), "release must remove the address lbfo added");
+    assert!(
+        answers.is_empty(),
+        "after release nobody may answer, got {}",
+        fmt_macs(&answers)
+    );
+    assert!(
+        !has_vip_address(n1),
+        "release must remove the address lbfo added"
+    );
     let status = node.status().unwrap();
-    assert!(!status.vips[0].owned, "status after release: {:?}", status.vips[0]);
-    assert!(status.vips[0].counters.arp_dropped_not_owner >= 3, "drops must be counted: {:?}", status.vips[0].counters);
+    assert!(
+        !status.vips[0].owned,
+        "status after release: {:?}",
+        status.vips[0]
+    );
+    assert!(
+        status.vips[0].counters.arp_dropped_not_owner >= 3,
+        "drops must be counted: {:?}",
+        status.vips[0].counters
+    );
 }
 
 #[test]
@@ -95,15 +142,21 @@ fn gratuitous_arp_moves_the_client_within_200ms() {
     n1.own("web").unwrap();
     // The client learns the VIP the ordinary way: its kernel ARPs while pinging.
     run(netns_exec(&client.ns, "ping").args(["-c", "1", "-W", "1", &VIP.to_string()])).unwrap();
-    assert_eq!(neighbour_mac(&client.ns, "eth0", VIP).unwrap(), Some(nodes[0].mac), "client must have learned n1");
+    assert_eq!(
+        neighbour_mac(&client.ns, "eth0", VIP).unwrap(),
+        Some(nodes[0].mac),
+        "client must have learned n1"
+    );
 
     n1.release("web").unwrap();
     // From here the client sends nothing: only gratuitous ARP can move its entry.
     let start = Instant::now();
     n2.own("web").unwrap();
-    let moved = wait_for(Duration::from_secs(2), "the client's neighbour entry to move to n2", || {
-        Ok(neighbour_mac(&client.ns, "eth0", VIP)? == Some(nodes[1].mac))
-    });
+    let moved = wait_for(
+        Duration::from_secs(2),
+        "the client's neighbour entry to move to n2",
+        || Ok(neighbour_mac(&client.ns, "eth0", VIP)? == Some(nodes[1].mac)),
+    );
     let elapsed = start.elapsed();
     moved.unwrap_or_else(|e| panic!("{e}; entry is {:?}", neighbour_mac(&client.ns, "eth0", VIP)));
     assert!(
@@ -117,9 +170,17 @@ fn kill_9_silences_the_vip_within_one_lease() {
     let lease = Duration::from_millis(1000);
     let (mut lab, client, nodes) = lab(1);
     let n1 = &nodes[0];
-    let node = LbfoNode::start(&mut lab, n1, &basic_config("web", VIP_CIDR, lease.as_millis() as u64)).unwrap();
+    let node = LbfoNode::start(
+        &mut lab,
+        n1,
+        &basic_config("web", VIP_CIDR, lease.as_millis() as u64),
+    )
+    .unwrap();
     node.own("web").unwrap();
-    assert!(!arp_answers(&client, 1).is_empty(), "owner must answer before the kill");
+    assert!(
+        !arp_answers(&client, 1).is_empty(),
+        "owner must answer before the kill"
+    );
     let prog_before = attached_xdp(&n1.ns, "eth0").unwrap();
 
     let killed = Instant::now();
@@ -140,7 +201,11 @@ fn kill_9_silences_the_vip_within_one_lease() {
     );
     // Nobody else (the kernel in particular) answers afterwards either.
     let late = arping(&client.ns, "eth0", VIP, 5, Duration::from_millis(200)).unwrap();
-    assert!(late.is_empty(), "after the lease ran out nothing may answer, got {}", fmt_macs(&late));
+    assert!(
+        late.is_empty(),
+        "after the lease ran out nothing may answer, got {}",
+        fmt_macs(&late)
+    );
     assert_eq!(
         attached_xdp(&n1.ns, "eth0").unwrap(),
         prog_before,
@@ -149,12 +214,30 @@ fn kill_9_silences_the_vip_within_one_lease() {
 
     // A new daemon takes over cleanly: stale program replaced, stale address removed.
     std::fs::remove_file(&node.log).ok();
-    let again = LbfoNode::start(&mut lab, n1, &basic_config("web", VIP_CIDR, lease.as_millis() as u64)).unwrap();
-    assert_ne!(attached_xdp(&n1.ns, "eth0").unwrap(), prog_before, "restart must replace the stale program");
-    assert!(!has_vip_address(n1), "restart must remove the address the killed daemon left");
-    assert!(arp_answers(&client, 2).is_empty(), "restarted daemon starts on standby");
+    let again = LbfoNode::start(
+        &mut lab,
+        n1,
+        &basic_config("web", VIP_CIDR, lease.as_millis() as u64),
+    )
+    .unwrap();
+    assert_ne!(
+        attached_xdp(&n1.ns, "eth0").unwrap(),
+        prog_before,
+        "restart must replace the stale program"
+    );
+    assert!(
+        !has_vip_address(n1),
+        "restart must remove the address the killed daemon left"
+    );
+    assert!(
+        arp_answers(&client, 2).is_empty(),
+        "restarted daemon starts on standby"
+    );
     again.own("web").unwrap();
-    assert!(!arp_answers(&client, 2).is_empty(), "restarted daemon can own again");
+    assert!(
+        !arp_answers(&client, 2).is_empty(),
+        "restarted daemon can own again"
+    );
 }
 
 #[test]
@@ -165,11 +248,28 @@ fn sigterm_releases_and_detaches() {
     node.own("web").unwrap();
     assert!(attached_xdp(&n1.ns, "eth0").unwrap().is_some());
     let status = node.stop(&mut lab).unwrap();
-    assert!(status.success(), "lbfo must exit 0 on SIGTERM, got {status}; log:\n{}", node.log_text());
-    assert_eq!(attached_xdp(&n1.ns, "eth0").unwrap(), None, "XDP must be detached after shutdown");
-    assert!(!has_vip_address(n1), "VIP address must be removed after shutdown");
-    assert!(!node.socket.exists(), "control socket must be removed after shutdown");
-    assert!(arp_answers(&client, 2).is_empty(), "nothing answers after shutdown");
+    assert!(
+        status.success(),
+        "lbfo must exit 0 on SIGTERM, got {status}; log:\n{}",
+        node.log_text()
+    );
+    assert_eq!(
+        attached_xdp(&n1.ns, "eth0").unwrap(),
+        None,
+        "XDP must be detached after shutdown"
+    );
+    assert!(
+        !has_vip_address(n1),
+        "VIP address must be removed after shutdown"
+    );
+    assert!(
+        !node.socket.exists(),
+        "control socket must be removed after shutdown"
+    );
+    assert!(
+        arp_answers(&client, 2).is_empty(),
+        "nothing answers after shutdown"
+    );
 }
 
 #[test]
@@ -188,13 +288,25 @@ fn an_address_configured_by_hand_is_never_removed() {
     assert_eq!(node.status().unwrap().vips[0].address_origin, "operator");
     assert!(!arp_answers(&client, 2).is_empty());
     node.release("web").unwrap();
-    assert!(has_vip_address(n1), "release must leave the operator's address alone");
+    assert!(
+        has_vip_address(n1),
+        "release must leave the operator's address alone"
+    );
     node.stop(&mut lab).unwrap();
-    assert!(has_vip_address(n1), "shutdown must leave the operator's address alone");
+    assert!(
+        has_vip_address(n1),
+        "shutdown must leave the operator's address alone"
+    );
 }
 
 /// Runs `lbfo run` expecting it to fail; returns its one-line error.
-fn run_fails(ns: Option<&str>, config: &str, socket: &std::path::Path, lab: &Lab, wrap: &[&str]) -> String {
+fn run_fails(
+    ns: Option<&str>,
+    config: &str,
+    socket: &std::path::Path,
+    lab: &Lab,
+    wrap: &[&str],
+) -> String {
     let config_path = lab.file("bad.toml");
     std::fs::write(&config_path, config).unwrap();
     let bin = lbfo_bin();
@@ -213,9 +325,20 @@ fn run_fails(ns: Option<&str>, config: &str, socket: &std::path::Path, lab: &Lab
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "expected exit code 1 for config {config:?}, stderr: {stderr}");
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("lbfo: error:")).collect();
-    assert_eq!(errors.len(), 1, "expected exactly one error line, stderr: {stderr:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected exit code 1 for config {config:?}, stderr: {stderr}"
+    );
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("lbfo: error:"))
+        .collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "expected exactly one error line, stderr: {stderr:?}"
+    );
     errors[0].to_string()
 }
 
@@ -226,42 +349,109 @@ fn bad_input_is_one_clear_line_and_nothing_is_applied() {
     let socket = lab.file("bad.sock");
     let good = basic_config("web", VIP_CIDR, 3000);
     let cases: Vec<(Option<&str>, String, &[&str], &str)> = vec![
-        (Some(&n1.ns), "interface = \"eth0\"\nbogus = 1\n".into(), &[], "unknown field `bogus`"),
-        (Some(&n1.ns), good.replace(VIP_CIDR, "2001:db8::100/64"), &[], "is not IPv4"),
-        (Some(&n1.ns), good.replace("eth0", "nope0"), &[], "interface nope0 does not exist"),
-        (Some(&n1.ns), good.clone(), &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"], "must run as root"),
+        (
+            Some(&n1.ns),
+            "interface = \"eth0\"\nbogus = 1\n".into(),
+            &[],
+            "unknown field `bogus`",
+        ),
+        (
+            Some(&n1.ns),
+            good.replace(VIP_CIDR, "2001:db8::100/64"),
+            &[],
+            "is not IPv4",
+        ),
+        (
+            Some(&n1.ns),
+            good.replace("eth0", "nope0"),
+            &[],
+            "interface nope0 does not exist",
+        ),
+        (
+            Some(&n1.ns),
+            good.clone(),
+            &[
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+            ],
+            "must run as root",
+        ),
         // A bridge has no native XDP support: the "kernel/driver without XDP" case.
-        (Some(lab.switch_ns()), good.replace("eth0", "br0"), &[], "cannot attach XDP to br0"),
+        (
+            Some(lab.switch_ns()),
+            good.replace("eth0", "br0"),
+            &[],
+            "cannot attach XDP to br0",
+        ),
     ];
     for (ns, config, wrap, expected) in &cases {
         let error = run_fails(*ns, config, &socket, &lab, wrap);
-        assert!(error.contains(expected), "expected an error containing {expected:?}, got {error:?}");
-        assert!(!socket.exists(), "{expected}: the control socket must not be left behind");
+        assert!(
+            error.contains(expected),
+            "expected an error containing {expected:?}, got {error:?}"
+        );
+        assert!(
+            !socket.exists(),
+            "{expected}: the control socket must not be left behind"
+        );
     }
-    assert_eq!(attached_xdp(&n1.ns, "eth0").unwrap(), None, "failed starts must not leave XDP attached");
+    assert_eq!(
+        attached_xdp(&n1.ns, "eth0").unwrap(),
+        None,
+        "failed starts must not leave XDP attached"
+    );
     assert_eq!(attached_xdp(lab.switch_ns(), "br0").unwrap(), None);
 
     let missing = lab.file("does-not-exist.toml");
-    let out = Command::new(lbfo_bin()).args(["run", "-c"]).arg(&missing).output().unwrap();
+    let out = Command::new(lbfo_bin())
+        .args(["run", "-c"])
+        .arg(&missing)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr.trim().starts_with("lbfo: error: cannot read config") && stderr.trim().lines().count() == 1, "got {stderr:?}");
+    assert!(
+        stderr.trim().starts_with("lbfo: error: cannot read config")
+            && stderr.trim().lines().count() == 1,
+        "got {stderr:?}"
+    );
 
     // A second daemon: on the same interface, or on the same socket.
     let first = LbfoNode::start(&mut lab, n1, &good).unwrap();
     let error = run_fails(Some(&n1.ns), &good, &lab.file("other.sock"), &lab, &[]);
-    assert!(error.contains("already running on interface eth0"), "got {error:?}");
+    assert!(
+        error.contains("already running on interface eth0"),
+        "got {error:?}"
+    );
     let error = run_fails(Some(&nodes[1].ns), &good, &first.socket, &lab, &[]);
     assert!(error.contains("already serving"), "got {error:?}");
-    assert_eq!(attached_xdp(&nodes[1].ns, "eth0").unwrap(), None, "refused daemon must not attach XDP");
-    assert!(first.status().is_ok(), "the first daemon must be unaffected");
+    assert_eq!(
+        attached_xdp(&nodes[1].ns, "eth0").unwrap(),
+        None,
+        "refused daemon must not attach XDP"
+    );
+    assert!(
+        first.status().is_ok(),
+        "the first daemon must be unaffected"
+    );
 
     // Talking to a daemon that is not there.
-    let out = Command::new(lbfo_bin()).args(["status", "--socket"]).arg(lab.file("none.sock")).output().unwrap();
+    let out = Command::new(lbfo_bin())
+        .args(["status", "--socket"])
+        .arg(lab.file("none.sock"))
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr.contains("no lbfo daemon is listening"), "got {stderr:?}");
+    assert!(
+        stderr.contains("no lbfo daemon is listening"),
+        "got {stderr:?}"
+    );
     let out = first.cli(&["own", "nosuchvip"]).unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no VIP named or addressed \"nosuchvip\""));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no VIP named or addressed \"nosuchvip\"")
+    );
 }

@@ -39,9 +39,18 @@ pub fn build() -> Result<()> {
         .current_dir(root().join("lbfo-ebpf"))
         .env("CARGO_TARGET_DIR", root().join("target/ebpf"))
         .env("CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER", &linker)
-        .env("PATH", prepend_path(linker.parent().expect("linker has a dir")));
+        .env(
+            "PATH",
+            prepend_path(linker.parent().expect("linker has a dir")),
+        );
     // Whatever toolchain runs xtask must not leak into the nightly build.
-    for var in ["RUSTUP_TOOLCHAIN", "RUSTC", "RUSTC_WRAPPER", "RUSTFLAGS", "CARGO"] {
+    for var in [
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO",
+    ] {
         cmd.env_remove(var);
     }
     run(&mut cmd).context("building the eBPF object")?;
@@ -120,7 +129,9 @@ fn ensure_bpf_linker() -> Result<PathBuf> {
         return Ok(linker);
     }
 
-    eprintln!("building bpf-linker {BPF_LINKER_VERSION} against LLVM {llvm_major} (about a minute)");
+    eprintln!(
+        "building bpf-linker {BPF_LINKER_VERSION} against LLVM {llvm_major} (about a minute)"
+    );
     let sysroot_lib = nightly_sysroot()?.join("lib");
     let prefix = tools.join("llvm");
     let prefix_lib = prefix.join("lib");
@@ -148,7 +159,11 @@ fn ensure_bpf_linker() -> Result<PathBuf> {
     cmd.arg(format!("+{STABLE}"))
         .args(["install", "bpf-linker", "--locked", "--force"])
         .args(["--version", &format!("={BPF_LINKER_VERSION}")])
-        .args(["--no-default-features", "--features", &format!("llvm-{llvm_major}")])
+        .args([
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{llvm_major}"),
+        ])
         .arg("--root")
         .arg(&tools)
         .env("LLVM_PREFIX", &prefix)

@@ -40,7 +40,11 @@ impl Summary {
         let mut s = samples.to_vec();
         s.sort_by(f64::total_cmp);
         let mid = s.len() / 2;
-        let median = if s.len() % 2 == 1 { s[mid] } else { (s[mid - 1] + s[mid]) / 2.0 };
+        let median = if s.len() % 2 == 1 {
+            s[mid]
+        } else {
+            (s[mid - 1] + s[mid]) / 2.0
+        };
         Summary {
             median,
             min: s[0],
@@ -75,11 +79,25 @@ pub fn run_all(effort: Effort) -> Result<Vec<Section>> {
 pub fn report(sections: &[Section]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# lbfo benchmarks\n");
-    let _ = writeln!(out, "Written by `cargo xtask bench` (as root). Every figure is a median of several rounds with the spread (min–max) beside it, and is given as a ratio against a baseline measured in the same run on the same machine: absolute times on shared machines drift, ratios hold.\n");
+    let _ = writeln!(
+        out,
+        "Written by `cargo xtask bench` (as root). Every figure is a median of several rounds with the spread (min–max) beside it, and is given as a ratio against a baseline measured in the same run on the same machine: absolute times on shared machines drift, ratios hold.\n"
+    );
     let _ = writeln!(out, "## Machine\n");
     let _ = writeln!(out, "- kernel: `{}`", command_line("uname", &["-srm"]));
-    let _ = writeln!(out, "- CPU: {} ({} cores)", cpu_model(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-    let _ = writeln!(out, "- date: {}\n", command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]));
+    let _ = writeln!(
+        out,
+        "- CPU: {} ({} cores)",
+        cpu_model(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    let _ = writeln!(
+        out,
+        "- date: {}\n",
+        command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+    );
     for s in sections {
         let _ = writeln!(out, "## {}\n\n{}", s.title, s.markdown);
     }

@@ -85,7 +85,10 @@ pub fn run(effort: Effort) -> Result<Section> {
     ];
 
     let mut table = String::new();
-    let _ = writeln!(table, "| path | timing | lbfo ns/packet | floor ns/packet | ratio to floor |");
+    let _ = writeln!(
+        table,
+        "| path | timing | lbfo ns/packet | floor ns/packet | ratio to floor |"
+    );
     let _ = writeln!(table, "|---|---|---|---|---|");
     for case in &cases {
         let mut ratios = Vec::new();
@@ -119,7 +122,11 @@ pub fn run(effort: Effort) -> Result<Section> {
             Summary::of(&floor_ns).fmt(1),
             Summary::of(&ratios).fmt(2)
         );
-        println!("xdp cost: {}: ratio {}", case.name, Summary::of(&ratios).fmt(2));
+        println!(
+            "xdp cost: {}: ratio {}",
+            case.name,
+            Summary::of(&ratios).fmt(2)
+        );
     }
 
     let markdown = format!(
