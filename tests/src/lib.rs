@@ -6,6 +6,8 @@
 pub mod bench;
 pub mod demo;
 pub mod frames;
+pub mod keepalived;
 pub mod lab;
 pub mod node;
+pub mod prober;
 pub mod xdp_tester;

@@ -1,0 +1,107 @@
+//! keepalived (Debian's package, VRRP version 3) as a peer in the lab.
+
+use std::{
+    fmt::Write as _,
+    net::Ipv4Addr,
+    process::Stdio,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::lab::{Host, Lab, addresses, netns_exec, wait_for};
+
+#[derive(Clone, Debug)]
+pub struct KeepalivedConfig {
+    pub vrid: u8,
+    pub priority: u8,
+    pub advert_interval: Duration,
+    pub vip_cidr: String,
+    pub preempt: bool,
+    pub unicast_peers: Vec<Ipv4Addr>,
+}
+
+pub struct Keepalived {
+    pub host: Host,
+    pub pid: u32,
+    pub log: std::path::PathBuf,
+    pub vip_cidr: String,
+}
+
+impl Keepalived {
+    pub fn start(lab: &mut Lab, host: &Host, config: &KeepalivedConfig) -> Result<Keepalived> {
+        let dir = lab.file(&format!("keepalived-{}", host.name));
+        std::fs::create_dir_all(&dir)?;
+        let conf = dir.join("keepalived.conf");
+        std::fs::write(&conf, render(host, config))?;
+        let log = dir.join("keepalived.log");
+        let pid = lab.spawn(
+            netns_exec(&host.ns, "keepalived")
+                .args(["-n", "-l", "-D", "-f"])
+                .arg(&conf)
+                .arg("-p")
+                .arg(dir.join("keepalived.pid"))
+                .arg("-r")
+                .arg(dir.join("vrrp.pid"))
+                .arg("-c")
+                .arg(dir.join("checkers.pid"))
+                .stdout(std::fs::File::create(&log)?)
+                .stderr(Stdio::null()),
+        )?;
+        Ok(Keepalived {
+            host: host.clone(),
+            pid,
+            log,
+            vip_cidr: config.vip_cidr.clone(),
+        })
+    }
+
+    /// keepalived adds the VIP to its interface exactly while it is Master.
+    pub fn is_master(&self) -> Result<bool> {
+        Ok(addresses(&self.host.ns, &self.host.ifname)?.contains(&self.vip_cidr))
+    }
+
+    pub fn wait_master(&self, within: Duration) -> Result<Duration> {
+        wait_for(within, "keepalived to become Master", || self.is_master())
+            .with_context(|| format!("keepalived log:\n{}", self.log_text()))
+    }
+
+    pub fn wait_backup(&self, within: Duration) -> Result<Duration> {
+        wait_for(within, "keepalived to leave Master", || Ok(!self.is_master()?))
+            .with_context(|| format!("keepalived log:\n{}", self.log_text()))
+    }
+
+    /// Graceful stop: keepalived sends a priority-0 advertisement.
+    pub fn stop(&self, lab: &mut Lab) -> Result<()> {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), nix::sys::signal::Signal::SIGTERM)?;
+        let status = lab.wait(self.pid, Duration::from_secs(10))?;
+        if !status.success() {
+            bail!("keepalived exited with {status}");
+        }
+        Ok(())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn render(host: &Host, c: &KeepalivedConfig) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "global_defs {{\n    vrrp_version 3\n    router_id {}\n    vrrp_garp_master_delay 0\n}}", host.name);
+    let _ = writeln!(s, "vrrp_instance lbfo_lab {{");
+    let _ = writeln!(s, "    state BACKUP\n    interface {}\n    virtual_router_id {}\n    priority {}", host.ifname, c.vrid, c.priority);
+    let _ = writeln!(s, "    advert_int {:.2}", c.advert_interval.as_secs_f64());
+    if !c.preempt {
+        let _ = writeln!(s, "    nopreempt");
+    }
+    if !c.unicast_peers.is_empty() {
+        let _ = writeln!(s, "    unicast_src_ip {}\n    unicast_peer {{", host.addr);
+        for p in &c.unicast_peers {
+            let _ = writeln!(s, "        {p}");
+        }
+        let _ = writeln!(s, "    }}");
+    }
+    let _ = writeln!(s, "    virtual_ipaddress {{\n        {} dev {}\n    }}\n}}", c.vip_cidr, host.ifname);
+    s
+}
