@@ -53,7 +53,7 @@ impl Prober {
     }
 
     /// Stops the prober and reads what it saw.
-    pub fn finish(mut self) -> Result<ProbeReport> {
+    pub fn finish(self) -> Result<ProbeReport> {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGINT,
