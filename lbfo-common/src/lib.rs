@@ -23,6 +23,34 @@ pub type VipKey = u32;
 pub enum VipMode {
     /// The owner's own network stack serves the VIP (`XDP_PASS`).
     Local = 0,
+    /// The owner steers TCP and UDP to backends chosen by Maglev (L2 direct
+    /// server return); other protocols (ICMP) go to the local stack.
+    Balance = 1,
+}
+
+/// Slots in a Maglev lookup table: a prime well above 100 x the largest
+/// backend set (256), so shares differ by well under 1%.
+pub const MAGLEV_TABLE_SIZE: u32 = 65_537;
+
+/// Balanced VIPs one node can carry; each has two tables (see `MAGLEV`).
+pub const MAX_BALANCED_VIPS: u32 = 16;
+
+/// Entries in the `MAGLEV` array: two generations of one table per balanced VIP.
+pub const MAGLEV_ENTRIES: u32 = MAX_BALANCED_VIPS * 2 * MAGLEV_TABLE_SIZE;
+
+/// Backend ids are indexes into `BACKENDS`, shared by all balanced VIPs.
+pub const MAX_BACKENDS: u32 = 4096;
+
+/// A table slot with no backend: new flows for the VIP are dropped.
+pub const NO_BACKEND: u32 = u32::MAX;
+
+/// Flows the connection table remembers (least recently used go first).
+pub const CONNTRACK_ENTRIES: u32 = 262_144;
+
+/// Where a balanced VIP's current table starts in the `MAGLEV` array.
+#[inline(always)]
+pub fn maglev_table_start(table_slot: u16, table_generation: u8) -> u32 {
+    (table_slot as u32 * 2 + (table_generation & 1) as u32) * MAGLEV_TABLE_SIZE
 }
 
 /// Value of the `VIPS` map: who answers for the VIP, and until when.
@@ -41,7 +69,13 @@ pub struct VipState {
     pub mode: u8,
     /// Index into `VIP_COUNTERS`, 1..=MAX_VIPS.
     pub vip_id: u32,
-    pub _pad: u32,
+    /// Balanced VIPs: which of the `MAX_BALANCED_VIPS` table pairs is theirs.
+    pub table_slot: u16,
+    /// Balanced VIPs: which table of the pair is live (0 or 1). The control
+    /// plane fills the other one, then flips this in one entry update, so
+    /// no packet ever reads a half-written table.
+    pub table_generation: u8,
+    pub _pad: u8,
 }
 
 impl VipState {
@@ -69,6 +103,10 @@ pub struct VipCounters {
     pub conflicts_seen: u64,
     /// Frames too short or malformed to parse.
     pub malformed: u64,
+    /// Balanced VIPs: packets sent on to a backend.
+    pub steered: u64,
+    /// Balanced VIPs: new flows dropped because no backend takes new flows.
+    pub no_backend: u64,
 }
 
 impl VipCounters {
@@ -80,6 +118,82 @@ impl VipCounters {
         self.ip_dropped_not_owner += other.ip_dropped_not_owner;
         self.conflicts_seen += other.conflicts_seen;
         self.malformed += other.malformed;
+        self.steered += other.steered;
+        self.no_backend += other.no_backend;
+    }
+}
+
+/// Value of the `BACKENDS` array: where to send a flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Backend {
+    /// Destination MAC for steered frames (learned from the neighbour table).
+    pub mac: [u8; 6],
+    /// `BACKEND_*` flags.
+    pub flags: u8,
+    pub _pad: u8,
+    /// The backend's IPv4 address, wire order (for inspection only).
+    pub addr: u32,
+}
+
+/// The backend is configured; tracked flows keep going to it.
+pub const BACKEND_PRESENT: u8 = 1;
+/// The backend takes new flows: healthy, not drained, MAC known.
+pub const BACKEND_ACCEPTS_NEW: u8 = 2;
+
+/// Key of the `CONNTRACK` map: a flow's 5-tuple as it arrives (addresses and
+/// ports in wire order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub protocol: u8,
+    pub _pad: [u8; 3],
+}
+
+impl FlowKey {
+    /// A 32-bit hash of the 5-tuple (MurmurHash3's mixing), the same on
+    /// every node, so a flow picks the same table slot whichever lbfo node
+    /// owns the VIP.
+    #[inline(always)]
+    pub fn hash(&self) -> u32 {
+        #[inline(always)]
+        fn round(h: u32, word: u32) -> u32 {
+            let k = word.wrapping_mul(0xcc9e_2d51).rotate_left(15).wrapping_mul(0x1b87_3593);
+            (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+        }
+        let mut h = 0x6c62_666f; // "lbfo"
+        h = round(h, self.src_addr);
+        h = round(h, self.dst_addr);
+        h = round(h, ((self.src_port as u32) << 16) | self.dst_port as u32);
+        h = round(h, self.protocol as u32);
+        h ^= 13;
+        h ^= h >> 16;
+        h = h.wrapping_mul(0x85eb_ca6b);
+        h ^= h >> 13;
+        h = h.wrapping_mul(0xc2b2_ae35);
+        h ^ (h >> 16)
+    }
+}
+
+/// Per-CPU counters per backend id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
+pub struct BackendCounters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+impl BackendCounters {
+    pub fn add(&mut self, other: &Self) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.new_flows += other.new_flows;
     }
 }
 
@@ -89,4 +203,10 @@ mod pod {
     unsafe impl aya::Pod for super::VipState {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::VipCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Backend {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::BackendCounters {}
 }

@@ -8,7 +8,12 @@
 //!   never answers for it either.
 //! - ARP reply or announcement from another MAC for a VIP this node owns:
 //!   counted as a conflict and passed on.
-//! - IPv4 to a VIP: owned -> `XDP_PASS` to the local stack; else `XDP_DROP`.
+//! - IPv4 to a VIP not owned: `XDP_DROP`.
+//! - IPv4 to an owned VIP in local mode: `XDP_PASS` to the local stack.
+//! - TCP or UDP to an owned VIP in balance mode: sent on to a backend with
+//!   `XDP_TX` (L2 direct server return: only the MACs change). The backend
+//!   is the one the connection table remembers for the flow, else the one
+//!   the VIP's Maglev table gives for the flow's hash.
 //! - Anything else, including frames too short or malformed to parse: `XDP_PASS`.
 //!
 //! Ownership lives in the `VIPS` map, written only by the control plane.
@@ -21,10 +26,14 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::XdpContext,
 };
-use lbfo_common::{MAX_VIPS, NO_VIP, VipCounters, VipKey, VipState};
+use lbfo_common::{
+    BACKEND_ACCEPTS_NEW, BACKEND_PRESENT, Backend, BackendCounters, CONNTRACK_ENTRIES, FlowKey,
+    MAGLEV_ENTRIES, MAGLEV_TABLE_SIZE, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, NO_VIP, VipCounters,
+    VipKey, VipMode, VipState, maglev_table_start,
+};
 use network_types::{
     arp::ArpHdr,
     eth::{EthHdr, EtherType},
@@ -39,6 +48,29 @@ static VIPS: HashMap<VipKey, VipState> = HashMap::with_max_entries(MAX_VIPS, 0);
 /// that belong to no VIP.
 #[map]
 static VIP_COUNTERS: PerCpuArray<VipCounters> = PerCpuArray::with_max_entries(MAX_VIPS + 1, 0);
+
+/// Maglev lookup tables of the balanced VIPs: backend ids, two generations
+/// per VIP (see `VipState::table_generation`).
+#[map]
+static MAGLEV: Array<u32> = Array::with_max_entries(MAGLEV_ENTRIES, 0);
+
+/// Backends by id.
+#[map]
+static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// The backend each known flow went to, so flows stay put when the backend
+/// set changes.
+#[map]
+static CONNTRACK: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries(CONNTRACK_ENTRIES, 0);
+
+/// Per-CPU counters per backend id.
+#[map]
+static BACKEND_COUNTERS: PerCpuArray<BackendCounters> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+/// Fragment offset and "more fragments" bits of the IPv4 flags/offset field.
+const IP_FRAGMENT_MASK: u16 = 0x3fff;
 
 const ARP_HTYPE_ETHERNET: u16 = 1;
 const ARP_PTYPE_IPV4: u16 = 0x0800;
@@ -75,7 +107,7 @@ fn try_lbfo_xdp(ctx: &XdpContext) -> Result<u32, Malformed> {
     if ether_type == EtherType::Arp as u16 {
         handle_arp(ctx, eth)
     } else if ether_type == EtherType::Ipv4 as u16 {
-        handle_ipv4(ctx)
+        handle_ipv4(ctx, eth)
     } else {
         Ok(xdp_action::XDP_PASS)
     }
@@ -140,20 +172,92 @@ fn answer_request(eth: *mut EthHdr, arp: &mut ArpHdr) -> u32 {
     xdp_action::XDP_TX
 }
 
-fn handle_ipv4(ctx: &XdpContext) -> Result<u32, Malformed> {
+fn handle_ipv4(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, Malformed> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, EthHdr::LEN)?;
     // SAFETY: ptr_at checked bounds; Ipv4Hdr is all bytes (alignment 1).
-    let destination: VipKey = u32::from_ne_bytes(unsafe { (*ip).dst_addr });
+    let ip = unsafe { &*ip };
+    let destination: VipKey = u32::from_ne_bytes(ip.dst_addr);
     let Some(vip) = lookup_vip(destination) else {
         return Ok(xdp_action::XDP_PASS);
     };
-    if vip.answers(now_ns()) {
-        count(vip.vip_id, |c| c.ip_passed += 1);
-        Ok(xdp_action::XDP_PASS)
-    } else {
+    if !vip.answers(now_ns()) {
         count(vip.vip_id, |c| c.ip_dropped_not_owner += 1);
-        Ok(xdp_action::XDP_DROP)
+        return Ok(xdp_action::XDP_DROP);
     }
+    if vip.mode == VipMode::Balance as u8
+        && (ip.proto == IPPROTO_TCP || ip.proto == IPPROTO_UDP)
+        // Only first fragments carry ports; fragments go to the local stack.
+        && u16::from_be_bytes(ip.frags) & IP_FRAGMENT_MASK == 0
+    {
+        return steer(ctx, eth, ip, &vip);
+    }
+    count(vip.vip_id, |c| c.ip_passed += 1);
+    Ok(xdp_action::XDP_PASS)
+}
+
+/// Sends a TCP or UDP packet for a balanced VIP on to its backend.
+fn steer(ctx: &XdpContext, eth: *mut EthHdr, ip: &Ipv4Hdr, vip: &VipState) -> Result<u32, Malformed> {
+    let header_len = ((ip.vihl & 0x0f) as usize) * 4;
+    if header_len < Ipv4Hdr::LEN {
+        return Err(Malformed);
+    }
+    // Source and destination port lead both the TCP and the UDP header.
+    let ports: *const [u8; 4] = ptr_at(ctx, EthHdr::LEN + header_len)?;
+    // SAFETY: ptr_at checked bounds; a byte array has alignment 1.
+    let ports = unsafe { *ports };
+    let flow = FlowKey {
+        src_addr: u32::from_ne_bytes(ip.src_addr),
+        dst_addr: u32::from_ne_bytes(ip.dst_addr),
+        src_port: u16::from_ne_bytes([ports[0], ports[1]]),
+        dst_port: u16::from_ne_bytes([ports[2], ports[3]]),
+        protocol: ip.proto,
+        _pad: [0; 3],
+    };
+
+    let (backend_id, backend, new_flow) = match tracked_backend(&flow) {
+        Some((id, backend)) => (id, backend, false),
+        None => {
+            let slot = maglev_table_start(vip.table_slot, vip.table_generation)
+                + flow.hash() % MAGLEV_TABLE_SIZE;
+            let id = MAGLEV.get(slot).copied().unwrap_or(NO_BACKEND);
+            match BACKENDS.get(id).copied() {
+                Some(backend) if backend.flags & BACKEND_ACCEPTS_NEW != 0 => {
+                    // A full table evicts its least recently used flow.
+                    let _ = CONNTRACK.insert(&flow, &id, 0);
+                    (id, backend, true)
+                }
+                _ => {
+                    count(vip.vip_id, |c| c.no_backend += 1);
+                    return Ok(xdp_action::XDP_DROP);
+                }
+            }
+        }
+    };
+
+    // SAFETY: the Ethernet header was bounds-checked by the caller.
+    unsafe {
+        (*eth).dst_addr = backend.mac;
+        (*eth).src_addr = vip.mac;
+    }
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    count(vip.vip_id, |c| c.steered += 1);
+    if let Some(counters) = BACKEND_COUNTERS.get_ptr_mut(backend_id) {
+        // SAFETY: per-CPU slot; nothing else on this CPU runs while we hold it.
+        let counters = unsafe { &mut *counters };
+        counters.packets += 1;
+        counters.bytes += bytes;
+        counters.new_flows += new_flow as u64;
+    }
+    Ok(xdp_action::XDP_TX)
+}
+
+/// The backend a known flow went to, if that backend is still configured.
+#[inline(always)]
+fn tracked_backend(flow: &FlowKey) -> Option<(u32, Backend)> {
+    // SAFETY: the value is copied out at once.
+    let id = unsafe { CONNTRACK.get(flow).copied() }?;
+    let backend = BACKENDS.get(id).copied()?;
+    (backend.flags & BACKEND_PRESENT != 0).then_some((id, backend))
 }
 
 /// A copy of the VIP's state, so a concurrent control-plane update can never

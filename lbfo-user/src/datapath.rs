@@ -5,10 +5,13 @@ use std::{net::Ipv4Addr, os::fd::AsFd as _, os::fd::BorrowedFd};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray},
+    maps::{Array, HashMap, MapData, PerCpuArray},
     programs::Xdp,
 };
-use lbfo_common::{VipCounters, VipKey, VipState};
+use lbfo_common::{
+    Backend, BackendCounters, FlowKey, MAGLEV_TABLE_SIZE, VipCounters, VipKey, VipState,
+    maglev_table_start,
+};
 
 /// The compiled XDP object, embedded at build time.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("LBFO_EBPF_OBJECT"));
@@ -33,7 +36,15 @@ pub struct Datapath {
     ebpf: Ebpf,
     vips: HashMap<MapData, VipKey, VipState>,
     counters: PerCpuArray<MapData, VipCounters>,
+    maglev: Array<MapData, u32>,
+    backends: Array<MapData, Backend>,
+    conntrack: HashMap<MapData, FlowKey, u32>,
+    backend_counters: PerCpuArray<MapData, BackendCounters>,
     prog_id: u32,
+}
+
+fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
+    move |source| DatapathError::Map { map, source }
 }
 
 /// The map key for a VIP address (wire-order bytes, see [`VipKey`]).
@@ -60,22 +71,24 @@ impl Datapath {
             ebpf.take_map(name)
                 .ok_or_else(|| DatapathError::Load(format!("object has no {name} map")))
         };
-        let vips =
-            HashMap::try_from(take(&mut ebpf, "VIPS")?).map_err(|source| DatapathError::Map {
-                map: "VIPS",
-                source,
-            })?;
-        let counters =
-            PerCpuArray::try_from(take(&mut ebpf, "VIP_COUNTERS")?).map_err(|source| {
-                DatapathError::Map {
-                    map: "VIP_COUNTERS",
-                    source,
-                }
-            })?;
+        let vips = HashMap::try_from(take(&mut ebpf, "VIPS")?).map_err(map_error("VIPS"))?;
+        let counters = PerCpuArray::try_from(take(&mut ebpf, "VIP_COUNTERS")?)
+            .map_err(map_error("VIP_COUNTERS"))?;
+        let maglev = Array::try_from(take(&mut ebpf, "MAGLEV")?).map_err(map_error("MAGLEV"))?;
+        let backends =
+            Array::try_from(take(&mut ebpf, "BACKENDS")?).map_err(map_error("BACKENDS"))?;
+        let conntrack =
+            HashMap::try_from(take(&mut ebpf, "CONNTRACK")?).map_err(map_error("CONNTRACK"))?;
+        let backend_counters = PerCpuArray::try_from(take(&mut ebpf, "BACKEND_COUNTERS")?)
+            .map_err(map_error("BACKEND_COUNTERS"))?;
         Ok(Self {
             ebpf,
             vips,
             counters,
+            maglev,
+            backends,
+            conntrack,
+            backend_counters,
             prog_id,
         })
     }
@@ -101,21 +114,13 @@ impl Datapath {
     /// Writes the whole entry for a VIP at once; XDP reads either the old or
     /// the new entry, never a mix.
     pub fn set_vip(&mut self, addr: Ipv4Addr, state: &VipState) -> Result<(), DatapathError> {
-        self.vips
-            .insert(&vip_key(addr), state, 0)
-            .map_err(|source| DatapathError::Map {
-                map: "VIPS",
-                source,
-            })
+        self.vips.insert(&vip_key(addr), state, 0).map_err(map_error("VIPS"))
     }
 
     pub fn remove_vip(&mut self, addr: Ipv4Addr) -> Result<(), DatapathError> {
         match self.vips.remove(&vip_key(addr)) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(DatapathError::Map {
-                map: "VIPS",
-                source,
-            }),
+            Err(e) => Err(map_error("VIPS")(e)),
         }
     }
 
@@ -128,15 +133,90 @@ impl Datapath {
         let per_cpu = self
             .counters
             .get(&vip_id, 0)
-            .map_err(|source| DatapathError::Map {
-                map: "VIP_COUNTERS",
-                source,
-            })?;
+            .map_err(map_error("VIP_COUNTERS"))?;
         let mut sum = VipCounters::default();
         for c in per_cpu.iter() {
             sum.add(c);
         }
         Ok(sum)
+    }
+
+    /// Writes one whole Maglev table (backend ids) into a VIP's table slot
+    /// and generation. XDP keeps reading the other generation until the VIP
+    /// entry is flipped to this one.
+    pub fn write_table(
+        &mut self,
+        table_slot: u16,
+        generation: u8,
+        table: &[u32],
+    ) -> Result<(), DatapathError> {
+        assert_eq!(table.len(), MAGLEV_TABLE_SIZE as usize, "Maglev table size");
+        let start = maglev_table_start(table_slot, generation);
+        for (i, backend_id) in table.iter().enumerate() {
+            self.maglev
+                .set(start + i as u32, backend_id, 0)
+                .map_err(map_error("MAGLEV"))?;
+        }
+        Ok(())
+    }
+
+    /// The backend id in one slot of a table (for inspection and tests).
+    pub fn table_entry(
+        &self,
+        table_slot: u16,
+        generation: u8,
+        index: u32,
+    ) -> Result<u32, DatapathError> {
+        self.maglev
+            .get(&(maglev_table_start(table_slot, generation) + index), 0)
+            .map_err(map_error("MAGLEV"))
+    }
+
+    pub fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), DatapathError> {
+        self.backends.set(id, backend, 0).map_err(map_error("BACKENDS"))
+    }
+
+    pub fn backend(&self, id: u32) -> Result<Backend, DatapathError> {
+        self.backends.get(&id, 0).map_err(map_error("BACKENDS"))
+    }
+
+    /// Counters for a backend id, summed over CPUs.
+    pub fn backend_counters(&self, id: u32) -> Result<BackendCounters, DatapathError> {
+        let per_cpu = self
+            .backend_counters
+            .get(&id, 0)
+            .map_err(map_error("BACKEND_COUNTERS"))?;
+        let mut sum = BackendCounters::default();
+        for c in per_cpu.iter() {
+            sum.add(c);
+        }
+        Ok(sum)
+    }
+
+    /// Tracked flows per backend id (walks the connection table).
+    pub fn active_flows(&self) -> std::collections::HashMap<u32, u64> {
+        let mut flows = std::collections::HashMap::new();
+        for (_, backend_id) in self.conntrack.iter().filter_map(Result::ok) {
+            *flows.entry(backend_id).or_default() += 1;
+        }
+        flows
+    }
+
+    /// The backend a flow is tracked to, if any.
+    pub fn tracked(&self, flow: &FlowKey) -> Option<u32> {
+        self.conntrack.get(flow, 0).ok()
+    }
+
+    /// Forgets every tracked flow.
+    pub fn clear_conntrack(&mut self) -> Result<(), DatapathError> {
+        let keys: Vec<FlowKey> = self.conntrack.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            match self.conntrack.remove(&key) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_error("CONNTRACK")(e)),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -83,7 +83,7 @@ impl VipOwnership {
             owned: self.owned as u8,
             mode: VipMode::Local as u8,
             vip_id: self.vip_id,
-            _pad: 0,
+            ..Default::default()
         }
     }
 }

@@ -85,7 +85,7 @@ fn load_map_state(dp: &mut Datapath) {
         owned,
         mode: VipMode::Local as u8,
         vip_id,
-        _pad: 0,
+        ..Default::default()
     };
     dp.set_vip(OWNED, &entry(1, 1, now_ns() + 60_000_000_000))
         .unwrap();
@@ -420,7 +420,7 @@ fn lease_expiry_is_read_per_packet() {
         owned: 1,
         mode: VipMode::Local as u8,
         vip_id: 1,
-        _pad: 0,
+        ..Default::default()
     };
     tester
         .datapath

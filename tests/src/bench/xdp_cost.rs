@@ -47,7 +47,7 @@ pub fn run(effort: Effort) -> Result<Section> {
         owned: owned as u8,
         mode: VipMode::Local as u8,
         vip_id,
-        _pad: 0,
+        ..Default::default()
     };
     tester.datapath.set_vip(OWNED, &entry(1, true))?;
     tester.datapath.set_vip(NOT_OWNED, &entry(2, false))?;
