@@ -7,6 +7,8 @@
 //! never read from a clock, so every transition is tested with a fake clock;
 //! sockets, timers and address ownership live in the daemon.
 
+pub mod machine;
 pub mod packet;
 
+pub use machine::{Action, Event, InstanceConfig, InvalidConfig, Machine, PeerMaster, State};
 pub use packet::{Advertisement, IPPROTO_VRRP, Reject, VRRP_MULTICAST, VRRP_TTL};

@@ -188,10 +188,9 @@ impl Advertisement {
         if max_advert_interval_cs == 0 {
             return Err(Reject::ZeroInterval);
         }
-        let addresses = rest
-            .chunks_exact(4)
-            .map(|a| Ipv4Addr::new(a[0], a[1], a[2], a[3]))
-            .collect();
+        // The length check left exactly `count` 4-byte addresses.
+        let (addresses, _) = rest.as_chunks::<4>();
+        let addresses = addresses.iter().copied().map(Ipv4Addr::from).collect();
         Ok(Advertisement {
             vrid: *vrid,
             priority: *priority,
