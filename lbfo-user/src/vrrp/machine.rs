@@ -16,9 +16,6 @@ use super::packet::{Advertisement, MAX_ADDRESSES, MAX_ADVERT_INTERVAL_CS, Reject
 /// The priority of the router that owns the virtual addresses: it takes
 /// over at once on startup and always preempts.
 pub const OWNER_PRIORITY: u8 = 255;
-/// Highest priority a non-owner may have, and what an owner's priority is
-/// capped at once a health check lowers it.
-pub const MAX_BACKUP_PRIORITY: u8 = 254;
 pub const MIN_ADVERT_INTERVAL: Duration = Duration::from_millis(10);
 pub const MAX_ADVERT_INTERVAL: Duration = Duration::from_millis(10 * MAX_ADVERT_INTERVAL_CS as u64);
 const NANOS_PER_CENTISECOND: u64 = 10_000_000;
@@ -216,17 +213,14 @@ impl Machine {
         self.state
     }
 
-    /// The configured priority lowered by failing weighted checks. An owner
-    /// stays at 255 only while nothing lowers it; nobody else reaches 255,
-    /// and nobody drops to 0, which would mean "giving up".
+    /// The configured priority lowered by failing weighted checks: any
+    /// penalty takes an owner below 255, and none takes anyone to 0, which
+    /// would mean "giving up".
     pub fn effective_priority(&self) -> u8 {
-        if self.priority_penalty == 0 {
-            return self.config.priority;
-        }
         self.config
             .priority
             .saturating_sub(self.priority_penalty)
-            .clamp(1, MAX_BACKUP_PRIORITY)
+            .max(1)
     }
 
     /// The interval of the Master we follow (ours until we hear one).
