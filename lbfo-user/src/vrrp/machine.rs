@@ -116,6 +116,18 @@ pub enum State {
     Fault,
 }
 
+impl State {
+    /// A stable lowercase name for status output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Initialize => "initialize",
+            State::Backup => "backup",
+            State::Master => "master",
+            State::Fault => "fault",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Startup,
@@ -124,7 +136,9 @@ pub enum Event {
     /// timers are ignored.
     Timer,
     /// A decoded advertisement for our VRID. `from` is the IP source, which
-    /// is the sender's primary address.
+    /// is the sender's primary address. Our own advertisements must not come
+    /// back here: one looped back after our priority changed would look
+    /// like another Master.
     AdvertReceived {
         from: Ipv4Addr,
         advert: Advertisement,
@@ -459,9 +473,13 @@ impl Machine {
     ) -> Vec<Action> {
         let ours = self.effective_priority();
         if advert.priority == 0 {
+            // Only a Master gives up, so this was a split brain too, and
             // Backups now wait only Skew_Time: tell them at once we are here.
             self.deadline = Some(now + self.config.advert_interval);
-            return vec![Action::SendAdvert(self.advertisement(ours))];
+            return vec![
+                Action::SendAdvert(self.advertisement(ours)),
+                Action::SendGratuitousArp,
+            ];
         }
         let theirs = (advert.priority, from);
         let mine = (ours, self.config.primary_address);
@@ -845,7 +863,7 @@ mod tests {
                 "a Master giving up",
                 0,
                 HIGHER_PEER,
-                &[send(100)],
+                &asserts,
                 State::Master,
             ),
         ];
@@ -1352,6 +1370,18 @@ mod tests {
             &[],
         );
         expect_state(&m, State::Backup, Some(secs(1) + MDI_100));
+    }
+
+    #[test]
+    fn state_names_are_stable() {
+        let names = [
+            State::Initialize,
+            State::Backup,
+            State::Master,
+            State::Fault,
+        ]
+        .map(State::as_str);
+        assert_eq!(names, ["initialize", "backup", "master", "fault"]);
     }
 
     #[test]
