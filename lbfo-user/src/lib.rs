@@ -19,3 +19,4 @@ pub mod datapath;
 pub mod netlink;
 pub mod ownership;
 pub mod status;
+pub mod vrrp;

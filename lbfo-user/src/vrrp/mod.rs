@@ -1,0 +1,14 @@
+//! VRRP version 3 for IPv4 (RFC 5798), wire-compatible with keepalived.
+//!
+//! This module is the protocol without I/O: [`packet`] turns advertisements
+//! into bytes and back, [`machine`] is one virtual router's state machine fed
+//! with events (startup, timers, received advertisements, health) and
+//! answering with actions (send, take over, give up). Time is an argument,
+//! never read from a clock, so every transition is tested with a fake clock;
+//! sockets, timers and address ownership live in the daemon.
+
+pub mod machine;
+pub mod packet;
+
+pub use machine::{Action, Event, InstanceConfig, InvalidConfig, Machine, PeerMaster, State};
+pub use packet::{Advertisement, IPPROTO_VRRP, Reject, VRRP_MULTICAST, VRRP_TTL};
