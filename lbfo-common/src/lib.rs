@@ -162,8 +162,14 @@ impl FlowKey {
     pub fn hash(&self) -> u32 {
         #[inline(always)]
         fn round(h: u32, word: u32) -> u32 {
-            let k = word.wrapping_mul(0xcc9e_2d51).rotate_left(15).wrapping_mul(0x1b87_3593);
-            (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+            let k = word
+                .wrapping_mul(0xcc9e_2d51)
+                .rotate_left(15)
+                .wrapping_mul(0x1b87_3593);
+            (h ^ k)
+                .rotate_left(13)
+                .wrapping_mul(5)
+                .wrapping_add(0xe654_6b64)
         }
         let mut h = 0x6c62_666f; // "lbfo"
         h = round(h, self.src_addr);

@@ -114,7 +114,9 @@ impl Datapath {
     /// Writes the whole entry for a VIP at once; XDP reads either the old or
     /// the new entry, never a mix.
     pub fn set_vip(&mut self, addr: Ipv4Addr, state: &VipState) -> Result<(), DatapathError> {
-        self.vips.insert(&vip_key(addr), state, 0).map_err(map_error("VIPS"))
+        self.vips
+            .insert(&vip_key(addr), state, 0)
+            .map_err(map_error("VIPS"))
     }
 
     pub fn remove_vip(&mut self, addr: Ipv4Addr) -> Result<(), DatapathError> {
@@ -173,7 +175,9 @@ impl Datapath {
     }
 
     pub fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), DatapathError> {
-        self.backends.set(id, backend, 0).map_err(map_error("BACKENDS"))
+        self.backends
+            .set(id, backend, 0)
+            .map_err(map_error("BACKENDS"))
     }
 
     pub fn backend(&self, id: u32) -> Result<Backend, DatapathError> {

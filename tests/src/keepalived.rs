@@ -1,11 +1,6 @@
 //! keepalived (Debian's package, VRRP version 3) as a peer in the lab.
 
-use std::{
-    fmt::Write as _,
-    net::Ipv4Addr,
-    process::Stdio,
-    time::Duration,
-};
+use std::{fmt::Write as _, net::Ipv4Addr, process::Stdio, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -67,13 +62,18 @@ impl Keepalived {
     }
 
     pub fn wait_backup(&self, within: Duration) -> Result<Duration> {
-        wait_for(within, "keepalived to leave Master", || Ok(!self.is_master()?))
-            .with_context(|| format!("keepalived log:\n{}", self.log_text()))
+        wait_for(within, "keepalived to leave Master", || {
+            Ok(!self.is_master()?)
+        })
+        .with_context(|| format!("keepalived log:\n{}", self.log_text()))
     }
 
     /// Graceful stop: keepalived sends a priority-0 advertisement.
     pub fn stop(&self, lab: &mut Lab) -> Result<()> {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), nix::sys::signal::Signal::SIGTERM)?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
         let status = lab.wait(self.pid, Duration::from_secs(10))?;
         if !status.success() {
             bail!("keepalived exited with {status}");
@@ -88,9 +88,17 @@ impl Keepalived {
 
 fn render(host: &Host, c: &KeepalivedConfig) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "global_defs {{\n    vrrp_version 3\n    router_id {}\n    vrrp_garp_master_delay 0\n}}", host.name);
+    let _ = writeln!(
+        s,
+        "global_defs {{\n    vrrp_version 3\n    router_id {}\n    vrrp_garp_master_delay 0\n}}",
+        host.name
+    );
     let _ = writeln!(s, "vrrp_instance lbfo_lab {{");
-    let _ = writeln!(s, "    state BACKUP\n    interface {}\n    virtual_router_id {}\n    priority {}", host.ifname, c.vrid, c.priority);
+    let _ = writeln!(
+        s,
+        "    state BACKUP\n    interface {}\n    virtual_router_id {}\n    priority {}",
+        host.ifname, c.vrid, c.priority
+    );
     let _ = writeln!(s, "    advert_int {:.2}", c.advert_interval.as_secs_f64());
     if !c.preempt {
         let _ = writeln!(s, "    nopreempt");
@@ -102,6 +110,10 @@ fn render(host: &Host, c: &KeepalivedConfig) -> String {
         }
         let _ = writeln!(s, "    }}");
     }
-    let _ = writeln!(s, "    virtual_ipaddress {{\n        {} dev {}\n    }}\n}}", c.vip_cidr, host.ifname);
+    let _ = writeln!(
+        s,
+        "    virtual_ipaddress {{\n        {} dev {}\n    }}\n}}",
+        c.vip_cidr, host.ifname
+    );
     s
 }

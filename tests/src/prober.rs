@@ -38,7 +38,12 @@ impl ProbeReport {
 
 impl Prober {
     /// Starts pinging `target` from `ns` every `interval` for at most `run_for`.
-    pub fn start(ns: &str, target: Ipv4Addr, interval: Duration, run_for: Duration) -> Result<Prober> {
+    pub fn start(
+        ns: &str,
+        target: Ipv4Addr,
+        interval: Duration,
+        run_for: Duration,
+    ) -> Result<Prober> {
         let child = netns_exec(ns, "ping")
             .args(["-n", "-D"])
             .args(["-i", &format!("{:.3}", interval.as_secs_f64())])
@@ -101,7 +106,11 @@ mod tests {
 \n--- 192.0.2.100 ping statistics ---\n63 packets transmitted, 4 received, 93% packet loss, time 310ms\n";
         let r = parse(text, Duration::from_millis(5));
         assert_eq!((r.sent, r.answered), (63, 4));
-        assert!((r.longest_gap.as_secs_f64() - 0.300).abs() < 1e-6, "gap {:?}", r.longest_gap);
+        assert!(
+            (r.longest_gap.as_secs_f64() - 0.300).abs() < 1e-6,
+            "gap {:?}",
+            r.longest_gap
+        );
         assert!((r.outage(Duration::from_millis(5)).as_secs_f64() - 0.295).abs() < 1e-6);
     }
 }

@@ -5,10 +5,12 @@
 //! with events (startup, timers, received advertisements, health) and
 //! answering with actions (send, take over, give up). Time is an argument,
 //! never read from a clock, so every transition is tested with a fake clock;
-//! sockets, timers and address ownership live in the daemon.
+//! [`socket`] is the thin I/O layer (raw IPv4 sockets for protocol 112);
+//! timers and address ownership live in the daemon.
 
 pub mod machine;
 pub mod packet;
+pub mod socket;
 
 pub use machine::{Action, Event, InstanceConfig, InvalidConfig, Machine, PeerMaster, State};
 pub use packet::{Advertisement, IPPROTO_VRRP, Reject, VRRP_MULTICAST, VRRP_TTL};

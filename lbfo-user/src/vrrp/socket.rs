@@ -16,10 +16,7 @@ use std::{
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
-pub const IPPROTO_VRRP: i32 = 112;
-pub const VRRP_MULTICAST: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
-/// RFC 5798 5.1.1.3: sent with TTL 255, and anything received with less is dropped.
-pub const VRRP_TTL: u8 = 255;
+use super::packet::{IPPROTO_VRRP, VRRP_MULTICAST, VRRP_TTL};
 
 /// One received VRRP packet with the IP header fields the receive checks need.
 #[derive(Debug, Clone)]
@@ -37,15 +34,24 @@ pub struct VrrpSocket {
 
 impl VrrpSocket {
     pub fn open(ifname: &str, ifindex: u32, primary: Ipv4Addr) -> io::Result<Self> {
-        let index = NonZeroU32::new(ifindex).ok_or_else(|| io::Error::other("interface index 0"))?;
+        let index =
+            NonZeroU32::new(ifindex).ok_or_else(|| io::Error::other("interface index 0"))?;
 
-        let rx = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(IPPROTO_VRRP)))?;
+        let rx = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(IPPROTO_VRRP as i32)),
+        )?;
         rx.bind_device_by_index_v4(Some(index))?;
         rx.join_multicast_v4_n(&VRRP_MULTICAST, &InterfaceIndexOrAddress::Index(ifindex))?;
         rx.set_nonblocking(true)?;
         rx.set_cloexec(true)?;
 
-        let tx = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(IPPROTO_VRRP)))?;
+        let tx = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(IPPROTO_VRRP as i32)),
+        )?;
         tx.bind_device(Some(ifname.as_bytes()))?;
         tx.bind(&SocketAddrV4::new(primary, 0).into())?;
         tx.set_multicast_if_v4(&primary)?;
@@ -58,10 +64,10 @@ impl VrrpSocket {
         // Never read from: stop the kernel from queueing every VRRP packet to it.
         tx.shutdown(std::net::Shutdown::Read)?;
 
-        Ok(Self {
-            rx: AsyncFd::new(rx)?,
-            tx,
-        })
+        // SAFETY: `rx` is an open socket owned by the AsyncFd for its whole life.
+        let rx = unsafe { AsyncFd::register_with_interest(rx, tokio::io::Interest::READABLE) }
+            .map_err(io::Error::from)?;
+        Ok(Self { rx, tx })
     }
 
     /// Sends one VRRP payload (the kernel adds the IP header) to `dst`.
@@ -79,7 +85,10 @@ impl VrrpSocket {
             match guard.try_io(|fd| fd.get_ref().recv(&mut buf)) {
                 Ok(Ok(len)) => {
                     // SAFETY: recv initialised the first `len` bytes.
-                    let bytes: Vec<u8> = buf[..len].iter().map(|b| unsafe { b.assume_init() }).collect();
+                    let bytes: Vec<u8> = buf[..len]
+                        .iter()
+                        .map(|b| unsafe { b.assume_init() })
+                        .collect();
                     if let Some(received) = parse_ipv4(&bytes) {
                         return Ok(received);
                     }
@@ -99,7 +108,8 @@ fn parse_ipv4(packet: &[u8]) -> Option<Received> {
         return None;
     }
     let total_len = (u16::from_be_bytes([packet[2], packet[3]]) as usize).min(packet.len());
-    let field = |at: usize| Ipv4Addr::new(packet[at], packet[at + 1], packet[at + 2], packet[at + 3]);
+    let field =
+        |at: usize| Ipv4Addr::new(packet[at], packet[at + 1], packet[at + 2], packet[at + 3]);
     Some(Received {
         ttl: packet[8],
         src: field(12),
@@ -114,10 +124,15 @@ mod tests {
 
     #[test]
     fn parses_the_ip_header_of_a_received_packet() {
-        let mut p = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 255, 112, 0, 0, 192, 0, 2, 11, 224, 0, 0, 18];
+        let mut p = vec![
+            0x45, 0, 0, 28, 0, 0, 0, 0, 255, 112, 0, 0, 192, 0, 2, 11, 224, 0, 0, 18,
+        ];
         p.extend_from_slice(&[0x31, 51, 150, 1, 0, 100, 0, 0]);
         let r = parse_ipv4(&p).expect("valid packet");
-        assert_eq!((r.src, r.dst, r.ttl), (Ipv4Addr::new(192, 0, 2, 11), VRRP_MULTICAST, 255));
+        assert_eq!(
+            (r.src, r.dst, r.ttl),
+            (Ipv4Addr::new(192, 0, 2, 11), VRRP_MULTICAST, 255)
+        );
         assert_eq!(r.payload, vec![0x31, 51, 150, 1, 0, 100, 0, 0]);
         assert!(parse_ipv4(&p[..10]).is_none(), "short packet");
         let mut v6 = p.clone();
