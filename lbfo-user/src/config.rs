@@ -86,6 +86,31 @@ impl Default for GarpConfig {
 pub struct VipConfig {
     pub name: String,
     pub address: VipAddress,
+    /// VRRP election (RFC 5798): present when `vrid` is set. Without it
+    /// the VIP is owned only while an operator says so.
+    #[serde(flatten)]
+    pub vrrp: VrrpConfig,
+}
+
+/// The VRRP keys of a `[[vip]]`; the same names and meanings as keepalived's.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct VrrpConfig {
+    /// Virtual router id, 1..=255, the same on every node sharing the VIP.
+    pub vrid: Option<u8>,
+    /// 1..=254, higher wins; 255 only on the node that owns the address.
+    #[serde(default = "defaults::priority")]
+    pub priority: u8,
+    /// 10..=40950 ms in steps of 10 ms (centiseconds on the wire).
+    #[serde(default = "defaults::advert_interval_ms")]
+    pub advert_interval_ms: u64,
+    /// A higher-priority node takes over from a lower-priority Master.
+    #[serde(default = "defaults::preempt")]
+    pub preempt: bool,
+    #[serde(default)]
+    pub preempt_delay_ms: u64,
+    /// Send advertisements to these addresses instead of 224.0.0.18.
+    #[serde(default)]
+    pub unicast_peers: Vec<std::net::Ipv4Addr>,
 }
 
 /// An IPv4 address with the prefix length it is added to the interface with.
@@ -146,6 +171,15 @@ impl fmt::Display for VipAddress {
 }
 
 mod defaults {
+    pub fn priority() -> u8 {
+        100
+    }
+    pub fn advert_interval_ms() -> u64 {
+        1000
+    }
+    pub fn preempt() -> bool {
+        true
+    }
     pub fn lease_ms() -> u64 {
         3000
     }
@@ -154,6 +188,51 @@ mod defaults {
     }
     pub fn garp_interval_ms() -> u64 {
         200
+    }
+}
+
+impl VrrpConfig {
+    fn validate(&self, vip: &str, vrids: &mut HashSet<u8>) -> Result<(), String> {
+        let Some(vrid) = self.vrid else {
+            let vrrp_key_set = self.priority != defaults::priority()
+                || self.advert_interval_ms != defaults::advert_interval_ms()
+                || self.preempt != defaults::preempt()
+                || self.preempt_delay_ms != 0
+                || !self.unicast_peers.is_empty();
+            if vrrp_key_set {
+                return Err(format!("vip {vip:?} has VRRP settings but no vrid"));
+            }
+            return Ok(());
+        };
+        if vrid == 0 {
+            return Err(format!("vip {vip:?}: vrid must be 1..=255"));
+        }
+        if !vrids.insert(vrid) {
+            return Err(format!(
+                "vrid {vrid} is used by two VIPs; each VIP needs its own"
+            ));
+        }
+        if self.priority == 0 {
+            return Err(format!(
+                "vip {vip:?}: priority must be 1..=255 (0 is what a Master sends when it gives up)"
+            ));
+        }
+        if !(10..=40_950).contains(&self.advert_interval_ms) || self.advert_interval_ms % 10 != 0 {
+            return Err(format!(
+                "vip {vip:?}: advert_interval_ms = {} must be 10..=40950 in steps of 10",
+                self.advert_interval_ms
+            ));
+        }
+        if self.preempt_delay_ms > 3_600_000 {
+            return Err(format!(
+                "vip {vip:?}: preempt_delay_ms is more than an hour"
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn advert_interval(&self) -> Duration {
+        Duration::from_millis(self.advert_interval_ms)
     }
 }
 
@@ -214,6 +293,7 @@ impl Config {
         }
         let mut names = HashSet::new();
         let mut addresses = HashSet::new();
+        let mut vrids = HashSet::new();
         for vip in &self.vips {
             if vip.name.is_empty()
                 || vip.name.len() > 64
@@ -236,6 +316,7 @@ impl Config {
             if !names.insert(vip.name.as_str()) {
                 return Err(format!("vip name {:?} is used twice", vip.name));
             }
+            vip.vrrp.validate(&vip.name, &mut vrids)?;
             if !addresses.insert(vip.address.addr) {
                 return Err(format!("vip address {} is used twice", vip.address.addr));
             }
@@ -337,6 +418,26 @@ address = "192.0.2.100/24"
                 "lease_ms = 10 is out of range",
             ),
             ("interface = \"\"\n", "is not a valid interface name"),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\npriority = 150\n",
+                "has VRRP settings but no vrid",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrid = 5\nadvert_interval_ms = 15\n",
+                "advert_interval_ms = 15 must be 10..=40950 in steps of 10",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrid = 5\n[[vip]]\nname = \"b\"\naddress = \"192.0.2.2\"\nvrid = 5\n",
+                "vrid 5 is used by two VIPs",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrid = 5\npriority = 0\n",
+                "priority must be 1..=255",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrid = 5\nprority = 7\n",
+                "unknown field `prority`",
+            ),
             (
                 "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"224.0.0.18\"\n",
                 "cannot be a VIP",

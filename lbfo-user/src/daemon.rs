@@ -3,13 +3,15 @@
 //! Start-up checks everything that can be wrong before it changes anything
 //! (config, root, interface, locks, socket, program load) and only then
 //! attaches XDP. The main loop is the single owner of the maps and the VIP
-//! addresses: control requests, lease renewal and signals all arrive here
-//! and are handled one at a time.
+//! addresses: control requests, VRRP packets and timers, lease renewal and
+//! signals all arrive here and are handled one at a time.
 
 use std::{
     fs::File,
+    net::Ipv4Addr,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -24,20 +26,46 @@ use crate::{
     announce::Announcer,
     arp::format_mac,
     clock,
-    config::{Config, XdpMode},
+    config::{Config, VipConfig, XdpMode},
     control::{self, Command, Request, Response},
     datapath::{Datapath, PROGRAM_NAME},
+    election::{Elections, Instance},
     netlink::{Interface, Netlink, XdpAttachMode},
     ownership::{Owner, VipOwnership},
-    status::{Status, VipStatus},
+    status::{Status, VipStatus, VrrpStatus},
+    vrrp::{
+        Action, Advertisement, Event,
+        socket::{Received, VrrpSocket},
+    },
 };
 
 /// One configured VIP at run time.
 struct Vip {
-    name: String,
+    config: VipConfig,
     ownership: VipOwnership,
-    /// Why it is in its current state, for logs and `lbfo status`.
+    /// The VRRP election, for VIPs with a `vrid`; the others are owned
+    /// while an operator says so.
+    election: Option<Instance>,
+    /// Operator-owned VIPs: `lbfo own` was said (and not taken back).
+    operator_wants: bool,
+    /// Why the VIP is in its current state, for logs and `lbfo status`.
     reason: String,
+    /// The state last logged, to log each transition once.
+    logged_state: &'static str,
+}
+
+impl Vip {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn state(&self) -> &'static str {
+        match &self.election {
+            Some(instance) => instance.machine.state().as_str(),
+            None if self.ownership.owned => "owner",
+            None => "standby",
+        }
+    }
 }
 
 struct Daemon {
@@ -46,6 +74,7 @@ struct Daemon {
     xdp_mode: XdpAttachMode,
     owner: Owner,
     vips: Vec<Vip>,
+    elections: Option<Elections>,
 }
 
 pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
@@ -58,6 +87,26 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
     if !iface.up {
         tracing::warn!(interface = %iface.name, "interface is down; VIPs will be unreachable until it is up");
     }
+    let elections = open_elections(&config, &netlink, &iface).await?;
+    let primary = elections
+        .as_ref()
+        .map(|e| e.primary)
+        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let mut vips = Vec::new();
+    for (i, vip) in config.vips.iter().enumerate() {
+        vips.push(Vip {
+            config: vip.clone(),
+            ownership: VipOwnership::new(vip.address, i as u32 + 1),
+            election: Instance::new(vip, primary).map_err(anyhow::Error::msg)?,
+            operator_wants: false,
+            reason: if vip.vrrp.vrid.is_some() {
+                "starting the election".into()
+            } else {
+                "standby: waiting for `lbfo own`".into()
+            },
+            logged_state: "initialize",
+        });
+    }
     let _lock = lock_interface(&iface)?;
     let socket = control::bind(socket_path)?;
     let datapath = Datapath::load()?;
@@ -68,16 +117,6 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
         )
     })?;
 
-    // Every VIP starts as standby: in the map as not owned (XDP drops ARP
-    // and traffic for it) and without an address lbfo put there earlier.
-    let mut vips = Vec::new();
-    for (i, vip) in config.vips.iter().enumerate() {
-        vips.push(Vip {
-            name: vip.name.clone(),
-            ownership: VipOwnership::new(vip.address, i as u32 + 1),
-            reason: "standby: waiting for `lbfo own`".into(),
-        });
-    }
     let mut owner = Owner {
         datapath,
         netlink: netlink.clone(),
@@ -86,6 +125,7 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
         mac: iface.mac,
         garp: config.garp,
     };
+    // Every VIP starts as not owned: XDP drops ARP and traffic for it.
     for vip in &vips {
         owner.register(&vip.ownership)?;
     }
@@ -94,7 +134,7 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
     tracing::info!(
         interface = %iface.name,
         mac = %format_mac(&iface.mac),
-        "XDP attached in {xdp_mode} mode (program id {}); {} VIP(s) on standby; control socket {}",
+        "XDP attached in {xdp_mode} mode (program id {}); {} VIP(s); control socket {}",
         owner.datapath.prog_id(),
         vips.len(),
         socket.path().display()
@@ -106,15 +146,59 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
         xdp_mode,
         owner,
         vips,
+        elections,
     };
     let shutdown = CancellationToken::new();
     let (commands_tx, commands) = mpsc::channel(64);
     let server = tokio::spawn(socket.serve(commands_tx, shutdown.clone()));
+    daemon.start_elections().await;
     let result = daemon.main_loop(commands).await;
     shutdown.cancel();
     let _ = server.await;
     daemon.shutdown().await;
     result
+}
+
+/// The VRRP socket, if any VIP is elected. Advertisements go out from the
+/// interface's own primary address, so it must have one.
+async fn open_elections(
+    config: &Config,
+    netlink: &Netlink,
+    iface: &Interface,
+) -> Result<Option<Elections>> {
+    if !config.vips.iter().any(|v| v.vrrp.vrid.is_some()) {
+        return Ok(None);
+    }
+    let vip_addresses: Vec<Ipv4Addr> = config.vips.iter().map(|v| v.address.addr).collect();
+    let addresses = netlink.addresses(iface.index).await?;
+    let primary = addresses
+        .iter()
+        .find(|a| !a.added_by_lbfo && !vip_addresses.contains(&a.addr))
+        .map(|a| a.addr)
+        .with_context(|| {
+            format!(
+                "interface {} has no IPv4 address of its own; VRRP sends advertisements from it",
+                iface.name
+            )
+        })?;
+    for vip in &config.vips {
+        if vip.vrrp.priority == 255
+            && !addresses
+                .iter()
+                .any(|a| a.addr == vip.address.addr && !a.added_by_lbfo)
+        {
+            bail!(
+                "vip {:?}: priority 255 is for the node that owns {} (configured on {}), and this node does not",
+                vip.name,
+                vip.address.addr,
+                iface.name
+            );
+        }
+    }
+    let elections = Elections::open(&iface.name, iface.index, primary)
+        .with_context(|| format!("cannot open the VRRP socket on {}", iface.name))?;
+    tracing::info!(interface = %iface.name, "VRRP advertisements from {primary}");
+    Ok(Some(elections))
 }
 
 impl Daemon {
@@ -123,29 +207,198 @@ impl Daemon {
         let mut sigint = signal(SignalKind::interrupt())?;
         let lease = self.config.lease();
         // Renew three times per lease: two renewals can be missed (a stalled
-        // host) before XDP falls silent.
+        // host) before XDP falls silent. Elected VIPs renew with each advert.
         let mut renew = tokio::time::interval(lease / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let vrrp_socket: Option<Arc<VrrpSocket>> =
+            self.elections.as_ref().map(|e| e.socket.clone());
         loop {
+            let next_timer = self.next_vrrp_deadline();
             tokio::select! {
                 _ = sigterm.recv() => { tracing::info!("SIGTERM: releasing VIPs and detaching XDP"); return Ok(()) }
                 _ = sigint.recv() => { tracing::info!("SIGINT: releasing VIPs and detaching XDP"); return Ok(()) }
-                _ = renew.tick() => self.renew_leases(lease),
+                _ = renew.tick() => self.renew_operator_leases(lease),
                 Some(command) = commands.recv() => {
                     let response = self.handle(command.request).await;
                     let _ = command.reply.send(response);
                 }
+                received = recv_vrrp(vrrp_socket.as_deref()), if vrrp_socket.is_some() => match received {
+                    Ok(packet) => self.on_vrrp_packet(packet).await,
+                    Err(e) => tracing::warn!("VRRP receive failed: {e}"),
+                },
+                _ = sleep_until(next_timer), if next_timer.is_some() => self.on_vrrp_timers().await,
             }
         }
     }
 
-    fn renew_leases(&mut self, lease: Duration) {
-        for vip in &mut self.vips {
+    fn renew_operator_leases(&mut self, lease: Duration) {
+        for vip in self.vips.iter_mut().filter(|v| v.election.is_none()) {
             if let Err(e) = self.owner.renew(&mut vip.ownership, lease) {
-                tracing::error!(vip = %vip.name, "cannot renew lease: {e}");
+                tracing::error!(vip = %vip.config.name, "cannot renew lease: {e}");
             }
         }
     }
+
+    // ---- VRRP ----
+
+    async fn start_elections(&mut self) {
+        for index in 0..self.vips.len() {
+            self.vrrp_event(index, Event::Startup).await;
+        }
+    }
+
+    fn next_vrrp_deadline(&self) -> Option<tokio::time::Instant> {
+        let elections = self.elections.as_ref()?;
+        self.vips
+            .iter()
+            .filter_map(|v| v.election.as_ref()?.machine.next_deadline())
+            .min()
+            .map(|d| elections.instant(d))
+    }
+
+    async fn on_vrrp_timers(&mut self) {
+        let Some(now) = self.elections.as_ref().map(Elections::now) else {
+            return;
+        };
+        for index in 0..self.vips.len() {
+            let due = self.vips[index]
+                .election
+                .as_ref()
+                .and_then(|i| i.machine.next_deadline())
+                .is_some_and(|d| d <= now);
+            if due {
+                self.vrrp_event(index, Event::Timer).await;
+            }
+        }
+    }
+
+    async fn on_vrrp_packet(&mut self, packet: Received) {
+        let Some(elections) = self.elections.as_mut() else {
+            return;
+        };
+        if packet.src == elections.primary {
+            return;
+        }
+        let advert =
+            match Advertisement::decode(&packet.payload, packet.src, packet.dst, packet.ttl) {
+                Ok(advert) => advert,
+                Err(reject) => {
+                    tracing::debug!(from = %packet.src, "VRRP advertisement rejected: {reject}");
+                    elections.count_reject(&reject);
+                    return;
+                }
+            };
+        let Some(index) = self.vips.iter().position(|v| {
+            v.election
+                .as_ref()
+                .is_some_and(|i| i.machine.config().vrid == advert.vrid)
+        }) else {
+            elections.count_reject(&crate::vrrp::Reject::UnknownVrid { vrid: advert.vrid });
+            return;
+        };
+        if let Some(instance) = self.vips[index].election.as_mut() {
+            instance.counters.adverts_received += 1;
+        }
+        self.vrrp_event(
+            index,
+            Event::AdvertReceived {
+                from: packet.src,
+                advert,
+            },
+        )
+        .await;
+    }
+
+    /// Feeds one event to a VIP's state machine and carries out its actions.
+    async fn vrrp_event(&mut self, index: usize, event: Event) {
+        let Some(elections) = self.elections.as_ref() else {
+            return;
+        };
+        let now = elections.now();
+        let Some(instance) = self.vips[index].election.as_mut() else {
+            return;
+        };
+        let cause = describe_event(&event);
+        let actions = instance.machine.handle(now, event);
+        for action in actions {
+            self.vrrp_action(index, action, &cause).await;
+        }
+        self.log_transition(index);
+    }
+
+    async fn vrrp_action(&mut self, index: usize, action: Action, cause: &str) {
+        let vip = &mut self.vips[index];
+        let Some(instance) = vip.election.as_mut() else {
+            return;
+        };
+        let elections = self
+            .elections
+            .as_mut()
+            .expect("elected VIPs imply the VRRP socket");
+        match action {
+            Action::SendAdvert(advert) => {
+                if let Err(e) = elections.send(instance, &advert) {
+                    tracing::warn!(vip = %vip.config.name, "VRRP advertisement not sent: {e}");
+                }
+                if vip.ownership.owned {
+                    let lease = instance.machine.master_down_interval();
+                    if let Err(e) = self.owner.renew(&mut vip.ownership, lease) {
+                        tracing::error!(vip = %vip.config.name, "cannot renew lease: {e}");
+                    }
+                }
+            }
+            Action::BecomeMaster => {
+                instance.counters.became_master += 1;
+                // The lease is our own Master_Down_Interval, renewed with every
+                // advertisement: no lower-priority Backup takes over sooner, so
+                // a Master whose daemon dies falls silent no later than the
+                // moment a Backup takes over.
+                let lease = instance.machine.master_down_interval();
+                vip.reason = format!("master: {cause}");
+                if let Err(e) = self.owner.take(&mut vip.ownership, lease).await {
+                    tracing::error!(vip = %vip.config.name, "cannot take the VIP over: {e}");
+                    let _ = self.owner.release(&mut vip.ownership).await;
+                }
+            }
+            Action::BecomeBackup | Action::EnterFault | Action::Stop => {
+                vip.reason = format!("{}: {cause}", instance.machine.state().as_str());
+                if let Err(e) = self.owner.release(&mut vip.ownership).await {
+                    tracing::error!(vip = %vip.config.name, "cannot release the VIP: {e}");
+                }
+            }
+            Action::SendGratuitousArp => {
+                if vip.ownership.owned {
+                    tracing::info!(vip = %vip.config.name, "another node acted as Master ({cause}); re-announcing with gratuitous ARP");
+                    self.owner.announce(&mut vip.ownership);
+                }
+            }
+            Action::Discard(reject) => {
+                tracing::debug!(vip = %vip.config.name, "advertisement discarded: {reject}");
+                elections.count_reject(&reject);
+            }
+        }
+    }
+
+    /// Logs a VIP's state change once, with the reason.
+    fn log_transition(&mut self, index: usize) {
+        let vip = &mut self.vips[index];
+        let state = vip.state();
+        if state == vip.logged_state {
+            return;
+        }
+        tracing::info!(
+            vip = %vip.config.name,
+            address = %vip.config.address,
+            "{} -> {state}: {} (XDP {}, address {})",
+            vip.logged_state,
+            vip.reason,
+            if vip.ownership.owned { "answering" } else { "silent" },
+            vip.ownership.origin.as_str(),
+        );
+        vip.logged_state = state;
+    }
+
+    // ---- control requests ----
 
     async fn handle(&mut self, request: Request) -> Response {
         match request {
@@ -160,91 +413,99 @@ impl Daemon {
         }
     }
 
-    fn find(&self, name_or_address: &str) -> Result<usize, Response> {
+    /// The VIP an operator named, if lbfo may take orders for it.
+    fn operator_vip(&self, name_or_address: &str) -> Result<usize, Response> {
         let Some(config) = self.config.find_vip(name_or_address) else {
             return Err(Response::Error {
                 message: format!("no VIP named or addressed {name_or_address:?} in the config"),
             });
         };
-        Ok(self
+        let index = self
             .vips
             .iter()
-            .position(|v| v.name == config.name)
-            .expect("every configured VIP has a runtime entry"))
+            .position(|v| v.config.name == config.name)
+            .expect("every configured VIP has a runtime entry");
+        if let Some(vrid) = config.vrrp.vrid {
+            return Err(Response::Error {
+                message: format!(
+                    "{} is elected by VRRP (vrid {vrid}); `lbfo own/release` only apply to VIPs without vrid",
+                    config.name
+                ),
+            });
+        }
+        Ok(index)
     }
 
     async fn own(&mut self, name_or_address: &str) -> Response {
-        let index = match self.find(name_or_address) {
+        let index = match self.operator_vip(name_or_address) {
             Ok(i) => i,
             Err(response) => return response,
         };
         let lease = self.config.lease();
         let vip = &mut self.vips[index];
+        vip.operator_wants = true;
         if vip.ownership.owned {
             return Response::Done {
                 message: format!(
                     "{} {} is already owned by this node",
-                    vip.name, vip.ownership.address
+                    vip.name(),
+                    vip.config.address
                 ),
             };
         }
-        match self.owner.take(&mut vip.ownership, lease).await {
-            Ok(()) => {
-                vip.reason = "owner: operator command `lbfo own`".into();
-                tracing::info!(
-                    vip = %vip.name,
-                    address = %vip.ownership.address,
-                    "now owner (operator command): address {} on {}, XDP answering ARP, sending {} gratuitous ARP(s)",
-                    vip.ownership.origin.as_str(),
-                    self.iface.name,
-                    self.config.garp.count
-                );
-                Response::Done {
-                    message: format!(
-                        "{} {} is now owned by this node",
-                        vip.name, vip.ownership.address
-                    ),
-                }
-            }
+        vip.reason = "operator command `lbfo own`".into();
+        let result = self.owner.take(&mut vip.ownership, lease).await;
+        let response = match result {
+            Ok(()) => Response::Done {
+                message: format!(
+                    "{} {} is now owned by this node",
+                    vip.name(),
+                    vip.config.address
+                ),
+            },
             Err(e) => {
-                tracing::error!(vip = %vip.name, "cannot take ownership: {e}");
+                tracing::error!(vip = %vip.config.name, "cannot take ownership: {e}");
                 // Leave nothing half-applied.
                 let _ = self.owner.release(&mut vip.ownership).await;
+                vip.operator_wants = false;
                 Response::Error {
-                    message: format!("cannot own {}: {e}", vip.name),
+                    message: format!("cannot own {}: {e}", vip.name()),
                 }
             }
-        }
+        };
+        self.log_transition(index);
+        response
     }
 
     async fn release(&mut self, name_or_address: &str) -> Response {
-        let index = match self.find(name_or_address) {
+        let index = match self.operator_vip(name_or_address) {
             Ok(i) => i,
             Err(response) => return response,
         };
         let vip = &mut self.vips[index];
+        vip.operator_wants = false;
         let was_owned = vip.ownership.owned;
-        match self.owner.release(&mut vip.ownership).await {
-            Ok(()) if was_owned => {
-                vip.reason = "standby: operator command `lbfo release`".into();
-                tracing::info!(vip = %vip.name, address = %vip.ownership.address, "released (operator command): XDP no longer answers, address removed unless configured by hand");
-                Response::Done {
-                    message: format!("{} {} released", vip.name, vip.ownership.address),
-                }
-            }
+        vip.reason = "operator command `lbfo release`".into();
+        let response = match self.owner.release(&mut vip.ownership).await {
+            Ok(()) if was_owned => Response::Done {
+                message: format!("{} {} released", vip.name(), vip.config.address),
+            },
             Ok(()) => Response::Done {
                 message: format!(
                     "{} {} was not owned by this node",
-                    vip.name, vip.ownership.address
+                    vip.name(),
+                    vip.config.address
                 ),
             },
             Err(e) => {
-                tracing::error!(vip = %vip.name, "cannot release: {e}");
+                tracing::error!(vip = %vip.config.name, "cannot release: {e}");
                 Response::Error {
-                    message: format!("cannot release {}: {e}", vip.name),
+                    message: format!("cannot release {}: {e}", vip.name()),
                 }
             }
-        }
+        };
+        self.log_transition(index);
+        response
     }
 
     async fn status(&self) -> Result<Status> {
@@ -254,18 +515,13 @@ impl Daemon {
             let entry = self
                 .owner
                 .datapath
-                .vip(vip.ownership.address.addr)
+                .vip(vip.config.address.addr)
                 .unwrap_or_default();
             let answers = entry.answers(now);
             vips.push(VipStatus {
-                name: vip.name.clone(),
-                address: vip.ownership.address.to_string(),
-                state: if vip.ownership.owned {
-                    "owner"
-                } else {
-                    "standby"
-                }
-                .into(),
+                name: vip.config.name.clone(),
+                address: vip.config.address.to_string(),
+                state: vip.state().into(),
                 owned: answers,
                 lease_left_ms: if answers {
                     (entry.lease_deadline_ns - now) / 1_000_000
@@ -275,12 +531,22 @@ impl Daemon {
                 mac: format_mac(&self.iface.mac),
                 address_origin: self
                     .owner
-                    .address_origin(vip.ownership.address)
+                    .address_origin(vip.config.address)
                     .await?
                     .as_str()
                     .into(),
                 reason: vip.reason.clone(),
                 counters: self.owner.datapath.counters(vip.ownership.vip_id)?,
+                vrrp: vip.election.as_ref().map(|i| VrrpStatus {
+                    vrid: i.machine.config().vrid,
+                    priority: i.machine.config().priority,
+                    effective_priority: i.machine.effective_priority(),
+                    advert_interval_ms: i.machine.config().advert_interval.as_millis() as u64,
+                    master_down_interval_ms: i.machine.master_down_interval().as_millis() as u64,
+                    master: i.machine.learned_master().map(|m| m.address.to_string()),
+                    master_priority: i.machine.learned_master().map(|m| m.priority),
+                    counters: i.counters.clone(),
+                }),
             });
         }
         Ok(Status {
@@ -290,17 +556,36 @@ impl Daemon {
             mac: format_mac(&self.iface.mac),
             vips,
             malformed_frames: self.owner.datapath.counters(lbfo_common::NO_VIP)?.malformed,
+            vrrp_rejected: self
+                .elections
+                .as_ref()
+                .map(|e| {
+                    e.rejected
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), *v))
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 
-    /// Releases every VIP, then detaches XDP.
+    /// Steps down from every election (a Master sends priority 0 so a
+    /// Backup takes over after Skew_Time), releases every VIP, then
+    /// detaches XDP.
     async fn shutdown(&mut self) {
+        for index in 0..self.vips.len() {
+            self.vrrp_event(index, Event::Shutdown).await;
+        }
         for vip in &mut self.vips {
             let was_owned = vip.ownership.owned;
             match self.owner.release(&mut vip.ownership).await {
-                Ok(()) if was_owned => tracing::info!(vip = %vip.name, "released on shutdown"),
+                Ok(()) if was_owned => {
+                    tracing::info!(vip = %vip.config.name, "released on shutdown")
+                }
                 Ok(()) => {}
-                Err(e) => tracing::error!(vip = %vip.name, "cannot release on shutdown: {e}"),
+                Err(e) => {
+                    tracing::error!(vip = %vip.config.name, "cannot release on shutdown: {e}")
+                }
             }
         }
         match self
@@ -311,6 +596,40 @@ impl Daemon {
         {
             Ok(()) => tracing::info!(interface = %self.iface.name, "XDP detached; stopped"),
             Err(e) => tracing::error!(interface = %self.iface.name, "cannot detach XDP: {e}"),
+        }
+    }
+}
+
+async fn recv_vrrp(socket: Option<&VrrpSocket>) -> std::io::Result<Received> {
+    match socket {
+        Some(socket) => socket.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn describe_event(event: &Event) -> String {
+    match event {
+        Event::Startup => "startup".into(),
+        Event::Shutdown => "shutting down".into(),
+        Event::Timer => "timer".into(),
+        Event::AdvertReceived { from, advert } => {
+            format!(
+                "advertisement from {from} with priority {}",
+                advert.priority
+            )
+        }
+        Event::Health { fault: true, .. } => "a health check failed".into(),
+        Event::Health {
+            priority_penalty, ..
+        } => {
+            format!("health changed (priority lowered by {priority_penalty})")
         }
     }
 }
@@ -353,7 +672,7 @@ fn lock_interface(iface: &Interface) -> Result<nix::fcntl::Flock<File>> {
 }
 
 /// Addresses lbfo added before it was killed are stale: this daemon starts
-/// with every VIP on standby, so it removes them.
+/// with every VIP not owned, so it removes them.
 async fn remove_stale_addresses(netlink: &Netlink, iface: &Interface) -> Result<()> {
     for a in netlink.addresses(iface.index).await? {
         if a.added_by_lbfo {

@@ -4,6 +4,7 @@
 //! - [`datapath`]: the embedded XDP program and its maps.
 //! - [`netlink`]: the interface, its addresses and the XDP attachment.
 //! - [`ownership`]: taking and giving up a VIP in the right order.
+//! - [`vrrp`] and [`election`]: VRRPv3, the protocol and its I/O.
 //! - [`announce`] and [`arp`]: gratuitous ARP.
 //! - [`control`] and [`status`]: the control socket behind `lbfo status/own/release`.
 //! - [`daemon`]: `lbfo run`, tying it all together.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod datapath;
+pub mod election;
 pub mod netlink;
 pub mod ownership;
 pub mod status;

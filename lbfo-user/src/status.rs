@@ -3,6 +3,8 @@
 use std::fmt::Write as _;
 
 use lbfo_common::VipCounters;
+
+use crate::election::VrrpCounters;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -15,13 +17,17 @@ pub struct Status {
     pub vips: Vec<VipStatus>,
     /// Frames that belonged to no VIP and were too short or malformed to parse.
     pub malformed_frames: u64,
+    /// VRRP advertisements not acted on, by reason.
+    #[serde(default)]
+    pub vrrp_rejected: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VipStatus {
     pub name: String,
     pub address: String,
-    /// "owner" or "standby".
+    /// "owner" or "standby" for operator-owned VIPs; "initialize",
+    /// "backup", "master" or "fault" for elected ones.
     pub state: String,
     /// Whether XDP answers for the VIP right now (owned and lease running).
     pub owned: bool,
@@ -34,6 +40,23 @@ pub struct VipStatus {
     /// Why the VIP is in its current state.
     pub reason: String,
     pub counters: VipCounters,
+    /// The election, for VIPs with a vrid.
+    #[serde(default)]
+    pub vrrp: Option<VrrpStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VrrpStatus {
+    pub vrid: u8,
+    pub priority: u8,
+    /// Priority after failing weighted checks lowered it.
+    pub effective_priority: u8,
+    pub advert_interval_ms: u64,
+    pub master_down_interval_ms: u64,
+    /// The Master this node last heard, while it is Backup.
+    pub master: Option<String>,
+    pub master_priority: Option<u8>,
+    pub counters: VrrpCounters,
 }
 
 impl Status {
@@ -59,6 +82,26 @@ impl Status {
                 "\nvip {} {}: {} ({lease}), address on interface: {}\n  why: {}",
                 v.name, v.address, v.state, v.address_origin, v.reason
             );
+            if let Some(vrrp) = &v.vrrp {
+                let _ = writeln!(
+                    out,
+                    "  vrrp vrid {} priority {} (effective {}), advert every {} ms, master down after {} ms{}; adverts sent {}, received {}",
+                    vrrp.vrid,
+                    vrrp.priority,
+                    vrrp.effective_priority,
+                    vrrp.advert_interval_ms,
+                    vrrp.master_down_interval_ms,
+                    vrrp.master
+                        .as_ref()
+                        .map(|m| format!(
+                            ", master {m} (priority {})",
+                            vrrp.master_priority.unwrap_or(0)
+                        ))
+                        .unwrap_or_default(),
+                    vrrp.counters.adverts_sent,
+                    vrrp.counters.adverts_received
+                );
+            }
             let c = &v.counters;
             let _ = writeln!(
                 out,
@@ -68,6 +111,19 @@ impl Status {
                 c.ip_passed,
                 c.ip_dropped_not_owner,
                 c.conflicts_seen
+            );
+        }
+        let rejected: Vec<String> = self
+            .vrrp_rejected
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(reason, n)| format!("{reason} {n}"))
+            .collect();
+        if !rejected.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nVRRP advertisements rejected: {}",
+                rejected.join(", ")
             );
         }
         if self.malformed_frames > 0 {
