@@ -208,6 +208,16 @@ impl Lab {
         }
     }
 
+    /// Whether a process started with [`Lab::spawn`] has exited (and how).
+    pub fn try_wait(&mut self, pid: u32) -> Result<Option<std::process::ExitStatus>> {
+        let child = self
+            .children
+            .iter_mut()
+            .find(|c| c.id() == pid)
+            .context("no such child")?;
+        Ok(child.try_wait()?)
+    }
+
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }

@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use lbfo::status::Status;
 
-use crate::lab::{Host, Lab, netns_exec, wait_for};
+use crate::lab::{Host, Lab, netns_exec};
 
 /// The release `lbfo` binary (`cargo build --release`; `cargo xtask test` builds it).
 pub fn lbfo_bin() -> PathBuf {
@@ -59,19 +59,25 @@ impl LbfoNode {
             log,
             pid,
         };
-        wait_for(
-            Duration::from_secs(10),
-            "lbfo to answer on its control socket",
-            || {
-                if !PathBuf::from(format!("/proc/{pid}")).exists() {
-                    bail!("lbfo exited during start-up:\n{}", node.log_text());
-                }
-                Ok(node
-                    .cli(&["status"])
-                    .map(|o| o.status.success())
-                    .unwrap_or(false))
-            },
-        )?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = lab.try_wait(pid)? {
+                bail!(
+                    "lbfo exited during start-up ({status}):\n{}",
+                    node.log_text()
+                );
+            }
+            if node.cli(&["status"]).is_ok_and(|o| o.status.success()) {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "lbfo did not answer on its control socket within 10 s; log:\n{}",
+                    node.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Ok(node)
     }
 

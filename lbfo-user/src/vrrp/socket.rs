@@ -61,8 +61,9 @@ impl VrrpSocket {
         tx.set_multicast_loop_v4(false)?;
         tx.set_nonblocking(true)?;
         tx.set_cloexec(true)?;
-        // Never read from: stop the kernel from queueing every VRRP packet to it.
-        tx.shutdown(std::net::Shutdown::Read)?;
+        // Never read from (unicast advertisements to our address reach the
+        // receiver too): keep what the kernel queues here to the minimum.
+        tx.set_recv_buffer_size(0)?;
 
         // SAFETY: `rx` is an open socket owned by the AsyncFd for its whole life.
         let rx = unsafe { AsyncFd::register_with_interest(rx, tokio::io::Interest::READABLE) }

@@ -1,0 +1,235 @@
+//! End-to-end VRRP tests: lbfo against keepalived (Debian's package, VRRP
+//! version 3) and against itself, in namespace labs. Every failover test
+//! has a client pinging the VIP every few milliseconds and asserts the
+//! outage it saw stays under the bound computed from the configured timers.
+
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use lbfo_tests::{
+    keepalived::{Keepalived, KeepalivedConfig},
+    lab::{Host, Lab, arping, ip, neighbour_mac, netns_exec, run, wait_for},
+    node::LbfoNode,
+    prober::Prober,
+};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+const VIP_CIDR: &str = "192.0.2.100/24";
+const VRID: u8 = 51;
+const PROBE_INTERVAL: Duration = Duration::from_millis(5);
+/// Slack for process scheduling, the probe interval, and ARP/GARP on the
+/// bridge, on a loaded 2-core machine.
+const SLACK: Duration = Duration::from_millis(100);
+
+/// Master_Down_Interval for a Backup at `priority` (RFC 5798 6.1).
+fn master_down_interval(advert: Duration, priority: u8) -> Duration {
+    3 * advert + skew_time(advert, priority)
+}
+
+fn skew_time(advert: Duration, priority: u8) -> Duration {
+    advert * (256 - priority as u32) / 256
+}
+
+fn lbfo_config(priority: u8, advert: Duration, extra: &str) -> String {
+    format!(
+        "interface = \"eth0\"\nxdp_mode = \"native\"\n\n[[vip]]\nname = \"web\"\naddress = \"{VIP_CIDR}\"\nvrid = {VRID}\npriority = {priority}\nadvert_interval_ms = {}\n{extra}",
+        advert.as_millis()
+    )
+}
+
+fn keepalived_config(priority: u8, advert: Duration) -> KeepalivedConfig {
+    KeepalivedConfig {
+        vrid: VRID,
+        priority,
+        advert_interval: advert,
+        vip_cidr: VIP_CIDR.into(),
+        preempt: true,
+        unicast_peers: vec![],
+    }
+}
+
+fn lab(nodes: usize) -> (Lab, Host, Vec<Host>) {
+    let mut lab = Lab::new().expect("creating the lab (needs root)");
+    let client = lab.add_host("client", Ipv4Addr::new(192, 0, 2, 2)).unwrap();
+    let nodes = (0..nodes)
+        .map(|i| {
+            lab.add_host(
+                &format!("n{}", i + 1),
+                Ipv4Addr::new(192, 0, 2, 11 + i as u8),
+            )
+            .unwrap()
+        })
+        .collect();
+    (lab, client, nodes)
+}
+
+fn state(node: &LbfoNode) -> String {
+    node.status()
+        .map(|s| s.vips[0].state.clone())
+        .unwrap_or_else(|e| format!("(no status: {e})"))
+}
+
+fn wait_state(node: &LbfoNode, want: &str, within: Duration) -> Duration {
+    wait_for(
+        within,
+        &format!("lbfo on {} to be {want}", node.host.name),
+        || Ok(state(node) == want),
+    )
+    .unwrap_or_else(|e| panic!("{e}; state is {}; log:\n{}", state(node), node.log_text()))
+}
+
+/// Who answers ARP for the VIP, seen from the client.
+fn arp_answerers(client: &Host) -> Vec<[u8; 6]> {
+    let mut macs = arping(&client.ns, "eth0", VIP, 3, Duration::from_millis(50)).unwrap();
+    macs.sort();
+    macs.dedup();
+    macs
+}
+
+fn learn_vip(client: &Host) {
+    run(netns_exec(&client.ns, "ping").args(["-c", "1", "-W", "1", &VIP.to_string()])).unwrap();
+}
+
+#[test]
+fn lbfo_150_is_master_over_keepalived_100_and_hands_over_gracefully() {
+    let advert = Duration::from_millis(100);
+    let (mut lab, client, nodes) = lab(2);
+    let keepalived =
+        Keepalived::start(&mut lab, &nodes[1], &keepalived_config(100, advert)).unwrap();
+    let lbfo = LbfoNode::start(&mut lab, &nodes[0], &lbfo_config(150, advert, "")).unwrap();
+
+    wait_state(
+        &lbfo,
+        "master",
+        master_down_interval(advert, 150) + Duration::from_secs(2),
+    );
+    keepalived.wait_backup(Duration::from_secs(2)).unwrap();
+    assert_eq!(
+        arp_answerers(&client),
+        vec![nodes[0].mac],
+        "only lbfo's node may answer ARP for the VIP; keepalived log:\n{}",
+        keepalived.log_text()
+    );
+    learn_vip(&client);
+
+    // Graceful stop: lbfo sends priority 0, keepalived takes over after its Skew_Time.
+    let prober = Prober::start(&client.ns, VIP, PROBE_INTERVAL, Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let stopped = Instant::now();
+    let exit = lbfo.stop(&mut lab).unwrap();
+    assert!(exit.success(), "lbfo exit: {exit}");
+    let took = keepalived.wait_master(Duration::from_secs(3)).unwrap();
+    let bound = skew_time(advert, 100) + SLACK;
+    assert!(
+        stopped.elapsed().min(took) <= bound,
+        "keepalived became Master {took:?} after lbfo stopped; bound is Skew_Time + 100 ms = {bound:?}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let report = prober.finish().unwrap();
+    assert!(
+        report.answered > 0,
+        "the client got no answers at all: {report:?}"
+    );
+    let outage = report.outage(PROBE_INTERVAL);
+    eprintln!(
+        "graceful handover lbfo -> keepalived: outage {outage:?} (bound {bound:?}), {report:?}",
+        report = (report.sent, report.answered)
+    );
+    assert!(
+        outage <= bound,
+        "client-visible outage {outage:?} on graceful handover, bound {bound:?}"
+    );
+    assert_eq!(
+        neighbour_mac(&client.ns, "eth0", VIP).unwrap(),
+        Some(nodes[1].mac),
+        "client must follow to keepalived's node"
+    );
+
+    // lbfo comes back with the higher priority and preempts.
+    let lbfo = LbfoNode::start(&mut lab, &nodes[0], &lbfo_config(150, advert, "")).unwrap();
+    wait_state(
+        &lbfo,
+        "master",
+        master_down_interval(advert, 150) + SLACK * 5,
+    );
+    keepalived.wait_backup(Duration::from_secs(2)).unwrap();
+    wait_for(
+        Duration::from_secs(1),
+        "the client to move back to lbfo",
+        || Ok(neighbour_mac(&client.ns, "eth0", VIP)? == Some(nodes[0].mac)),
+    )
+    .unwrap();
+}
+
+#[test]
+fn lbfo_100_takes_over_when_keepalived_150_loses_its_link() {
+    let advert = Duration::from_millis(100);
+    let (mut lab, client, nodes) = lab(2);
+    let keepalived =
+        Keepalived::start(&mut lab, &nodes[1], &keepalived_config(150, advert)).unwrap();
+    keepalived.wait_master(Duration::from_secs(5)).unwrap();
+    let lbfo = LbfoNode::start(&mut lab, &nodes[0], &lbfo_config(100, advert, "")).unwrap();
+    wait_state(&lbfo, "backup", Duration::from_secs(2));
+    std::thread::sleep(master_down_interval(advert, 100) * 2);
+    assert_eq!(
+        state(&lbfo),
+        "backup",
+        "lbfo must stay Backup while keepalived (150) advertises"
+    );
+    let status = lbfo.status().unwrap();
+    let vrrp = status.vips[0].vrrp.as_ref().unwrap();
+    assert_eq!(
+        vrrp.master.as_deref(),
+        Some("192.0.2.12"),
+        "lbfo must know keepalived's node as Master: {vrrp:?}"
+    );
+    assert_eq!(vrrp.master_priority, Some(150));
+    assert_eq!(
+        arp_answerers(&client),
+        vec![nodes[1].mac],
+        "only keepalived's node answers"
+    );
+    learn_vip(&client);
+
+    let prober = Prober::start(&client.ns, VIP, PROBE_INTERVAL, Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let down = Instant::now();
+    ip(&nodes[1].ns, &["link", "set", "eth0", "down"]).unwrap();
+    let took = wait_for(Duration::from_secs(3), "lbfo to become Master", || {
+        Ok(state(&lbfo) == "master")
+    })
+    .unwrap();
+    let bound = master_down_interval(advert, 100) + SLACK;
+    assert!(
+        down.elapsed().min(took) <= bound,
+        "lbfo became Master {took:?} after the link went down; bound is Master_Down_Interval + 100 ms = {bound:?}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let report = prober.finish().unwrap();
+    let outage = report.outage(PROBE_INTERVAL);
+    eprintln!(
+        "link down keepalived -> lbfo: outage {outage:?} (bound {bound:?}), probes sent/answered {:?}",
+        (report.sent, report.answered)
+    );
+    assert!(
+        outage <= bound,
+        "client-visible outage {outage:?}, bound {bound:?}"
+    );
+    assert_eq!(
+        neighbour_mac(&client.ns, "eth0", VIP).unwrap(),
+        Some(nodes[0].mac),
+        "client reaches the VIP through lbfo's node"
+    );
+    run(netns_exec(&client.ns, "ping").args([
+        "-c",
+        "3",
+        "-i",
+        "0.05",
+        "-W",
+        "1",
+        &VIP.to_string(),
+    ]))
+    .unwrap();
+}
