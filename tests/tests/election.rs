@@ -233,3 +233,194 @@ fn lbfo_100_takes_over_when_keepalived_150_loses_its_link() {
     ]))
     .unwrap();
 }
+
+/// Who the client's ARP reaches and which lbfo daemons call themselves Master.
+fn masters(nodes: &[LbfoNode]) -> Vec<String> {
+    nodes
+        .iter()
+        .filter(|n| state(n) == "master")
+        .map(|n| n.host.name.clone())
+        .collect()
+}
+
+fn start_lbfo_nodes(
+    lab: &mut Lab,
+    hosts: &[Host],
+    priorities: &[u8],
+    advert: Duration,
+) -> Vec<LbfoNode> {
+    hosts
+        .iter()
+        .zip(priorities)
+        .map(|(h, p)| LbfoNode::start(lab, h, &lbfo_config(*p, advert, "")).unwrap())
+        .collect()
+}
+
+#[test]
+fn two_lbfo_nodes_fail_over_on_link_down_and_preempt_back() {
+    let advert = Duration::from_millis(100);
+    let (mut lab, client, hosts) = lab(2);
+    let nodes = start_lbfo_nodes(&mut lab, &hosts, &[150, 100], advert);
+    wait_state(
+        &nodes[0],
+        "master",
+        master_down_interval(advert, 150) + Duration::from_secs(1),
+    );
+    wait_state(&nodes[1], "backup", Duration::from_secs(1));
+    assert_eq!(arp_answerers(&client), vec![hosts[0].mac]);
+    learn_vip(&client);
+
+    let prober = Prober::start(&client.ns, VIP, PROBE_INTERVAL, Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let down = Instant::now();
+    ip(&hosts[0].ns, &["link", "set", "eth0", "down"]).unwrap();
+    let took = wait_state(&nodes[1], "master", Duration::from_secs(3));
+    let bound = master_down_interval(advert, 100) + SLACK;
+    assert!(
+        down.elapsed().min(took) <= bound,
+        "n2 took over after {took:?}, bound {bound:?}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let report = prober.finish().unwrap();
+    let outage = report.outage(PROBE_INTERVAL);
+    eprintln!("lbfo link down: outage {outage:?} (bound {bound:?})");
+    assert!(
+        outage <= bound,
+        "client-visible outage {outage:?}, bound {bound:?}"
+    );
+
+    // The link comes back: n1 (150) preempts, n2 steps down, the client follows.
+    ip(&hosts[0].ns, &["link", "set", "eth0", "up"]).unwrap();
+    let up = Instant::now();
+    wait_for(Duration::from_secs(3), "exactly n1 to be Master", || {
+        Ok(masters(&nodes) == ["n1"])
+    })
+    .unwrap_or_else(|e| panic!("{e}; masters {:?}", masters(&nodes)));
+    wait_for(Duration::from_secs(2), "the client to follow n1", || {
+        Ok(neighbour_mac(&client.ns, "eth0", VIP)? == Some(hosts[0].mac))
+    })
+    .unwrap();
+    eprintln!("link up: one owner again after {:?}", up.elapsed());
+    assert_eq!(
+        arp_answerers(&client),
+        vec![hosts[0].mac],
+        "only n1 may answer"
+    );
+}
+
+#[test]
+fn three_lbfo_nodes_kill_9_moves_the_vip_to_the_next_priority() {
+    let advert = Duration::from_millis(100);
+    let (mut lab, client, hosts) = lab(3);
+    let nodes = start_lbfo_nodes(&mut lab, &hosts, &[150, 120, 100], advert);
+    wait_state(
+        &nodes[0],
+        "master",
+        master_down_interval(advert, 150) + Duration::from_secs(1),
+    );
+    wait_for(Duration::from_secs(2), "n2 and n3 to be Backup", || {
+        Ok(state(&nodes[1]) == "backup" && state(&nodes[2]) == "backup")
+    })
+    .unwrap();
+    learn_vip(&client);
+
+    let prober = Prober::start(&client.ns, VIP, PROBE_INTERVAL, Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let killed = Instant::now();
+    nodes[0].kill9().unwrap();
+    let took = wait_state(&nodes[1], "master", Duration::from_secs(3));
+    let bound = master_down_interval(advert, 120) + SLACK;
+    assert!(
+        killed.elapsed().min(took) <= bound,
+        "n2 took over after {took:?}, bound {bound:?}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        state(&nodes[2]),
+        "backup",
+        "n3 (100) must stay Backup behind n2 (120)"
+    );
+    let report = prober.finish().unwrap();
+    let outage = report.outage(PROBE_INTERVAL);
+    eprintln!("kill -9 of the Master: outage {outage:?} (bound {bound:?})");
+    assert!(
+        outage <= bound,
+        "client-visible outage {outage:?}, bound {bound:?}"
+    );
+    // The killed Master's lease ran out: only n2 answers.
+    assert_eq!(
+        arp_answerers(&client),
+        vec![hosts[1].mac],
+        "after kill -9 only the new Master may answer"
+    );
+}
+
+#[test]
+fn a_healed_partition_leaves_exactly_one_owner_within_two_adverts() {
+    let advert = Duration::from_millis(100);
+    let (mut lab, client, hosts) = lab(2);
+    let nodes = start_lbfo_nodes(&mut lab, &hosts, &[150, 100], advert);
+    wait_state(
+        &nodes[0],
+        "master",
+        master_down_interval(advert, 150) + Duration::from_secs(1),
+    );
+    wait_state(&nodes[1], "backup", Duration::from_secs(1));
+
+    // Partition: each node drops the other's advertisements.
+    let rules = lab.file("partition.nft");
+    std::fs::write(
+        &rules,
+        "table inet lbfo_partition {\n  chain input {\n    type filter hook input priority 0;\n    ip protocol 112 drop\n  }\n}\n",
+    )
+    .unwrap();
+    for h in &hosts {
+        run(netns_exec(&h.ns, "nft").arg("-f").arg(&rules)).unwrap();
+    }
+    wait_state(
+        &nodes[1],
+        "master",
+        master_down_interval(advert, 100) + SLACK * 3,
+    );
+    assert_eq!(
+        masters(&nodes),
+        ["n1", "n2"],
+        "both must believe they are Master while partitioned"
+    );
+    // The client talks to the split-brain loser, as clients of a real partition would.
+    ip(
+        &client.ns,
+        &[
+            "neigh",
+            "replace",
+            &VIP.to_string(),
+            "lladdr",
+            &lbfo::arp::format_mac(&hosts[1].mac),
+            "dev",
+            "eth0",
+            "nud",
+            "reachable",
+        ],
+    )
+    .unwrap();
+
+    for h in &hosts {
+        run(netns_exec(&h.ns, "nft").args(["delete", "table", "inet", "lbfo_partition"])).unwrap();
+    }
+    let healed = Instant::now();
+    let took = wait_for(Duration::from_secs(3), "exactly one Master", || {
+        Ok(masters(&nodes) == ["n1"])
+    })
+    .unwrap_or_else(|e| panic!("{e}; masters {:?}", masters(&nodes)));
+    assert!(
+        took <= 2 * advert + SLACK,
+        "one owner {took:?} after healing, bound two advert intervals (+100 ms)"
+    );
+    wait_for(
+        2 * advert + SLACK,
+        "the client's neighbour entry to point at n1",
+        || Ok(neighbour_mac(&client.ns, "eth0", VIP)? == Some(hosts[0].mac)),
+    )
+    .unwrap_or_else(|e| panic!("{e} ({:?} after healing)", healed.elapsed()));
+    assert_eq!(arp_answerers(&client), vec![hosts[0].mac]);
+}
