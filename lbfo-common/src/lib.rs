@@ -44,6 +44,16 @@ pub const MAX_BACKENDS: u32 = 4096;
 /// A table slot with no backend: new flows for the VIP are dropped.
 pub const NO_BACKEND: u32 = u32::MAX;
 
+/// One slot of a Maglev table in the `MAGLEV` array. The kernel lays array
+/// elements out 8 bytes apart whatever their size; the padding says so, and
+/// keeps the memory-mapped view the control plane writes in step with it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MaglevSlot {
+    pub backend_id: u32,
+    pub _pad: u32,
+}
+
 /// Flows the connection table remembers (least recently used go first).
 pub const CONNTRACK_ENTRIES: u32 = 262_144;
 
@@ -211,6 +221,8 @@ mod pod {
     unsafe impl aya::Pod for super::VipCounters {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Backend {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::MaglevSlot {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowKey {}
     // SAFETY: as above.

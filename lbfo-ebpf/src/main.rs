@@ -23,7 +23,7 @@
 use core::mem;
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{BPF_F_MMAPABLE, xdp_action},
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
@@ -31,7 +31,7 @@ use aya_ebpf::{
 };
 use lbfo_common::{
     BACKEND_ACCEPTS_NEW, BACKEND_PRESENT, Backend, BackendCounters, CONNTRACK_ENTRIES, FlowKey,
-    MAGLEV_ENTRIES, MAGLEV_TABLE_SIZE, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, NO_VIP, VipCounters,
+    MAGLEV_ENTRIES, MAGLEV_TABLE_SIZE, MaglevSlot, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, NO_VIP, VipCounters,
     VipKey, VipMode, VipState, maglev_table_start,
 };
 use network_types::{
@@ -50,9 +50,10 @@ static VIPS: HashMap<VipKey, VipState> = HashMap::with_max_entries(MAX_VIPS, 0);
 static VIP_COUNTERS: PerCpuArray<VipCounters> = PerCpuArray::with_max_entries(MAX_VIPS + 1, 0);
 
 /// Maglev lookup tables of the balanced VIPs: backend ids, two generations
-/// per VIP (see `VipState::table_generation`).
+/// per VIP (see `VipState::table_generation`). Memory-mappable, so the
+/// control plane writes a whole table with one copy instead of 65,537 syscalls.
 #[map]
-static MAGLEV: Array<u32> = Array::with_max_entries(MAGLEV_ENTRIES, 0);
+static MAGLEV: Array<MaglevSlot> = Array::with_max_entries(MAGLEV_ENTRIES, BPF_F_MMAPABLE);
 
 /// Backends by id.
 #[map]
@@ -219,7 +220,7 @@ fn steer(ctx: &XdpContext, eth: *mut EthHdr, ip: &Ipv4Hdr, vip: &VipState) -> Re
         None => {
             let slot = maglev_table_start(vip.table_slot, vip.table_generation)
                 + flow.hash() % MAGLEV_TABLE_SIZE;
-            let id = MAGLEV.get(slot).copied().unwrap_or(NO_BACKEND);
+            let id = MAGLEV.get(slot).map_or(NO_BACKEND, |s| s.backend_id);
             match BACKENDS.get(id).copied() {
                 Some(backend) if backend.flags & BACKEND_ACCEPTS_NEW != 0 => {
                     // A full table evicts its least recently used flow.

@@ -1,7 +1,10 @@
 //! The loaded XDP program and its maps. The daemon holds exactly one
 //! [`Datapath`] and is the only writer of its maps.
 
-use std::{net::Ipv4Addr, os::fd::AsFd as _, os::fd::BorrowedFd};
+use std::{
+    net::Ipv4Addr,
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -9,8 +12,8 @@ use aya::{
     programs::Xdp,
 };
 use lbfo_common::{
-    Backend, BackendCounters, FlowKey, MAGLEV_TABLE_SIZE, VipCounters, VipKey, VipState,
-    maglev_table_start,
+    Backend, BackendCounters, FlowKey, MAGLEV_TABLE_SIZE, MaglevSlot, VipCounters, VipKey,
+    VipState, maglev_table_start,
 };
 
 /// The compiled XDP object, embedded at build time.
@@ -36,7 +39,7 @@ pub struct Datapath {
     ebpf: Ebpf,
     vips: HashMap<MapData, VipKey, VipState>,
     counters: PerCpuArray<MapData, VipCounters>,
-    maglev: Array<MapData, u32>,
+    maglev: MappedTables,
     backends: Array<MapData, Backend>,
     conntrack: HashMap<MapData, FlowKey, u32>,
     backend_counters: PerCpuArray<MapData, BackendCounters>,
@@ -74,7 +77,10 @@ impl Datapath {
         let vips = HashMap::try_from(take(&mut ebpf, "VIPS")?).map_err(map_error("VIPS"))?;
         let counters = PerCpuArray::try_from(take(&mut ebpf, "VIP_COUNTERS")?)
             .map_err(map_error("VIP_COUNTERS"))?;
-        let maglev = Array::try_from(take(&mut ebpf, "MAGLEV")?).map_err(map_error("MAGLEV"))?;
+        let maglev = match take(&mut ebpf, "MAGLEV")? {
+            aya::maps::Map::Array(data) => MappedTables::new(data)?,
+            _ => return Err(DatapathError::Load("MAGLEV is not an array".into())),
+        };
         let backends =
             Array::try_from(take(&mut ebpf, "BACKENDS")?).map_err(map_error("BACKENDS"))?;
         let conntrack =
@@ -146,32 +152,21 @@ impl Datapath {
     /// Writes one whole Maglev table (backend ids) into a VIP's table slot
     /// and generation. XDP keeps reading the other generation until the VIP
     /// entry is flipped to this one.
-    pub fn write_table(
-        &mut self,
-        table_slot: u16,
-        generation: u8,
-        table: &[u32],
-    ) -> Result<(), DatapathError> {
+    pub fn write_table(&mut self, table_slot: u16, generation: u8, table: &[u32]) {
         assert_eq!(table.len(), MAGLEV_TABLE_SIZE as usize, "Maglev table size");
-        let start = maglev_table_start(table_slot, generation);
-        for (i, backend_id) in table.iter().enumerate() {
-            self.maglev
-                .set(start + i as u32, backend_id, 0)
-                .map_err(map_error("MAGLEV"))?;
+        let start = maglev_table_start(table_slot, generation) as usize;
+        for (slot, backend_id) in self.maglev.entries_mut()[start..start + table.len()]
+            .iter_mut()
+            .zip(table)
+        {
+            slot.backend_id = *backend_id;
         }
-        Ok(())
     }
 
     /// The backend id in one slot of a table (for inspection and tests).
-    pub fn table_entry(
-        &self,
-        table_slot: u16,
-        generation: u8,
-        index: u32,
-    ) -> Result<u32, DatapathError> {
-        self.maglev
-            .get(&(maglev_table_start(table_slot, generation) + index), 0)
-            .map_err(map_error("MAGLEV"))
+    pub fn table_entry(&self, table_slot: u16, generation: u8, index: u32) -> u32 {
+        self.maglev.entries()[(maglev_table_start(table_slot, generation) + index) as usize]
+            .backend_id
     }
 
     pub fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), DatapathError> {
@@ -221,6 +216,68 @@ impl Datapath {
             }
         }
         Ok(())
+    }
+}
+
+/// The `MAGLEV` array mapped into our memory (it is created BPF_F_MMAPABLE).
+struct MappedTables {
+    /// Keeps the map alive as long as the mapping.
+    _map: MapData,
+    ptr: std::ptr::NonNull<MaglevSlot>,
+    entries: usize,
+    len_bytes: usize,
+}
+
+// SAFETY: the mapping is plain shared memory owned by this value.
+unsafe impl Send for MappedTables {}
+// SAFETY: reads through &self, writes only through &mut self.
+unsafe impl Sync for MappedTables {}
+
+impl MappedTables {
+    fn new(map: MapData) -> Result<Self, DatapathError> {
+        let entries = lbfo_common::MAGLEV_ENTRIES as usize;
+        let page = 4096;
+        let len_bytes = (entries * std::mem::size_of::<MaglevSlot>()).div_ceil(page) * page;
+        // SAFETY: mapping a BPF array fd created with BPF_F_MMAPABLE, for its whole size.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len_bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(DatapathError::Load(format!(
+                "cannot map the MAGLEV array: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(Self {
+            _map: map,
+            ptr: std::ptr::NonNull::new(ptr.cast()).expect("mmap result is not null"),
+            entries,
+            len_bytes,
+        })
+    }
+
+    fn entries(&self) -> &[MaglevSlot] {
+        // SAFETY: the mapping covers `entries` slots and lives as long as self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.entries) }
+    }
+
+    fn entries_mut(&mut self) -> &mut [MaglevSlot] {
+        // SAFETY: as above; &mut self makes this the only writer in the process.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.entries) }
+    }
+}
+
+impl Drop for MappedTables {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `new` mapped.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len_bytes) };
     }
 }
 

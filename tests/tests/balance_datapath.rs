@@ -1,0 +1,392 @@
+//! Data-path tests of balancing: the compiled XDP program in the kernel
+//! (BPF_PROG_TEST_RUN) with Maglev tables built by lbfo's own builder and
+//! written by lbfo's own map code. A backend is recognised by the
+//! destination MAC of the frame the program sends out.
+
+use std::net::Ipv4Addr;
+
+use lbfo::balance::maglev;
+use lbfo_common::{
+    BACKEND_ACCEPTS_NEW, BACKEND_PRESENT, Backend, MAGLEV_TABLE_SIZE, NO_BACKEND, VipMode, VipState,
+};
+use lbfo_tests::{
+    frames::{ethernet, ipv4, tcp_frame, udp_frame},
+    xdp_tester::{Action, XdpTester},
+};
+
+const NODE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xc1];
+const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+const VIP_NOT_OWNED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 101);
+
+fn backend_mac(i: usize) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0x01, i as u8]
+}
+
+fn backend_addr(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(192, 0, 2, 21 + i as u8)
+}
+
+/// A balanced VIP with backends 0..n (backend id = index).
+struct Balanced {
+    tester: XdpTester,
+    weights: Vec<u32>,
+    generation: u8,
+}
+
+impl Balanced {
+    fn new(weights: &[u32]) -> Balanced {
+        let mut b = Balanced {
+            tester: XdpTester::new().expect("these tests load the XDP program and need root"),
+            weights: weights.to_vec(),
+            generation: 1,
+        };
+        for i in 0..weights.len() {
+            b.set_flags(i, BACKEND_PRESENT | BACKEND_ACCEPTS_NEW);
+        }
+        let not_owned = VipState {
+            mac: NODE_MAC,
+            mode: VipMode::Balance as u8,
+            vip_id: 2,
+            table_slot: 1,
+            ..Default::default()
+        };
+        b.tester
+            .datapath
+            .set_vip(VIP_NOT_OWNED, &not_owned)
+            .unwrap();
+        b.install_table(&(0..weights.len()).collect::<Vec<_>>());
+        b
+    }
+
+    fn set_flags(&mut self, i: usize, flags: u8) {
+        let backend = Backend {
+            mac: backend_mac(i),
+            flags,
+            addr: u32::from_ne_bytes(backend_addr(i).octets()),
+            ..Default::default()
+        };
+        self.tester
+            .datapath
+            .set_backend(i as u32, &backend)
+            .unwrap();
+    }
+
+    /// Builds the table from the eligible backends, writes it into the
+    /// inactive generation and flips the VIP to it.
+    fn install_table(&mut self, eligible: &[usize]) {
+        let input: Vec<maglev::Backend> = eligible
+            .iter()
+            .map(|&i| maglev::Backend {
+                addr: backend_addr(i),
+                weight: self.weights[i],
+            })
+            .collect();
+        let table: Vec<u32> = match maglev::build_table(&input, MAGLEV_TABLE_SIZE).unwrap() {
+            Some(slots) => slots.iter().map(|&s| eligible[s as usize] as u32).collect(),
+            None => vec![NO_BACKEND; MAGLEV_TABLE_SIZE as usize],
+        };
+        self.generation ^= 1;
+        self.tester.datapath.write_table(0, self.generation, &table);
+        let vip = VipState {
+            lease_deadline_ns: lbfo::clock::monotonic_ns() + 3_600_000_000_000,
+            mac: NODE_MAC,
+            owned: 1,
+            mode: VipMode::Balance as u8,
+            vip_id: 1,
+            table_slot: 0,
+            table_generation: self.generation,
+            ..Default::default()
+        };
+        self.tester.datapath.set_vip(VIP, &vip).unwrap();
+    }
+
+    /// Sends one packet of `flow`; returns the verdict and the backend index
+    /// its destination MAC names (if it was steered).
+    fn send(&mut self, frame: &[u8]) -> (Action, Option<usize>) {
+        let out = self.tester.run(frame).unwrap();
+        let backend = (out.action == Action::Tx).then(|| {
+            assert_eq!(
+                &out.output[6..12],
+                &NODE_MAC,
+                "steered frames leave from the node's MAC"
+            );
+            assert_eq!(
+                &out.output[12..],
+                &frame[12..],
+                "L2 DSR changes only the MACs"
+            );
+            let dst: [u8; 6] = out.output[0..6].try_into().unwrap();
+            (0..self.weights.len())
+                .find(|&i| backend_mac(i) == dst)
+                .unwrap_or_else(|| panic!("frame sent to unknown MAC {dst:02x?}"))
+        });
+        (out.action, backend)
+    }
+
+    fn send_flow(&mut self, flow: &Flow) -> Option<usize> {
+        let (action, backend) = self.send(&flow.frame());
+        assert_eq!(
+            action,
+            Action::Tx,
+            "flow {flow:?} to a balanced VIP must be steered"
+        );
+        backend
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Flow {
+    src: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    udp: bool,
+}
+
+impl Flow {
+    fn frame(&self) -> Vec<u8> {
+        if self.udp {
+            udp_frame(
+                CLIENT_MAC,
+                NODE_MAC,
+                (self.src, self.sport),
+                (VIP, self.dport),
+            )
+        } else {
+            tcp_frame(
+                CLIENT_MAC,
+                NODE_MAC,
+                (self.src, self.sport),
+                (VIP, self.dport),
+                0x02,
+            )
+        }
+    }
+}
+
+/// Deterministic pseudo-random flows from 198.51.100.0/24 and 203.0.113.0/24 clients.
+fn random_flows(count: usize, seed: u64) -> Vec<Flow> {
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..count)
+        .map(|_| {
+            let r = next();
+            let net = if r & 1 == 0 {
+                [198, 51, 100]
+            } else {
+                [203, 0, 113]
+            };
+            Flow {
+                src: Ipv4Addr::new(net[0], net[1], net[2], (r >> 8) as u8),
+                sport: 1024 + ((r >> 16) as u16 % 60000),
+                dport: if r >> 40 & 1 == 0 { 80 } else { 443 },
+                udp: false,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_syn_leaves_for_a_backend_with_xdp_tx_and_is_counted() {
+    let mut b = Balanced::new(&[1, 1, 1]);
+    let flow = random_flows(1, 7)[0];
+    let frame = flow.frame();
+    let before = b.tester.datapath.counters(1).unwrap();
+    let (action, backend) = b.send(&frame);
+    assert_eq!(action, Action::Tx);
+    let backend = backend.expect("steered");
+    let counters = b.tester.datapath.backend_counters(backend as u32).unwrap();
+    assert_eq!(
+        (counters.packets, counters.bytes, counters.new_flows),
+        (1, frame.len() as u64, 1),
+        "backend counters after one SYN"
+    );
+    assert_eq!(
+        b.tester.datapath.counters(1).unwrap().steered,
+        before.steered + 1
+    );
+    assert_eq!(
+        b.tester.datapath.active_flows().get(&(backend as u32)),
+        Some(&1)
+    );
+
+    // The same 5-tuple always picks the same backend, and is one flow.
+    for _ in 0..5 {
+        assert_eq!(
+            b.send_flow(&flow),
+            Some(backend),
+            "same 5-tuple, same backend"
+        );
+    }
+    let counters = b.tester.datapath.backend_counters(backend as u32).unwrap();
+    assert_eq!((counters.packets, counters.new_flows), (6, 1));
+    // UDP is balanced too.
+    let udp = Flow { udp: true, ..flow };
+    assert_eq!(b.send(&udp.frame()).0, Action::Tx);
+}
+
+#[test]
+fn new_flows_spread_within_2_percent_of_weights() {
+    let weights = [1, 2, 3, 2];
+    let mut b = Balanced::new(&weights);
+    let flows = random_flows(100_000, 0x5eed);
+    let mut seen = vec![0u64; weights.len()];
+    for flow in &flows {
+        seen[b.send_flow(flow).unwrap()] += 1;
+    }
+    let total: u32 = weights.iter().sum();
+    for (i, &w) in weights.iter().enumerate() {
+        let expected = flows.len() as f64 * w as f64 / total as f64;
+        let error = (seen[i] as f64 - expected).abs() / expected;
+        eprintln!(
+            "backend {i} weight {w}: {} flows, expected {expected:.0} ({:.2}% off)",
+            seen[i],
+            error * 100.0
+        );
+        assert!(
+            error <= 0.02,
+            "backend {i} (weight {w}) got {} of {} flows, expected {expected:.0} ±2%",
+            seen[i],
+            flows.len()
+        );
+    }
+}
+
+#[test]
+fn removing_a_backend_keeps_tracked_flows_and_sends_no_new_flow_to_it() {
+    let mut b = Balanced::new(&[1, 1, 1, 1]);
+    let flows = random_flows(10_000, 11);
+    let before: Vec<usize> = flows.iter().map(|f| b.send_flow(f).unwrap()).collect();
+    let removed = 2;
+    // Removal: not present any more, and out of the table.
+    b.set_flags(removed, 0);
+    b.install_table(&[0, 1, 3]);
+    let mut moved_from_others = 0;
+    for (flow, &was) in flows.iter().zip(&before) {
+        let now = b.send_flow(flow).unwrap();
+        assert_ne!(now, removed, "no flow may reach a removed backend");
+        if was != removed && now != was {
+            moved_from_others += 1;
+        }
+    }
+    assert_eq!(
+        moved_from_others, 0,
+        "tracked flows on other backends must stay where they are"
+    );
+    for flow in random_flows(10_000, 12) {
+        assert_ne!(
+            b.send_flow(&flow).unwrap(),
+            removed,
+            "a new flow went to the removed backend"
+        );
+    }
+}
+
+#[test]
+fn a_drained_backend_keeps_its_flows_but_gets_no_new_ones() {
+    let mut b = Balanced::new(&[1, 1, 1]);
+    let flows = random_flows(3_000, 21);
+    let before: Vec<usize> = flows.iter().map(|f| b.send_flow(f).unwrap()).collect();
+    let drained = 0;
+    b.set_flags(drained, BACKEND_PRESENT);
+    b.install_table(&[1, 2]);
+    for (flow, &was) in flows.iter().zip(&before) {
+        assert_eq!(
+            b.send_flow(flow).unwrap(),
+            was,
+            "a tracked flow must stay on its backend, drained or not"
+        );
+    }
+    for flow in random_flows(3_000, 22) {
+        assert_ne!(
+            b.send_flow(&flow).unwrap(),
+            drained,
+            "a new flow went to the drained backend"
+        );
+    }
+}
+
+#[test]
+fn maglev_disruption_when_one_of_n_backends_goes_is_near_one_over_n() {
+    for n in [3usize, 5, 8] {
+        let mut b = Balanced::new(&vec![1; n]);
+        let flows = random_flows(20_000, 31 + n as u64);
+        let before: Vec<usize> = flows.iter().map(|f| b.send_flow(f).unwrap()).collect();
+        // Forget tracked flows so every packet goes through the table again.
+        b.tester.datapath.clear_conntrack().unwrap();
+        b.install_table(&(1..n).collect::<Vec<_>>());
+        let moved = flows
+            .iter()
+            .zip(&before)
+            .filter(|(f, was)| b.send_flow(f).unwrap() != **was)
+            .count();
+        let fraction = moved as f64 / flows.len() as f64;
+        let ideal = 1.0 / n as f64;
+        eprintln!(
+            "N = {n}: {:.2}% of flows moved when one backend went (ideal {:.2}%)",
+            fraction * 100.0,
+            ideal * 100.0
+        );
+        assert!(
+            (fraction - ideal).abs() <= 0.02,
+            "N = {n}: {:.2}% of flows moved, expected about {:.2}%",
+            fraction * 100.0,
+            ideal * 100.0
+        );
+        b.tester.datapath.clear_conntrack().unwrap();
+    }
+}
+
+#[test]
+fn edge_cases_of_a_balanced_vip() {
+    let mut b = Balanced::new(&[1, 1]);
+    let flow = random_flows(1, 41)[0];
+    // ICMP to the VIP is answered by the owner itself.
+    let icmp = ethernet(
+        NODE_MAC,
+        CLIENT_MAC,
+        0x0800,
+        &ipv4(flow.src, VIP, 1, &[8, 0, 0, 0, 0, 1, 0, 1]),
+    );
+    assert_eq!(
+        b.send(&icmp).0,
+        Action::Pass,
+        "ICMP to a balanced VIP goes to the local stack"
+    );
+    // A non-first fragment carries no ports: the local stack reassembles.
+    let mut fragment = flow.frame();
+    fragment[14 + 6] = 0x00;
+    fragment[14 + 7] = 0x10;
+    assert_eq!(
+        b.send(&fragment).0,
+        Action::Pass,
+        "fragments go to the local stack"
+    );
+    // Not owned: dropped like any VIP traffic.
+    let mut not_owned = flow.frame();
+    not_owned[14 + 16..14 + 20].copy_from_slice(&VIP_NOT_OWNED.octets());
+    assert_eq!(b.send(&not_owned).0, Action::Drop);
+    // Ports cut off: malformed, passed.
+    let truncated = flow.frame()[..14 + 20 + 2].to_vec();
+    let malformed_before = b.tester.datapath.counters(0).unwrap().malformed;
+    assert_eq!(b.send(&truncated).0, Action::Pass);
+    assert_eq!(
+        b.tester.datapath.counters(0).unwrap().malformed,
+        malformed_before + 1
+    );
+    // No backend takes new flows: new flows are dropped and counted.
+    b.set_flags(0, BACKEND_PRESENT);
+    b.set_flags(1, BACKEND_PRESENT);
+    b.install_table(&[]);
+    let before = b.tester.datapath.counters(1).unwrap().no_backend;
+    assert_eq!(b.send(&random_flows(1, 42)[0].frame()).0, Action::Drop);
+    assert_eq!(
+        b.tester.datapath.counters(1).unwrap().no_backend,
+        before + 1
+    );
+}
