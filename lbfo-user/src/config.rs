@@ -90,6 +90,32 @@ pub struct VipConfig {
     /// the VIP is owned only while an operator says so.
     #[serde(flatten)]
     pub vrrp: VrrpConfig,
+    /// `local`: the owner's own stack serves the VIP. `balance`: the owner
+    /// spreads TCP and UDP over `backend`s in XDP.
+    #[serde(default)]
+    pub mode: VipServeMode,
+    #[serde(rename = "backend", default)]
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VipServeMode {
+    #[default]
+    Local,
+    Balance,
+}
+
+/// A server behind a balanced VIP, on the same Ethernet segment (L2 direct
+/// server return: it must accept the VIP as a local address and answer the
+/// client directly; see docs/BALANCING.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub address: Ipv4Addr,
+    /// Relative share of new flows, 1..=1000.
+    #[serde(default = "defaults::weight")]
+    pub weight: u32,
 }
 
 /// The VRRP keys of a `[[vip]]`; the same names and meanings as keepalived's.
@@ -171,6 +197,9 @@ impl fmt::Display for VipAddress {
 }
 
 mod defaults {
+    pub fn weight() -> u32 {
+        1
+    }
     pub fn priority() -> u8 {
         100
     }
@@ -188,6 +217,51 @@ mod defaults {
     }
     pub fn garp_interval_ms() -> u64 {
         200
+    }
+}
+
+impl VipConfig {
+    fn validate_backends(&self) -> Result<(), String> {
+        let name = &self.name;
+        match self.mode {
+            VipServeMode::Local if !self.backends.is_empty() => {
+                return Err(format!(
+                    "vip {name:?} has backends but mode is \"local\"; set mode = \"balance\""
+                ));
+            }
+            VipServeMode::Balance if self.backends.is_empty() => {
+                return Err(format!(
+                    "vip {name:?}: mode \"balance\" needs at least one [[vip.backend]]"
+                ));
+            }
+            _ => {}
+        }
+        if self.backends.len() > crate::balance::maglev::MAX_BACKENDS {
+            return Err(format!(
+                "vip {name:?} has {} backends; at most {} per VIP",
+                self.backends.len(),
+                crate::balance::maglev::MAX_BACKENDS
+            ));
+        }
+        let mut seen = HashSet::new();
+        for b in &self.backends {
+            if !seen.insert(b.address) {
+                return Err(format!(
+                    "vip {name:?}: backend {} is listed twice",
+                    b.address
+                ));
+            }
+            if b.address == self.address.addr {
+                return Err(format!("vip {name:?}: a backend cannot be the VIP itself"));
+            }
+            if !(1..=1000).contains(&b.weight) {
+                return Err(format!(
+                    "vip {name:?}: backend {} weight {} must be 1..=1000 (use `lbfo drain` to take it out)",
+                    b.address, b.weight
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -285,6 +359,17 @@ impl Config {
                 self.garp.interval_ms
             ));
         }
+        let balanced = self
+            .vips
+            .iter()
+            .filter(|v| v.mode == VipServeMode::Balance)
+            .count();
+        if balanced > lbfo_common::MAX_BALANCED_VIPS as usize {
+            return Err(format!(
+                "{balanced} balanced VIPs configured; lbfo supports at most {}",
+                lbfo_common::MAX_BALANCED_VIPS
+            ));
+        }
         if self.vips.len() > MAX_VIPS as usize {
             return Err(format!(
                 "{} VIPs configured; lbfo supports at most {MAX_VIPS}",
@@ -317,6 +402,7 @@ impl Config {
                 return Err(format!("vip name {:?} is used twice", vip.name));
             }
             vip.vrrp.validate(&vip.name, &mut vrids)?;
+            vip.validate_backends()?;
             if !addresses.insert(vip.address.addr) {
                 return Err(format!("vip address {} is used twice", vip.address.addr));
             }
@@ -450,6 +536,58 @@ address = "192.0.2.100/24"
                 "config {text:?}: expected error containing {want:?}, got {err:?}"
             );
             assert!(!err.contains('\n'), "error must be one line, got {err:?}");
+        }
+    }
+
+    #[test]
+    fn balance_mode_needs_backends_and_valid_weights() {
+        let base = "interface = \"eth0\"\n[[vip]]\nname = \"web\"\naddress = \"192.0.2.100/24\"\n";
+        let good = format!(
+            "{base}mode = \"balance\"\n[[vip.backend]]\naddress = \"192.0.2.21\"\nweight = 3\n[[vip.backend]]\naddress = \"192.0.2.22\"\n"
+        );
+        let c = parse(&good).unwrap();
+        assert_eq!(c.vips[0].mode, VipServeMode::Balance);
+        assert_eq!(
+            c.vips[0]
+                .backends
+                .iter()
+                .map(|b| b.weight)
+                .collect::<Vec<_>>(),
+            vec![3, 1]
+        );
+        let cases = [
+            (
+                format!("{base}mode = \"balance\"\n"),
+                "needs at least one [[vip.backend]]",
+            ),
+            (
+                format!("{base}[[vip.backend]]\naddress = \"192.0.2.21\"\n"),
+                "set mode = \"balance\"",
+            ),
+            (
+                good.replace("weight = 3", "weight = 0"),
+                "weight 0 must be 1..=1000",
+            ),
+            (
+                good.replace("192.0.2.22", "192.0.2.21"),
+                "backend 192.0.2.21 is listed twice",
+            ),
+            (
+                good.replace("192.0.2.22", "192.0.2.100"),
+                "cannot be the VIP itself",
+            ),
+            (
+                good.replace("weight = 3", "wieght = 3"),
+                "unknown field `wieght`",
+            ),
+            (
+                good.replace("\"balance\"", "\"roundrobin\""),
+                "unknown variant `roundrobin`",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(&text).expect_err(&text);
+            assert!(err.contains(want), "expected {want:?} in {err:?}");
         }
     }
 

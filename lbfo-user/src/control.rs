@@ -28,6 +28,8 @@ pub enum Request {
     Status,
     Own { vip: String },
     Release { vip: String },
+    Drain { backend: String },
+    Undrain { backend: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

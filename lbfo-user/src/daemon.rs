@@ -25,19 +25,23 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     announce::Announcer,
     arp::format_mac,
+    balancer::{BackendIds, BalancedVip},
     clock,
-    config::{Config, VipConfig, XdpMode},
+    config::{Config, VipConfig, VipServeMode, XdpMode},
     control::{self, Command, Request, Response},
     datapath::{Datapath, PROGRAM_NAME},
     election::{Elections, Instance},
     netlink::{Interface, Netlink, XdpAttachMode},
     ownership::{Owner, VipOwnership},
-    status::{Status, VipStatus, VrrpStatus},
+    status::{BackendStatus, Status, VipStatus, VrrpStatus},
     vrrp::{
         Action, Advertisement, Event,
         socket::{Received, VrrpSocket},
     },
 };
+
+/// How often backend MACs are read from the neighbour table.
+const NEIGHBOUR_REFRESH: Duration = Duration::from_millis(500);
 
 /// One configured VIP at run time.
 struct Vip {
@@ -48,6 +52,8 @@ struct Vip {
     election: Option<Instance>,
     /// Operator-owned VIPs: `lbfo own` was said (and not taken back).
     operator_wants: bool,
+    /// Balanced VIPs: backends and Maglev table.
+    balance: Option<BalancedVip>,
     /// Why the VIP is in its current state, for logs and `lbfo status`.
     reason: String,
     /// The state last logged, to log each transition once.
@@ -93,12 +99,30 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
         .map(|e| e.primary)
         .unwrap_or(Ipv4Addr::UNSPECIFIED);
     let mut vips = Vec::new();
+    let mut backend_ids = BackendIds::default();
+    let mut table_slots = 0..lbfo_common::MAX_BALANCED_VIPS as u16;
     for (i, vip) in config.vips.iter().enumerate() {
+        let mut ownership = VipOwnership::new(vip.address, i as u32 + 1);
+        let balance = match vip.mode {
+            VipServeMode::Local => None,
+            VipServeMode::Balance => {
+                let slot = table_slots
+                    .next()
+                    .expect("config validation limits balanced VIPs");
+                ownership.mode = lbfo_common::VipMode::Balance;
+                ownership.table_slot = slot;
+                Some(
+                    BalancedVip::new(slot, &vip.backends, &mut backend_ids)
+                        .map_err(anyhow::Error::msg)?,
+                )
+            }
+        };
         vips.push(Vip {
             config: vip.clone(),
-            ownership: VipOwnership::new(vip.address, i as u32 + 1),
+            ownership,
             election: Instance::new(vip, primary).map_err(anyhow::Error::msg)?,
             operator_wants: false,
+            balance,
             reason: if vip.vrrp.vrid.is_some() {
                 "starting the election".into()
             } else {
@@ -126,8 +150,12 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
         garp: config.garp,
     };
     // Every VIP starts as not owned: XDP drops ARP and traffic for it.
-    for vip in &vips {
-        owner.register(&vip.ownership)?;
+    // Balanced VIPs start with a table of no backends until MACs are known.
+    for vip in &mut vips {
+        if let Some(balance) = vip.balance.as_mut() {
+            vip.ownership.table_generation = balance.publish(&mut owner.datapath)?;
+        }
+        owner.write_entry(&vip.ownership)?;
     }
     remove_stale_addresses(&netlink, &iface).await?;
     let xdp_mode = attach(&mut owner, &iface, config.xdp_mode).await?;
@@ -212,6 +240,10 @@ impl Daemon {
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let vrrp_socket: Option<Arc<VrrpSocket>> =
             self.elections.as_ref().map(|e| e.socket.clone());
+        // Balanced VIPs: backend MACs come from the neighbour table.
+        let balancing = self.vips.iter().any(|v| v.balance.is_some());
+        let mut neighbours = tokio::time::interval(NEIGHBOUR_REFRESH);
+        neighbours.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next_timer = self.next_vrrp_deadline();
             tokio::select! {
@@ -227,6 +259,7 @@ impl Daemon {
                     Err(e) => tracing::warn!("VRRP receive failed: {e}"),
                 },
                 _ = sleep_until(next_timer), if next_timer.is_some() => self.on_vrrp_timers().await,
+                _ = neighbours.tick(), if balancing => self.refresh_backend_macs().await,
             }
         }
     }
@@ -236,6 +269,106 @@ impl Daemon {
             if let Err(e) = self.owner.renew(&mut vip.ownership, lease) {
                 tracing::error!(vip = %vip.config.name, "cannot renew lease: {e}");
             }
+        }
+    }
+
+    // ---- balancing ----
+
+    /// Learns backend MACs from the neighbour table, asks the kernel to
+    /// resolve the ones still unknown, and republishes tables that changed.
+    async fn refresh_backend_macs(&mut self) {
+        let neighbours = match self.owner.netlink.neighbours(self.iface.index).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!("cannot read the neighbour table: {e}");
+                return;
+            }
+        };
+        for index in 0..self.vips.len() {
+            let Some(balance) = self.vips[index].balance.as_mut() else {
+                continue;
+            };
+            let changed = balance.learn_macs(&neighbours);
+            let unresolved: Vec<Ipv4Addr> = balance.unresolved().collect();
+            for addr in unresolved {
+                if let Err(e) = self.owner.netlink.solicit(self.iface.index, addr).await {
+                    tracing::debug!(backend = %addr, "cannot ask the kernel to resolve: {e}");
+                }
+            }
+            if changed {
+                self.publish_table(index);
+            }
+        }
+    }
+
+    /// Publishes a balanced VIP's backends and table and flips its entry.
+    fn publish_table(&mut self, index: usize) {
+        let vip = &mut self.vips[index];
+        let Some(balance) = vip.balance.as_mut() else {
+            return;
+        };
+        let result = balance
+            .publish(&mut self.owner.datapath)
+            .map_err(crate::ownership::OwnershipError::from)
+            .and_then(|generation| {
+                vip.ownership.table_generation = generation;
+                self.owner.write_entry(&vip.ownership)
+            });
+        match result {
+            Ok(()) => {
+                let taking: Vec<String> = balance
+                    .backends
+                    .iter()
+                    .filter(|b| b.accepts_new_flows())
+                    .map(|b| b.address.to_string())
+                    .collect();
+                tracing::info!(vip = %vip.config.name, "new flows now go to [{}]", taking.join(", "));
+            }
+            Err(e) => {
+                tracing::error!(vip = %vip.config.name, "cannot publish the backend table: {e}")
+            }
+        }
+    }
+
+    /// `lbfo drain/undrain BACKEND`: in every VIP that has it.
+    fn set_drained(&mut self, backend: &str, drained: bool) -> Response {
+        let Ok(address) = backend.parse::<Ipv4Addr>() else {
+            return Response::Error {
+                message: format!("{backend:?} is not a backend address (like 192.0.2.21)"),
+            };
+        };
+        let mut found = Vec::new();
+        for index in 0..self.vips.len() {
+            let Some(balance) = self.vips[index].balance.as_mut() else {
+                continue;
+            };
+            let Some(b) = balance.backends.iter_mut().find(|b| b.address == address) else {
+                continue;
+            };
+            let changed = b.drained != drained;
+            b.drained = drained;
+            let name = self.vips[index].config.name.clone();
+            if changed {
+                tracing::info!(backend = %address, vip = %name, "{} by operator command", if drained { "drained" } else { "undrained" });
+                self.publish_table(index);
+            }
+            found.push(name);
+        }
+        if found.is_empty() {
+            return Response::Error {
+                message: format!("no balanced VIP has backend {address}"),
+            };
+        }
+        Response::Done {
+            message: format!(
+                "backend {address} {} in {}",
+                if drained {
+                    "drained (keeps its flows, gets no new ones)"
+                } else {
+                    "takes new flows again"
+                },
+                found.join(", ")
+            ),
         }
     }
 
@@ -410,6 +543,8 @@ impl Daemon {
             },
             Request::Own { vip } => self.own(&vip).await,
             Request::Release { vip } => self.release(&vip).await,
+            Request::Drain { backend } => self.set_drained(&backend, true),
+            Request::Undrain { backend } => self.set_drained(&backend, false),
         }
     }
 
@@ -537,6 +672,16 @@ impl Daemon {
                     .into(),
                 reason: vip.reason.clone(),
                 counters: self.owner.datapath.counters(vip.ownership.vip_id)?,
+                mode: if vip.balance.is_some() {
+                    "balance"
+                } else {
+                    "local"
+                }
+                .into(),
+                backends: match &vip.balance {
+                    Some(balance) => self.backend_status(balance)?,
+                    None => Vec::new(),
+                },
                 vrrp: vip.election.as_ref().map(|i| VrrpStatus {
                     vrid: i.machine.config().vrid,
                     priority: i.machine.config().priority,
@@ -567,6 +712,27 @@ impl Daemon {
                 })
                 .unwrap_or_default(),
         })
+    }
+
+    fn backend_status(&self, balance: &BalancedVip) -> Result<Vec<BackendStatus>> {
+        let flows = self.owner.datapath.active_flows();
+        balance
+            .backends
+            .iter()
+            .map(|b| {
+                Ok(BackendStatus {
+                    address: b.address.to_string(),
+                    weight: b.weight,
+                    mac: b.mac.as_ref().map(format_mac),
+                    healthy: b.healthy,
+                    drained: b.drained,
+                    accepting_new_flows: b.accepts_new_flows(),
+                    why_not: b.why_not().map(str::to_string),
+                    counters: self.owner.datapath.backend_counters(b.id)?,
+                    active_flows: flows.get(&b.id).copied().unwrap_or(0),
+                })
+            })
+            .collect()
     }
 
     /// Steps down from every election (a Master sends priority 0 so a

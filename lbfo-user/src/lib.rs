@@ -5,6 +5,7 @@
 //! - [`netlink`]: the interface, its addresses and the XDP attachment.
 //! - [`ownership`]: taking and giving up a VIP in the right order.
 //! - [`vrrp`] and [`election`]: VRRPv3, the protocol and its I/O.
+//! - [`balance`] and [`balancer`]: Maglev tables and the backends behind them.
 //! - [`announce`] and [`arp`]: gratuitous ARP.
 //! - [`control`] and [`status`]: the control socket behind `lbfo status/own/release`.
 //! - [`daemon`]: `lbfo run`, tying it all together.
@@ -12,6 +13,7 @@
 pub mod announce;
 pub mod arp;
 pub mod balance;
+pub mod balancer;
 pub mod clock;
 pub mod config;
 pub mod control;

@@ -43,6 +43,10 @@ enum Cmd {
     Own { vip: String },
     /// Give up ownership of a VIP (by name or address).
     Release { vip: String },
+    /// Stop sending new flows to a backend (by address); its flows stay.
+    Drain { backend: String },
+    /// Let a drained backend take new flows again.
+    Undrain { backend: String },
 }
 
 fn main() -> ExitCode {
@@ -103,6 +107,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
         Cmd::Own { vip } => Request::Own { vip },
         Cmd::Release { vip } => Request::Release { vip },
+        Cmd::Drain { backend } => Request::Drain { backend },
+        Cmd::Undrain { backend } => Request::Undrain { backend },
     };
     answer(control::request(&cli.socket, &request).await?)
 }

@@ -234,6 +234,73 @@ impl Netlink {
         }
     }
 
+    /// The MACs the neighbour table knows on an interface, for entries that
+    /// are usable (reachable, stale, delay, probe or permanent).
+    pub async fn neighbours(
+        &self,
+        index: u32,
+    ) -> Result<std::collections::HashMap<Ipv4Addr, [u8; 6]>, NetlinkError> {
+        use rtnetlink::packet_route::neighbour::{
+            NeighbourAddress, NeighbourAttribute, NeighbourState,
+        };
+        let mut stream = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute();
+        let mut out = std::collections::HashMap::new();
+        while let Some(msg) = stream.try_next().await.map_err(|e| NetlinkError::Request {
+            what: "listing neighbours".into(),
+            source: io_error(e),
+        })? {
+            let usable = matches!(
+                msg.header.state,
+                NeighbourState::Reachable
+                    | NeighbourState::Stale
+                    | NeighbourState::Delay
+                    | NeighbourState::Probe
+                    | NeighbourState::Permanent
+            );
+            if msg.header.ifindex != index || !usable {
+                continue;
+            }
+            let mut addr = None;
+            let mut mac = None;
+            for attr in &msg.attributes {
+                match attr {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => addr = Some(*a),
+                    NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                        mac = <[u8; 6]>::try_from(l.as_slice()).ok()
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(addr), Some(mac)) = (addr, mac) {
+                out.insert(addr, mac);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Asks the kernel to resolve `addr` on the interface (as `ip neigh
+    /// replace ADDR dev IF use` does), so its MAC appears in the table.
+    pub async fn solicit(&self, index: u32, addr: Ipv4Addr) -> Result<(), NetlinkError> {
+        use rtnetlink::packet_route::neighbour::{NeighbourFlags, NeighbourState};
+        self.handle
+            .neighbours()
+            .add(index, addr.into())
+            .state(NeighbourState::Permanent)
+            .flags(NeighbourFlags::Use)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| NetlinkError::Request {
+                what: format!("resolving {addr}"),
+                source: io_error(e),
+            })
+    }
+
     /// Attaches an XDP program the way `ip link set dev X xdp` does: owned by
     /// the interface, not by this process, so it stays in place (and keeps
     /// dropping ARP for VIPs whose lease ran out) if the daemon is killed.

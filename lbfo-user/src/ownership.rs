@@ -57,6 +57,10 @@ pub struct VipOwnership {
     pub owned: bool,
     pub lease_deadline_ns: u64,
     pub origin: AddressOrigin,
+    /// Local or balanced, and for balanced VIPs which table is live.
+    pub mode: VipMode,
+    pub table_slot: u16,
+    pub table_generation: u8,
     garp: Option<CancellationToken>,
 }
 
@@ -68,6 +72,9 @@ impl VipOwnership {
             owned: false,
             lease_deadline_ns: 0,
             origin: AddressOrigin::None,
+            mode: VipMode::Local,
+            table_slot: 0,
+            table_generation: 0,
             garp: None,
         }
     }
@@ -81,9 +88,11 @@ impl VipOwnership {
             },
             mac,
             owned: self.owned as u8,
-            mode: VipMode::Local as u8,
+            mode: self.mode as u8,
             vip_id: self.vip_id,
-            ..Default::default()
+            table_slot: self.table_slot,
+            table_generation: self.table_generation,
+            _pad: 0,
         }
     }
 }
@@ -100,8 +109,10 @@ pub struct Owner {
 }
 
 impl Owner {
-    /// Puts a VIP in the map as not owned, so XDP drops ARP and traffic for it.
-    pub fn register(&mut self, vip: &VipOwnership) -> Result<(), OwnershipError> {
+    /// Writes a VIP's whole map entry as it stands: at start-up (not owned,
+    /// so XDP drops ARP and traffic for it) and after a balanced VIP's table
+    /// generation changed (ownership and lease untouched).
+    pub fn write_entry(&mut self, vip: &VipOwnership) -> Result<(), OwnershipError> {
         self.datapath
             .set_vip(vip.address.addr, &vip.map_entry(self.mac))?;
         Ok(())

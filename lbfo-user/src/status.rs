@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use lbfo_common::VipCounters;
+use lbfo_common::{BackendCounters, VipCounters};
 
 use crate::election::VrrpCounters;
 use serde::{Deserialize, Serialize};
@@ -40,9 +40,30 @@ pub struct VipStatus {
     /// Why the VIP is in its current state.
     pub reason: String,
     pub counters: VipCounters,
+    /// "local" or "balance".
+    #[serde(default)]
+    pub mode: String,
+    /// Balanced VIPs: their backends.
+    #[serde(default)]
+    pub backends: Vec<BackendStatus>,
     /// The election, for VIPs with a vrid.
     #[serde(default)]
     pub vrrp: Option<VrrpStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackendStatus {
+    pub address: String,
+    pub weight: u32,
+    pub mac: Option<String>,
+    pub healthy: bool,
+    pub drained: bool,
+    pub accepting_new_flows: bool,
+    /// Why it takes no new flows, if it does not.
+    pub why_not: Option<String>,
+    pub counters: BackendCounters,
+    /// Flows in the connection table that go to it.
+    pub active_flows: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -100,6 +121,24 @@ impl Status {
                         .unwrap_or_default(),
                     vrrp.counters.adverts_sent,
                     vrrp.counters.adverts_received
+                );
+            }
+            for b in &v.backends {
+                let c = &b.counters;
+                let _ = writeln!(
+                    out,
+                    "  backend {} weight {} mac {}: {}; packets {}, bytes {}, new flows {}, active flows {}",
+                    b.address,
+                    b.weight,
+                    b.mac.as_deref().unwrap_or("unknown"),
+                    match &b.why_not {
+                        None => "takes new flows".to_string(),
+                        Some(why) => format!("no new flows ({why})"),
+                    },
+                    c.packets,
+                    c.bytes,
+                    c.new_flows,
+                    b.active_flows
                 );
             }
             let c = &v.counters;

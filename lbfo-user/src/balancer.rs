@@ -1,0 +1,178 @@
+//! Balanced VIPs on the control-plane side: which backends take new flows,
+//! their MACs, and publishing the Maglev table the XDP program reads.
+//!
+//! Every node keeps its tables current, owner or not, so a node that takes
+//! a VIP over steers from its first packet, and (with the same backends and
+//! weights everywhere) steers every flow to the same backend as the node
+//! before it.
+
+use std::{collections::HashMap, net::Ipv4Addr};
+
+use lbfo_common::{BACKEND_ACCEPTS_NEW, BACKEND_PRESENT, Backend, MAGLEV_TABLE_SIZE, NO_BACKEND};
+
+use crate::{
+    arp::format_mac,
+    balance::maglev,
+    config::BackendConfig,
+    datapath::{Datapath, DatapathError},
+};
+
+/// One backend of a balanced VIP.
+#[derive(Debug, Clone)]
+pub struct BackendState {
+    pub address: Ipv4Addr,
+    pub weight: u32,
+    /// Index into the `BACKENDS` map.
+    pub id: u32,
+    /// From the neighbour table; a backend without one cannot be reached.
+    pub mac: Option<[u8; 6]>,
+    /// All of its health checks pass (true when it has none).
+    pub healthy: bool,
+    /// Taken out by `lbfo drain`: keeps its flows, gets no new ones.
+    pub drained: bool,
+}
+
+impl BackendState {
+    pub fn accepts_new_flows(&self) -> bool {
+        self.healthy && !self.drained && self.mac.is_some()
+    }
+
+    /// Why it takes no new flows, for status and logs.
+    pub fn why_not(&self) -> Option<&'static str> {
+        if self.drained {
+            Some("drained")
+        } else if !self.healthy {
+            Some("unhealthy")
+        } else if self.mac.is_none() {
+            Some("MAC unknown (no ARP answer)")
+        } else {
+            None
+        }
+    }
+
+    fn map_entry(&self) -> Backend {
+        Backend {
+            mac: self.mac.unwrap_or_default(),
+            flags: BACKEND_PRESENT
+                | if self.accepts_new_flows() {
+                    BACKEND_ACCEPTS_NEW
+                } else {
+                    0
+                },
+            addr: u32::from_ne_bytes(self.address.octets()),
+            ..Default::default()
+        }
+    }
+}
+
+/// A balanced VIP's backends and table.
+#[derive(Debug)]
+pub struct BalancedVip {
+    /// Which pair of tables in `MAGLEV` is this VIP's.
+    pub table_slot: u16,
+    /// The live table of the pair.
+    pub generation: u8,
+    pub backends: Vec<BackendState>,
+}
+
+/// Hands out backend ids (indexes into `BACKENDS`).
+#[derive(Debug, Default)]
+pub struct BackendIds {
+    next: u32,
+}
+
+impl BackendIds {
+    pub fn allocate(&mut self) -> Option<u32> {
+        (self.next < lbfo_common::MAX_BACKENDS).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+}
+
+impl BalancedVip {
+    pub fn new(
+        table_slot: u16,
+        backends: &[BackendConfig],
+        ids: &mut BackendIds,
+    ) -> Result<Self, String> {
+        let backends = backends
+            .iter()
+            .map(|b| {
+                Ok(BackendState {
+                    address: b.address,
+                    weight: b.weight,
+                    id: ids.allocate().ok_or_else(|| {
+                        format!("more than {} backends in all", lbfo_common::MAX_BACKENDS)
+                    })?,
+                    mac: None,
+                    healthy: true,
+                    drained: false,
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self {
+            table_slot,
+            generation: 0,
+            backends,
+        })
+    }
+
+    /// Writes the backends, then a fresh table into the idle generation, and
+    /// returns that generation: the caller flips the VIP entry to it, which
+    /// is the moment the XDP program starts reading the new table.
+    ///
+    /// Backends are written first so one that stops taking new flows stops
+    /// at once, even for packets still reading the old table.
+    pub fn publish(&mut self, datapath: &mut Datapath) -> Result<u8, DatapathError> {
+        for b in &self.backends {
+            datapath.set_backend(b.id, &b.map_entry())?;
+        }
+        let eligible: Vec<&BackendState> = self
+            .backends
+            .iter()
+            .filter(|b| b.accepts_new_flows())
+            .collect();
+        let input: Vec<maglev::Backend> = eligible
+            .iter()
+            .map(|b| maglev::Backend {
+                addr: b.address,
+                weight: b.weight,
+            })
+            .collect();
+        let table: Vec<u32> = match maglev::build_table(&input, MAGLEV_TABLE_SIZE)
+            .expect("config validation keeps backends unique and within limits")
+        {
+            Some(slots) => slots.iter().map(|&s| eligible[s as usize].id).collect(),
+            None => vec![NO_BACKEND; MAGLEV_TABLE_SIZE as usize],
+        };
+        self.generation ^= 1;
+        datapath.write_table(self.table_slot, self.generation, &table);
+        Ok(self.generation)
+    }
+
+    /// Takes MACs from a neighbour table snapshot; true if any changed. A
+    /// MAC that merely ages out of the table is still the best we know, so
+    /// only a newer one replaces it (a dead backend is the checks' business).
+    pub fn learn_macs(&mut self, neighbours: &HashMap<Ipv4Addr, [u8; 6]>) -> bool {
+        let mut changed = false;
+        for b in &mut self.backends {
+            if let Some(&mac) = neighbours.get(&b.address)
+                && b.mac != Some(mac)
+            {
+                tracing::info!(backend = %b.address, "backend MAC is {}", format_mac(&mac));
+                b.mac = Some(mac);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Backends whose MAC is still unknown.
+    pub fn unresolved(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.backends
+            .iter()
+            .filter(|b| b.mac.is_none())
+            .map(|b| b.address)
+    }
+}
