@@ -15,6 +15,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod datapath;
+pub mod health;
 pub mod netlink;
 pub mod ownership;
 pub mod status;
