@@ -177,16 +177,24 @@ impl CheckConfig {
                 ));
             }
         }
-        if let Some(w) = self.weight {
-            if w == 0 || w.abs() > MAX_WEIGHT {
-                return Err(format!(
-                    "weight = {w} is out of range (-{MAX_WEIGHT}..=-1 or 1..={MAX_WEIGHT}); \
-                     leave it out to fault the VIP instead"
-                ));
-            }
+        if let Some(w) = self.weight
+            && (w == 0 || w.abs() > MAX_WEIGHT)
+        {
+            return Err(format!(
+                "weight = {w} is out of range (-{MAX_WEIGHT}..=-1 or 1..={MAX_WEIGHT}); \
+                 leave it out to fault the VIP instead"
+            ));
         }
         match &self.kind {
-            CheckKind::Http(h) => validate_url(&h.url)?,
+            CheckKind::Http(h) => {
+                validate_url(&h.url)?;
+                if h.tls_skip_verify && h.url.scheme_str() != Some("https") {
+                    return Err(format!(
+                        "tls_skip_verify only applies to https URLs, not {}",
+                        h.url
+                    ));
+                }
+            }
             CheckKind::Tcp(t) => {
                 if t.address.host.is_empty() || t.address.port == 0 {
                     return Err(format!(
@@ -197,14 +205,6 @@ impl CheckConfig {
             }
             CheckKind::Icmp(i) => validate_icmp_host(i.host)?,
             CheckKind::Exec(e) => validate_command(&e.command)?,
-        }
-        if let CheckKind::Http(h) = &self.kind {
-            if h.tls_skip_verify && h.url.scheme_str() != Some("https") {
-                return Err(format!(
-                    "tls_skip_verify only applies to https URLs, not {}",
-                    h.url
-                ));
-            }
         }
         Ok(())
     }
@@ -265,7 +265,7 @@ impl std::str::FromStr for HostPort {
             || host.contains(':')
             || !host
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+                .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
         {
             return Err(bad());
         }

@@ -186,10 +186,10 @@ fn build_request(check: &HttpCheck) -> Request<Empty<Bytes>> {
     let mut request = Request::new(Empty::new());
     *request.uri_mut() = path.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
     let headers = request.headers_mut();
-    if let Some(authority) = check.url.authority() {
-        if let Ok(host) = header::HeaderValue::from_str(authority.as_str()) {
-            headers.insert(header::HOST, host);
-        }
+    if let Some(authority) = check.url.authority()
+        && let Ok(host) = header::HeaderValue::from_str(authority.as_str())
+    {
+        headers.insert(header::HOST, host);
     }
     headers.insert(
         header::USER_AGENT,

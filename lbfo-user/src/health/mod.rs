@@ -175,3 +175,24 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
     }
     Ok(hard.max(soft))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nofile_soft_limit_is_raised_to_the_hard_limit() {
+        use nix::sys::resource::{Resource, getrlimit};
+        let now = raise_nofile_limit().expect("getrlimit/setrlimit");
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!((soft, now), (hard, hard));
+    }
+
+    #[test]
+    fn check_ids_display_as_given() {
+        let id = CheckId::from("web/check/0");
+        assert_eq!(id.to_string(), "web/check/0");
+        assert_eq!(id, CheckId::new(String::from("web/check/0")));
+        assert!(CheckId::from("a") < CheckId::from("b"));
+    }
+}

@@ -205,10 +205,10 @@ pub(crate) async fn wait_process_gone(pid: i32, within: Duration) -> Option<char
 /// Reads a pid a test script wrote, waiting (bounded) for the file.
 pub(crate) async fn read_pid_file(path: &std::path::Path) -> i32 {
     for _ in 0..300 {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if let Ok(pid) = text.trim().parse() {
-                return pid;
-            }
+        if let Ok(text) = std::fs::read_to_string(path)
+            && let Ok(pid) = text.trim().parse()
+        {
+            return pid;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
