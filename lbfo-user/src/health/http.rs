@@ -7,14 +7,17 @@
 //! its old connections), and it hides slow connects and TLS handshakes from
 //! the measured latency. So each probe connects, sends `Connection: close`,
 //! reads what it needs and closes the socket with a reset (see
-//! [`super::tcp::connect`]), which keeps TIME_WAIT off both sides.
+//! `tcp::connect`). The server closes first after `Connection: close`, so
+//! TIME_WAIT stays on the server (one per probe: 60 per target at 1 s, nothing
+//! for a server), never on lbfo's side, whose ephemeral ports are not used up.
 //!
 //! Cost at scale: one TCP handshake (plus a TLS handshake for https) per probe
-//! and no state between probes. 10,000 plain http targets at 1 s is 10,000
-//! short connections a second, each to a different address, which Linux
-//! handles without port pressure; https adds a full TLS handshake each
-//! (roughly 0.1-0.2 ms of CPU with ring), so 10,000 https targets at 1 s want
-//! a core or two. The process needs one file descriptor per probe in flight:
+//! and no state between probes. Measured with the ignored load tests in
+//! `scheduler.rs` (release build, 2 cores, loopback, the test servers in the
+//! same process): 10,000 http checks at 1 s ran 10,000 probes/s with no
+//! failure, latencies in milliseconds, and about 0.8 core for client and
+//! servers together; 2,000 https checks at 1 s (full handshakes both sides)
+//! about 0.9 core. The process needs one file descriptor per probe in flight:
 //! see [`super::raise_nofile_limit`].
 //!
 //! The request and response go through hyper's HTTP/1.1 client connection

@@ -59,9 +59,9 @@ pub(crate) async fn resolve(
 ///
 /// The socket gets `SO_LINGER` 0, so closing it sends a reset instead of a
 /// FIN. A health checker opens a fresh connection per probe; at thousands of
-/// probes a second, normal closes would leave that many TIME_WAIT sockets per
-/// second on one side or the other. A check closes only once it has read all
-/// it wants, so the reset loses nothing.
+/// probes a second, closing first with a FIN would leave that many TIME_WAIT
+/// sockets per second on lbfo's side, holding its ephemeral ports. A check
+/// closes only once it has read all it wants, so the reset loses nothing.
 pub(crate) async fn connect(
     addrs: &[SocketAddr],
     deadline: Instant,

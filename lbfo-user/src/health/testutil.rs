@@ -73,9 +73,13 @@ impl TestHttpServer {
     }
 
     async fn start_inner(answer: Answer, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
+        // A deep backlog: the load tests connect thousands of times a second
+        // while this process is also the busy client.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().unwrap())
             .expect("bind loopback");
+        let listener: TcpListener = socket.listen(4096).expect("listen");
         let addr = listener.local_addr().expect("local addr");
         let shared = Arc::new(Shared {
             answer: Mutex::new(answer),
