@@ -26,7 +26,20 @@
 //! Cadence: a check probes every `interval`, measured start to start, whether
 //! its probes are fast or slow; every probe ends by `timeout` (< interval), so
 //! probes of one check never overlap and a hung target costs only its own
-//! check a failed probe. Checks never wait on each other.
+//! check a failed probe. Checks never wait on each other, nor on the event
+//! receiver. A new check's first probe comes within its first interval (spread
+//! by id), so with `rise = 2` it can turn healthy after 2-3 intervals.
+//!
+//! Using it from the daemon:
+//!
+//! ```ignore
+//! let (tx, mut rx) = tokio::sync::mpsc::channel(checks.len().max(16));
+//! let mut checker = HealthChecker::start(checks, tx, cancel.child_token()).await?;
+//! let board = checker.status_board();
+//! // on an event: log it, then recompute each VIP's health from `board`
+//! // (every check of the VIP Healthy; Unknown counts as failing).
+//! // on SIGHUP: `checker.sync(new_checks).await?` and act on the report.
+//! ```
 
 pub mod config;
 pub mod exec;

@@ -1,7 +1,15 @@
 //! One probe of one check: the shared resources probes need and the error
 //! that says what a failed probe saw.
 
-use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::{sync::OnceCell, time::Instant};
 use tracing::warn;
@@ -74,6 +82,7 @@ pub enum ProbeError {
 pub(crate) struct Probers {
     pub(crate) http: http::HttpProber,
     icmp: OnceCell<Arc<IcmpClient>>,
+    icmp_warned: AtomicBool,
 }
 
 impl Probers {
@@ -97,7 +106,10 @@ impl Probers {
                     .icmp
                     .get_or_try_init(|| async {
                         IcmpClient::open().map(Arc::new).inspect_err(|e| {
-                            warn!(error = %e, "cannot open the ICMP socket; icmp checks fail until it opens")
+                            // Every icmp probe retries; say it once.
+                            if !self.icmp_warned.swap(true, Ordering::Relaxed) {
+                                warn!(error = %e, "cannot open the ICMP socket; icmp checks fail until it opens")
+                            }
                         })
                     })
                     .await
