@@ -20,6 +20,7 @@ pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod election;
+pub mod health;
 pub mod netlink;
 pub mod ownership;
 pub mod status;
