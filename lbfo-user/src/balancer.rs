@@ -79,14 +79,30 @@ pub struct BalancedVip {
 #[derive(Debug, Default)]
 pub struct BackendIds {
     next: u32,
+    free: Vec<u32>,
+    /// Given back during this reload: a packet may still be steered by an
+    /// old table entry naming them, so they are reused from the next one.
+    retiring: Vec<u32>,
 }
 
 impl BackendIds {
     pub fn allocate(&mut self) -> Option<u32> {
+        if let Some(id) = self.free.pop() {
+            return Some(id);
+        }
         (self.next < lbfo_common::MAX_BACKENDS).then(|| {
             self.next += 1;
             self.next - 1
         })
+    }
+
+    pub fn retire(&mut self, id: u32) {
+        self.retiring.push(id);
+    }
+
+    /// Ids retired by the previous reload become reusable.
+    pub fn recycle(&mut self) {
+        self.free.append(&mut self.retiring);
     }
 }
 
@@ -106,7 +122,8 @@ impl BalancedVip {
                         format!("more than {} backends in all", lbfo_common::MAX_BACKENDS)
                     })?,
                     mac: None,
-                    healthy: true,
+                    // Unproven checks count as failing, as for VIPs.
+                    healthy: b.checks.is_empty(),
                     drained: false,
                 })
             })
@@ -149,6 +166,51 @@ impl BalancedVip {
         self.generation ^= 1;
         datapath.write_table(self.table_slot, self.generation, &table);
         Ok(self.generation)
+    }
+
+    /// Takes a new backend list (reload): backends that stay keep their id,
+    /// MAC, health and drain state; new ones get ids; the ones that went are
+    /// marked gone in the map (their tracked flows are steered anew) and
+    /// their ids retired.
+    pub fn update_backends(
+        &mut self,
+        configs: &[BackendConfig],
+        ids: &mut BackendIds,
+        datapath: &mut Datapath,
+    ) -> Result<(), String> {
+        let mut old = std::mem::take(&mut self.backends);
+        for c in configs {
+            match old.iter().position(|b| b.address == c.address) {
+                Some(i) => {
+                    let mut kept = old.swap_remove(i);
+                    kept.weight = c.weight;
+                    self.backends.push(kept);
+                }
+                None => self.backends.push(BackendState {
+                    address: c.address,
+                    weight: c.weight,
+                    id: ids.allocate().ok_or_else(|| {
+                        format!("more than {} backends in all", lbfo_common::MAX_BACKENDS)
+                    })?,
+                    mac: None,
+                    healthy: c.checks.is_empty(),
+                    drained: false,
+                }),
+            }
+        }
+        for gone in old {
+            let _ = datapath.set_backend(gone.id, &Backend::default());
+            ids.retire(gone.id);
+        }
+        Ok(())
+    }
+
+    /// Marks every backend gone (the VIP left the configuration).
+    pub fn remove_all(&mut self, ids: &mut BackendIds, datapath: &mut Datapath) {
+        for b in self.backends.drain(..) {
+            let _ = datapath.set_backend(b.id, &Backend::default());
+            ids.retire(b.id);
+        }
     }
 
     /// Takes MACs from a neighbour table snapshot; true if any changed. A

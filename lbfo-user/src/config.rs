@@ -16,6 +16,8 @@ use std::{
 use lbfo_common::MAX_VIPS;
 use serde::{Deserialize, Serialize};
 
+use crate::health::config::CheckConfig;
+
 /// A configuration error: always one line.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -47,6 +49,9 @@ pub struct Config {
     pub lease_ms: u64,
     #[serde(default)]
     pub garp: GarpConfig,
+    /// How long a notify script may run before it is killed.
+    #[serde(default = "defaults::notify_timeout_ms")]
+    pub notify_timeout_ms: u64,
     #[serde(rename = "vip", default)]
     pub vips: Vec<VipConfig>,
 }
@@ -96,6 +101,14 @@ pub struct VipConfig {
     pub mode: VipServeMode,
     #[serde(rename = "backend", default)]
     pub backends: Vec<BackendConfig>,
+    /// Health checks of the service behind the VIP. A failing check without
+    /// `weight` puts the VIP in fault (it owns nothing); a check with
+    /// `weight = -N` lowers its VRRP priority by N instead.
+    #[serde(rename = "check", default)]
+    pub checks: Vec<CheckConfig>,
+    /// Run on every state change as `notify NAME OLD NEW` (keepalived's
+    /// convention), never waited for, killed after `notify_timeout_ms`.
+    pub notify: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -116,6 +129,9 @@ pub struct BackendConfig {
     /// Relative share of new flows, 1..=1000.
     #[serde(default = "defaults::weight")]
     pub weight: u32,
+    /// The backend takes new flows only while all of these pass.
+    #[serde(rename = "check", default)]
+    pub checks: Vec<CheckConfig>,
 }
 
 /// The VRRP keys of a `[[vip]]`; the same names and meanings as keepalived's.
@@ -197,6 +213,9 @@ impl fmt::Display for VipAddress {
 }
 
 mod defaults {
+    pub fn notify_timeout_ms() -> u64 {
+        10_000
+    }
     pub fn weight() -> u32 {
         1
     }
@@ -221,6 +240,42 @@ mod defaults {
 }
 
 impl VipConfig {
+    fn validate_checks(&self) -> Result<(), String> {
+        let name = &self.name;
+        for check in &self.checks {
+            match check.weight {
+                Some(w) if self.vrrp.vrid.is_none() => {
+                    return Err(format!(
+                        "vip {name:?}: check weight {w} only applies to VIPs with a vrid (it lowers the VRRP priority)"
+                    ));
+                }
+                Some(w) if w >= 0 => {
+                    return Err(format!(
+                        "vip {name:?}: check weight {w} must be negative (weight = -N lowers the priority by N while the check fails)"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        for b in &self.backends {
+            if b.checks.iter().any(|c| c.weight.is_some()) {
+                return Err(format!(
+                    "vip {name:?}: backend {} checks take no weight (a failing check takes the backend out)",
+                    b.address
+                ));
+            }
+        }
+        if let Some(script) = &self.notify
+            && !script.is_absolute()
+        {
+            return Err(format!(
+                "vip {name:?}: notify script {} must be an absolute path",
+                script.display()
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_backends(&self) -> Result<(), String> {
         let name = &self.name;
         match self.mode {
@@ -350,6 +405,12 @@ impl Config {
                 self.lease_ms
             ));
         }
+        if !(100..=600_000).contains(&self.notify_timeout_ms) {
+            return Err(format!(
+                "notify_timeout_ms = {} is out of range (100..=600000)",
+                self.notify_timeout_ms
+            ));
+        }
         if self.garp.count > 100 {
             return Err(format!("garp.count = {} is more than 100", self.garp.count));
         }
@@ -403,11 +464,16 @@ impl Config {
             }
             vip.vrrp.validate(&vip.name, &mut vrids)?;
             vip.validate_backends()?;
+            vip.validate_checks()?;
             if !addresses.insert(vip.address.addr) {
                 return Err(format!("vip address {} is used twice", vip.address.addr));
             }
         }
         Ok(())
+    }
+
+    pub fn notify_timeout(&self) -> Duration {
+        Duration::from_millis(self.notify_timeout_ms)
     }
 
     pub fn lease(&self) -> Duration {
@@ -589,6 +655,49 @@ address = "192.0.2.100/24"
             let err = parse(&text).expect_err(&text);
             assert!(err.contains(want), "expected {want:?} in {err:?}");
         }
+    }
+
+    #[test]
+    fn checks_parse_and_are_checked_in_context() {
+        let base = "interface = \"eth0\"\n[[vip]]\nname = \"web\"\naddress = \"192.0.2.100/24\"\n";
+        let check = "[[vip.check]]\nkind = \"http\"\nurl = \"http://192.0.2.1:8080/health\"\ninterval_ms = 500\ntimeout_ms = 300\n";
+        let c = parse(&format!(
+            "{base}notify = \"/usr/local/bin/notify\"\n{check}"
+        ))
+        .unwrap();
+        assert_eq!(c.vips[0].checks.len(), 1);
+        assert_eq!(c.vips[0].checks[0].interval, Duration::from_millis(500));
+        let cases = [
+            (
+                format!("{base}{check}weight = -20\n"),
+                "only applies to VIPs with a vrid",
+            ),
+            (
+                format!("{base}vrid = 5\n{check}weight = 20\n"),
+                "must be negative",
+            ),
+            (
+                format!("{base}notify = \"notify.sh\"\n"),
+                "must be an absolute path",
+            ),
+            (
+                format!(
+                    "{base}{}",
+                    check.replace("timeout_ms = 300", "timeout_ms = 600")
+                ),
+                "timeout",
+            ),
+            (
+                format!("{base}{}", check.replace("\"http\"", "\"smtp\"")),
+                "smtp",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(&text).expect_err(&text);
+            assert!(err.contains(want), "expected {want:?} in {err:?}");
+            assert!(!err.contains('\n'), "one line: {err:?}");
+        }
+        assert!(parse(&format!("{base}vrid = 5\n{check}weight = -20\n")).is_ok());
     }
 
     #[test]

@@ -27,13 +27,14 @@ use crate::{
     arp::format_mac,
     balancer::{BackendIds, BalancedVip},
     clock,
-    config::{Config, VipConfig, VipServeMode, XdpMode},
+    config::{BackendConfig, Config, VipConfig, VipServeMode, XdpMode},
     control::{self, Command, Request, Response},
     datapath::{Datapath, PROGRAM_NAME},
     election::{Elections, Instance},
+    health::{CheckId, HealthChecker, HealthEvent, StatusBoard, config::CheckConfig},
     netlink::{Interface, Netlink, XdpAttachMode},
     ownership::{Owner, VipOwnership},
-    status::{BackendStatus, Status, VipStatus, VrrpStatus},
+    status::{BackendStatus, CheckView, Status, VipStatus, VrrpStatus},
     vrrp::{
         Action, Advertisement, Event,
         socket::{Received, VrrpSocket},
@@ -54,6 +55,10 @@ struct Vip {
     operator_wants: bool,
     /// Balanced VIPs: backends and Maglev table.
     balance: Option<BalancedVip>,
+    /// A check without weight is not healthy: the VIP owns nothing.
+    fault: bool,
+    /// Sum of the weights of failing weighted checks (VRRP priority penalty).
+    priority_penalty: u8,
     /// Why the VIP is in its current state, for logs and `lbfo status`.
     reason: String,
     /// The state last logged, to log each transition once.
@@ -68,9 +73,69 @@ impl Vip {
     fn state(&self) -> &'static str {
         match &self.election {
             Some(instance) => instance.machine.state().as_str(),
+            None if self.fault => "fault",
             None if self.ownership.owned => "owner",
             None => "standby",
         }
+    }
+
+    /// A VIP as it starts: not owned, on standby or about to start its election.
+    fn new(
+        config: &VipConfig,
+        vip_id: u32,
+        table_slot: Option<u16>,
+        backend_ids: &mut BackendIds,
+        primary: Ipv4Addr,
+    ) -> Result<Vip, String> {
+        let mut ownership = VipOwnership::new(config.address, vip_id);
+        let balance = match table_slot {
+            Some(slot) => {
+                ownership.mode = lbfo_common::VipMode::Balance;
+                ownership.table_slot = slot;
+                Some(BalancedVip::new(slot, &config.backends, backend_ids)?)
+            }
+            None => None,
+        };
+        Ok(Vip {
+            config: config.clone(),
+            ownership,
+            election: Instance::new(config, primary)?,
+            operator_wants: false,
+            balance,
+            fault: false,
+            priority_penalty: 0,
+            reason: if config.vrrp.vrid.is_some() {
+                "starting the election".into()
+            } else {
+                "standby: waiting for `lbfo own`".into()
+            },
+            logged_state: "initialize",
+        })
+    }
+
+    /// Ids of the VIP's own checks, in config order.
+    fn check_ids(config: &VipConfig) -> impl Iterator<Item = (CheckId, &CheckConfig)> {
+        config
+            .checks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (CheckId::new(format!("{}/check/{i}", config.name)), c))
+    }
+
+    /// Ids of a backend's checks.
+    fn backend_check_ids<'a>(
+        config: &'a VipConfig,
+        backend: &'a BackendConfig,
+    ) -> impl Iterator<Item = (CheckId, &'a CheckConfig)> {
+        backend.checks.iter().enumerate().map(move |(i, c)| {
+            (
+                CheckId::new(format!(
+                    "{}/backend/{}/check/{i}",
+                    config.name, backend.address
+                )),
+                c,
+            )
+        })
     }
 }
 
@@ -81,6 +146,23 @@ struct Daemon {
     owner: Owner,
     vips: Vec<Vip>,
     elections: Option<Elections>,
+    checker: HealthChecker,
+    health: StatusBoard,
+    backend_ids: BackendIds,
+    /// Read again on SIGHUP.
+    config_path: PathBuf,
+}
+
+/// Every check of the configuration, VIPs' and backends', with its id.
+fn all_checks(config: &Config) -> Vec<(CheckId, CheckConfig)> {
+    let mut checks = Vec::new();
+    for vip in &config.vips {
+        checks.extend(Vip::check_ids(vip).map(|(id, c)| (id, c.clone())));
+        for backend in &vip.backends {
+            checks.extend(Vip::backend_check_ids(vip, backend).map(|(id, c)| (id, c.clone())));
+        }
+    }
+    checks
 }
 
 pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
@@ -98,38 +180,19 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
         .as_ref()
         .map(|e| e.primary)
         .unwrap_or(Ipv4Addr::UNSPECIFIED);
-    let mut vips = Vec::new();
     let mut backend_ids = BackendIds::default();
+    let mut vips = Vec::new();
     let mut table_slots = 0..lbfo_common::MAX_BALANCED_VIPS as u16;
     for (i, vip) in config.vips.iter().enumerate() {
-        let mut ownership = VipOwnership::new(vip.address, i as u32 + 1);
-        let balance = match vip.mode {
-            VipServeMode::Local => None,
-            VipServeMode::Balance => {
-                let slot = table_slots
-                    .next()
-                    .expect("config validation limits balanced VIPs");
-                ownership.mode = lbfo_common::VipMode::Balance;
-                ownership.table_slot = slot;
-                Some(
-                    BalancedVip::new(slot, &vip.backends, &mut backend_ids)
-                        .map_err(anyhow::Error::msg)?,
-                )
-            }
-        };
-        vips.push(Vip {
-            config: vip.clone(),
-            ownership,
-            election: Instance::new(vip, primary).map_err(anyhow::Error::msg)?,
-            operator_wants: false,
-            balance,
-            reason: if vip.vrrp.vrid.is_some() {
-                "starting the election".into()
-            } else {
-                "standby: waiting for `lbfo own`".into()
-            },
-            logged_state: "initialize",
+        let slot = (vip.mode == VipServeMode::Balance).then(|| {
+            table_slots
+                .next()
+                .expect("config validation limits balanced VIPs")
         });
+        vips.push(
+            Vip::new(vip, i as u32 + 1, slot, &mut backend_ids, primary)
+                .map_err(anyhow::Error::msg)?,
+        );
     }
     let _lock = lock_interface(&iface)?;
     let socket = control::bind(socket_path)?;
@@ -168,6 +231,18 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
         socket.path().display()
     );
 
+    let shutdown = CancellationToken::new();
+    let checks = all_checks(&config);
+    if !checks.is_empty()
+        && let Err(e) = crate::health::raise_nofile_limit()
+    {
+        tracing::warn!("cannot raise the open-file limit for health checks: {e}");
+    }
+    let (health_tx, health_events) = mpsc::channel(checks.len().max(16));
+    let checker = HealthChecker::start(checks, health_tx, shutdown.child_token())
+        .await
+        .context("starting health checks")?;
+    let health = checker.status_board();
     let mut daemon = Daemon {
         config,
         iface,
@@ -175,12 +250,17 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
         owner,
         vips,
         elections,
+        checker,
+        health,
+        backend_ids,
+        config_path: config_path.to_path_buf(),
     };
-    let shutdown = CancellationToken::new();
     let (commands_tx, commands) = mpsc::channel(64);
     let server = tokio::spawn(socket.serve(commands_tx, shutdown.clone()));
+    // Checks start unproven: VIPs with checks begin in fault until they pass.
+    daemon.apply_health(None).await;
     daemon.start_elections().await;
-    let result = daemon.main_loop(commands).await;
+    let result = daemon.main_loop(commands, health_events).await;
     shutdown.cancel();
     let _ = server.await;
     daemon.shutdown().await;
@@ -230,10 +310,15 @@ async fn open_elections(
 }
 
 impl Daemon {
-    async fn main_loop(&mut self, mut commands: mpsc::Receiver<Command>) -> Result<()> {
+    async fn main_loop(
+        &mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut health_events: mpsc::Receiver<HealthEvent>,
+    ) -> Result<()> {
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
-        let lease = self.config.lease();
+        let mut sighup = signal(SignalKind::hangup())?;
+        let mut lease = self.config.lease();
         // Renew three times per lease: two renewals can be missed (a stalled
         // host) before XDP falls silent. Elected VIPs renew with each advert.
         let mut renew = tokio::time::interval(lease / 3);
@@ -250,6 +335,14 @@ impl Daemon {
                 _ = sigterm.recv() => { tracing::info!("SIGTERM: releasing VIPs and detaching XDP"); return Ok(()) }
                 _ = sigint.recv() => { tracing::info!("SIGINT: releasing VIPs and detaching XDP"); return Ok(()) }
                 _ = renew.tick() => self.renew_operator_leases(lease),
+                _ = sighup.recv() => {
+                    self.reload().await;
+                    if self.config.lease() != lease {
+                        lease = self.config.lease();
+                        renew = tokio::time::interval(lease / 3);
+                        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    }
+                }
                 Some(command) = commands.recv() => {
                     let response = self.handle(command.request).await;
                     let _ = command.reply.send(response);
@@ -260,6 +353,12 @@ impl Daemon {
                 },
                 _ = sleep_until(next_timer), if next_timer.is_some() => self.on_vrrp_timers().await,
                 _ = neighbours.tick(), if balancing => self.refresh_backend_macs().await,
+                Some(event) = health_events.recv() => {
+                    if self.health.is_current(&event) {
+                        tracing::info!("{event}");
+                        self.apply_health(Some(&event)).await;
+                    }
+                }
             }
         }
     }
@@ -269,6 +368,265 @@ impl Daemon {
             if let Err(e) = self.owner.renew(&mut vip.ownership, lease) {
                 tracing::error!(vip = %vip.config.name, "cannot renew lease: {e}");
             }
+        }
+    }
+
+    // ---- reload ----
+
+    /// SIGHUP: reads the config again. A config that does not load, or asks
+    /// for what only a restart can do, is refused as a whole and the
+    /// running one stays.
+    async fn reload(&mut self) {
+        let path = self.config_path.clone();
+        let result = match Config::load(&path) {
+            Ok(new) => self.apply_config(new).await,
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(summary) => tracing::info!("SIGHUP: reloaded {}: {summary}", path.display()),
+            Err(e) => {
+                tracing::error!("SIGHUP: reload refused, the running configuration stays: {e}")
+            }
+        }
+    }
+
+    async fn apply_config(&mut self, new: Config) -> Result<String, String> {
+        if new.interface != self.config.interface {
+            return Err(format!(
+                "changing interface ({} -> {}) needs a restart",
+                self.config.interface, new.interface
+            ));
+        }
+        if new.xdp_mode != self.config.xdp_mode {
+            return Err("changing xdp_mode needs a restart".into());
+        }
+        let primary = self.elections.as_ref().map(|e| e.primary);
+        if primary.is_none() && new.vips.iter().any(|v| v.vrrp.vrid.is_some()) {
+            return Err(
+                "the first VIP with a vrid needs a restart (the VRRP socket opens at start)".into(),
+            );
+        }
+        let primary = primary.unwrap_or(Ipv4Addr::UNSPECIFIED);
+
+        // Which VIPs stay (same address, election and mode: their ownership
+        // and election state carry over), which go, which come.
+        let stays = |old: &VipConfig, new: &VipConfig| {
+            old.address == new.address && old.vrrp == new.vrrp && old.mode == new.mode
+        };
+        let mut staying = Vec::new();
+        let mut going = Vec::new();
+        for (index, vip) in self.vips.iter().enumerate() {
+            match new
+                .vips
+                .iter()
+                .find(|n| n.name == vip.config.name && stays(&vip.config, n))
+            {
+                Some(n) => staying.push((index, n.clone())),
+                None => going.push(index),
+            }
+        }
+        let coming: Vec<VipConfig> = new
+            .vips
+            .iter()
+            .filter(|n| !staying.iter().any(|(_, s)| s.name == n.name))
+            .cloned()
+            .collect();
+        // Every new VIP gets a counter slot and (if balanced) a table pair
+        // not used by a VIP that stays.
+        let mut used_ids: Vec<u32> = staying
+            .iter()
+            .map(|(i, _)| self.vips[*i].ownership.vip_id)
+            .collect();
+        let mut used_slots: Vec<u16> = staying
+            .iter()
+            .filter_map(|(i, _)| self.vips[*i].balance.as_ref().map(|b| b.table_slot))
+            .collect();
+        let mut placements = Vec::new();
+        for vip in &coming {
+            let id = (1..=lbfo_common::MAX_VIPS)
+                .find(|id| !used_ids.contains(id))
+                .ok_or("no free VIP slot")?;
+            used_ids.push(id);
+            let slot = if vip.mode == VipServeMode::Balance {
+                let slot = (0..lbfo_common::MAX_BALANCED_VIPS as u16)
+                    .find(|s| !used_slots.contains(s))
+                    .ok_or("no free table for another balanced VIP")?;
+                used_slots.push(slot);
+                Some(slot)
+            } else {
+                None
+            };
+            placements.push((id, slot));
+        }
+
+        // Checks first: `sync` validates the whole set before it changes
+        // anything, so a refusal here leaves everything as it was.
+        let report = self
+            .checker
+            .sync(all_checks(&new))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.backend_ids.recycle();
+        self.owner.garp = new.garp;
+
+        for &index in going.iter().rev() {
+            self.vrrp_event(index, Event::Shutdown).await;
+            let mut vip = self.vips.remove(index);
+            if let Err(e) = self.owner.release(&mut vip.ownership).await {
+                tracing::error!(vip = %vip.config.name, "cannot release: {e}");
+            }
+            if let Some(balance) = vip.balance.as_mut() {
+                balance.remove_all(&mut self.backend_ids, &mut self.owner.datapath);
+            }
+            if let Err(e) = self.owner.unregister(&vip.ownership) {
+                tracing::error!(vip = %vip.config.name, "cannot remove from the map: {e}");
+            }
+            tracing::info!(vip = %vip.config.name, "removed by reload");
+        }
+        for (_, config) in staying {
+            let index = self
+                .vips
+                .iter()
+                .position(|v| v.config.name == config.name)
+                .expect("staying VIPs are still there");
+            let vip = &mut self.vips[index];
+            let backends_changed = vip.config.backends != config.backends;
+            vip.config = config;
+            if backends_changed && let Some(balance) = vip.balance.as_mut() {
+                balance.update_backends(
+                    &vip.config.backends,
+                    &mut self.backend_ids,
+                    &mut self.owner.datapath,
+                )?;
+                self.publish_table(index);
+            }
+        }
+        let added = coming.len();
+        for (config, (vip_id, slot)) in coming.iter().zip(placements) {
+            let mut vip = Vip::new(config, vip_id, slot, &mut self.backend_ids, primary)?;
+            if let Err(e) = self.owner.datapath.reset_counters(vip_id) {
+                tracing::warn!("cannot reset counters of slot {vip_id}: {e}");
+            }
+            if let Some(balance) = vip.balance.as_mut() {
+                vip.ownership.table_generation = balance
+                    .publish(&mut self.owner.datapath)
+                    .map_err(|e| e.to_string())?;
+            }
+            self.owner
+                .write_entry(&vip.ownership)
+                .map_err(|e| e.to_string())?;
+            tracing::info!(vip = %vip.config.name, "added by reload");
+            self.vips.push(vip);
+            let index = self.vips.len() - 1;
+            self.vrrp_event(index, Event::Startup).await;
+        }
+        self.config = new;
+        self.apply_health(None).await;
+        Ok(format!(
+            "{} VIP(s) removed, {added} added, {} kept with their state; checks: {} added, {} replaced, {} removed, {} unchanged",
+            going.len(),
+            self.vips.len() - added,
+            report.added.len(),
+            report.replaced.len(),
+            report.removed.len(),
+            report.unchanged.len()
+        ))
+    }
+
+    // ---- health ----
+
+    /// Recomputes every VIP's and backend's health from the status board and
+    /// acts on what changed: a VIP in fault gives its address up (map first),
+    /// a VIP that recovers may own again, a failing weighted check lowers
+    /// the VRRP priority, a backend that fails takes no new flows.
+    async fn apply_health(&mut self, cause: Option<&HealthEvent>) {
+        let is_healthy = |id: &CheckId| self.health.get(id).is_some_and(|s| s.state.is_healthy());
+        let mut vip_changes = Vec::new();
+        let mut backend_changes = Vec::new();
+        for (index, vip) in self.vips.iter().enumerate() {
+            let mut fault = false;
+            let mut penalty: u8 = 0;
+            for (id, check) in Vip::check_ids(&vip.config) {
+                if is_healthy(&id) {
+                    continue;
+                }
+                match check.weight {
+                    Some(w) => penalty = penalty.saturating_add(w.unsigned_abs().min(255) as u8),
+                    None => fault = true,
+                }
+            }
+            if fault != vip.fault || penalty != vip.priority_penalty {
+                vip_changes.push((index, fault, penalty));
+            }
+            if let Some(balance) = &vip.balance {
+                for (b, backend) in vip.config.backends.iter().enumerate() {
+                    let healthy =
+                        Vip::backend_check_ids(&vip.config, backend).all(|(id, _)| is_healthy(&id));
+                    if balance.backends[b].healthy != healthy {
+                        backend_changes.push((index, b, healthy));
+                    }
+                }
+            }
+        }
+        let why = cause
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "health checks not passed yet".into());
+        for (index, b, healthy) in &backend_changes {
+            let vip = &mut self.vips[*index];
+            if let Some(balance) = vip.balance.as_mut() {
+                let backend = &mut balance.backends[*b];
+                backend.healthy = *healthy;
+                tracing::info!(vip = %vip.config.name, backend = %backend.address, "backend is {}", if *healthy { "healthy: takes new flows" } else { "unhealthy: no new flows" });
+            }
+        }
+        let mut republish: Vec<usize> = backend_changes.iter().map(|(i, _, _)| *i).collect();
+        republish.dedup();
+        for index in republish {
+            self.publish_table(index);
+        }
+        for (index, fault, penalty) in vip_changes {
+            let vip = &mut self.vips[index];
+            vip.fault = fault;
+            vip.priority_penalty = penalty;
+            if vip.election.is_some() {
+                self.vrrp_event(
+                    index,
+                    Event::Health {
+                        fault,
+                        priority_penalty: penalty,
+                    },
+                )
+                .await;
+                if fault {
+                    self.vips[index].reason = format!("fault: {why}");
+                }
+            } else {
+                vip.reason = if fault {
+                    format!("fault: {why}")
+                } else {
+                    format!("healthy: {why}")
+                };
+                self.reconcile_operator_vip(index).await;
+            }
+            self.log_transition(index);
+        }
+    }
+
+    /// An operator-owned VIP is owned while the operator wants it and its
+    /// checks pass.
+    async fn reconcile_operator_vip(&mut self, index: usize) {
+        let lease = self.config.lease();
+        let vip = &mut self.vips[index];
+        let want = vip.operator_wants && !vip.fault;
+        let result = if want && !vip.ownership.owned {
+            self.owner.take(&mut vip.ownership, lease).await
+        } else if !want && vip.ownership.owned {
+            self.owner.release(&mut vip.ownership).await
+        } else {
+            Ok(())
+        };
+        if let Err(e) = result {
+            tracing::error!(vip = %vip.config.name, "cannot apply health: {e}");
         }
     }
 
@@ -528,6 +886,13 @@ impl Daemon {
             if vip.ownership.owned { "answering" } else { "silent" },
             vip.ownership.origin.as_str(),
         );
+        if let Some(script) = &vip.config.notify {
+            drop(crate::health::notify::run_notify(
+                script,
+                &[&vip.config.name, vip.logged_state, state],
+                self.config.notify_timeout(),
+            ));
+        }
         vip.logged_state = state;
     }
 
@@ -579,6 +944,15 @@ impl Daemon {
         let lease = self.config.lease();
         let vip = &mut self.vips[index];
         vip.operator_wants = true;
+        if vip.fault {
+            return Response::Done {
+                message: format!(
+                    "{} is in fault ({}); it will be owned as soon as its checks pass",
+                    vip.name(),
+                    vip.reason
+                ),
+            };
+        }
         if vip.ownership.owned {
             return Response::Done {
                 message: format!(
@@ -679,9 +1053,12 @@ impl Daemon {
                 }
                 .into(),
                 backends: match &vip.balance {
-                    Some(balance) => self.backend_status(balance)?,
+                    Some(balance) => self.backend_status(&vip.config, balance)?,
                     None => Vec::new(),
                 },
+                checks: Vip::check_ids(&vip.config)
+                    .map(|(id, _)| self.check_view(&id))
+                    .collect(),
                 vrrp: vip.election.as_ref().map(|i| VrrpStatus {
                     vrid: i.machine.config().vrid,
                     priority: i.machine.config().priority,
@@ -714,7 +1091,37 @@ impl Daemon {
         })
     }
 
-    fn backend_status(&self, balance: &BalancedVip) -> Result<Vec<BackendStatus>> {
+    fn check_view(&self, id: &CheckId) -> CheckView {
+        let status = self.health.get(id);
+        CheckView {
+            id: id.to_string(),
+            target: status
+                .as_ref()
+                .map(|s| s.target.clone())
+                .unwrap_or_default(),
+            state: status
+                .as_ref()
+                .map(|s| s.state.to_string())
+                .unwrap_or_else(|| "unknown".into()),
+            consecutive_successes: status.as_ref().map_or(0, |s| s.consecutive_successes),
+            consecutive_failures: status.as_ref().map_or(0, |s| s.consecutive_failures),
+            last_latency_ms: status
+                .as_ref()
+                .and_then(|s| s.last.as_ref())
+                .map(|r| r.latency.as_secs_f64() * 1000.0),
+            last_error: status
+                .as_ref()
+                .and_then(|s| s.last_error.as_ref())
+                .map(|r| r.detail.clone()),
+            weight: status.as_ref().and_then(|s| s.weight),
+        }
+    }
+
+    fn backend_status(
+        &self,
+        vip_config: &VipConfig,
+        balance: &BalancedVip,
+    ) -> Result<Vec<BackendStatus>> {
         let flows = self.owner.datapath.active_flows();
         balance
             .backends
@@ -730,6 +1137,16 @@ impl Daemon {
                     why_not: b.why_not().map(str::to_string),
                     counters: self.owner.datapath.backend_counters(b.id)?,
                     active_flows: flows.get(&b.id).copied().unwrap_or(0),
+                    checks: vip_config
+                        .backends
+                        .iter()
+                        .find(|c| c.address == b.address)
+                        .map(|c| {
+                            Vip::backend_check_ids(vip_config, c)
+                                .map(|(id, _)| self.check_view(&id))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 })
             })
             .collect()

@@ -149,6 +149,18 @@ impl Datapath {
         Ok(sum)
     }
 
+    /// Zeroes a VIP id's counters (the id is being given to another VIP).
+    pub fn reset_counters(&mut self, vip_id: u32) -> Result<(), DatapathError> {
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| DatapathError::Load(format!("counting CPUs: {e}")))?;
+        let zeros =
+            aya::maps::PerCpuValues::try_from(vec![VipCounters::default(); cpus.get() as usize])
+                .map_err(|e| DatapathError::Load(format!("per-CPU values: {e}")))?;
+        self.counters
+            .set(vip_id, zeros, 0)
+            .map_err(map_error("VIP_COUNTERS"))
+    }
+
     /// Writes one whole Maglev table (backend ids) into a VIP's table slot
     /// and generation. XDP keeps reading the other generation until the VIP
     /// entry is flipped to this one.

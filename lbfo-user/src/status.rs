@@ -43,6 +43,9 @@ pub struct VipStatus {
     /// "local" or "balance".
     #[serde(default)]
     pub mode: String,
+    /// The VIP's own health checks.
+    #[serde(default)]
+    pub checks: Vec<CheckView>,
     /// Balanced VIPs: their backends.
     #[serde(default)]
     pub backends: Vec<BackendStatus>,
@@ -64,6 +67,47 @@ pub struct BackendStatus {
     pub counters: BackendCounters,
     /// Flows in the connection table that go to it.
     pub active_flows: u64,
+    #[serde(default)]
+    pub checks: Vec<CheckView>,
+}
+
+/// One health check as `lbfo status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CheckView {
+    pub id: String,
+    /// What it probes, like `http GET http://192.0.2.1:8080/health`.
+    pub target: String,
+    /// "unknown", "healthy" or "unhealthy".
+    pub state: String,
+    pub consecutive_successes: u32,
+    pub consecutive_failures: u32,
+    pub last_latency_ms: Option<f64>,
+    /// What the last failed probe saw.
+    pub last_error: Option<String>,
+    pub weight: Option<i32>,
+}
+
+impl CheckView {
+    fn render(&self, indent: &str) -> String {
+        format!(
+            "{indent}check {} ({}): {}, {} ok / {} failed in a row, last latency {}{}{}\n",
+            self.id,
+            self.target,
+            self.state,
+            self.consecutive_successes,
+            self.consecutive_failures,
+            self.last_latency_ms
+                .map(|l| format!("{l:.1} ms"))
+                .unwrap_or_else(|| "-".into()),
+            self.weight
+                .map(|w| format!(", weight {w}"))
+                .unwrap_or_default(),
+            self.last_error
+                .as_ref()
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default(),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -123,6 +167,9 @@ impl Status {
                     vrrp.counters.adverts_received
                 );
             }
+            for check in &v.checks {
+                out.push_str(&check.render("  "));
+            }
             for b in &v.backends {
                 let c = &b.counters;
                 let _ = writeln!(
@@ -140,6 +187,9 @@ impl Status {
                     c.new_flows,
                     b.active_flows
                 );
+                for check in &b.checks {
+                    out.push_str(&check.render("    "));
+                }
             }
             let c = &v.counters;
             let _ = writeln!(
