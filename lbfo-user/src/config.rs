@@ -346,7 +346,9 @@ impl VrrpConfig {
                 "vip {vip:?}: priority must be 1..=255 (0 is what a Master sends when it gives up)"
             ));
         }
-        if !(10..=40_950).contains(&self.advert_interval_ms) || !self.advert_interval_ms.is_multiple_of(10) {
+        if !(10..=40_950).contains(&self.advert_interval_ms)
+            || !self.advert_interval_ms.is_multiple_of(10)
+        {
             return Err(format!(
                 "vip {vip:?}: advert_interval_ms = {} must be 10..=40950 in steps of 10",
                 self.advert_interval_ms

@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod demo;
 pub mod frames;
+pub mod http_server;
 pub mod keepalived;
 pub mod lab;
 pub mod node;

@@ -138,6 +138,65 @@ impl LbfoNode {
     }
 }
 
+/// The release `lbfo-lab` binary (the lab's HTTP server runs from it).
+pub fn lab_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/lbfo-lab")
+}
+
+/// An HTTP server from [`crate::http_server`] in a lab host, on port 8080.
+pub struct HttpServer {
+    pub mode_file: PathBuf,
+    pub addr: std::net::SocketAddrV4,
+}
+
+impl HttpServer {
+    pub fn start(lab: &mut Lab, host: &Host, name: &str) -> Result<HttpServer> {
+        let mode_file = lab.file(&format!("{name}.mode"));
+        std::fs::write(&mode_file, "ok")?;
+        let addr = std::net::SocketAddrV4::new(host.addr, 8080);
+        lab.spawn(
+            netns_exec(&host.ns, lab_bin().to_str().expect("utf-8 path"))
+                .args([
+                    "serve",
+                    "--listen",
+                    &addr.to_string(),
+                    "--name",
+                    name,
+                    "--mode-file",
+                ])
+                .arg(&mode_file)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )?;
+        // Ready when it accepts connections.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &host.ns,
+                "bash",
+                "-c",
+                &format!("exec 3<>/dev/tcp/{}/8080", host.addr),
+            ])
+            .status()
+            .map(|s| !s.success())
+            .unwrap_or(true)
+        {
+            if std::time::Instant::now() > deadline {
+                bail!("the lab HTTP server on {addr} did not start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(HttpServer { mode_file, addr })
+    }
+
+    /// ok, error, slow, hang or close.
+    pub fn set_mode(&self, mode: &str) {
+        std::fs::write(&self.mode_file, mode).expect("writing the mode file");
+    }
+}
+
 /// The smallest config for one VIP on `eth0`.
 pub fn basic_config(vip_name: &str, vip: &str, lease_ms: u64) -> String {
     format!(

@@ -16,6 +16,16 @@ struct Cli {
 enum Cmd {
     /// Client and two lbfo nodes in namespaces: ownership, gratuitous ARP, lease expiry.
     Demo,
+    /// An HTTP server for the lab whose behaviour follows a mode file
+    /// (ok, error, slow, hang, close); see `lbfo_tests::http_server`.
+    Serve {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        mode_file: PathBuf,
+    },
     /// Run the benchmarks.
     Bench {
         /// Brief runs that only prove the harness works; no report.
@@ -30,6 +40,11 @@ enum Cmd {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Cmd::Demo => lbfo_tests::demo::run_demo(),
+        Cmd::Serve {
+            listen,
+            name,
+            mode_file,
+        } => lbfo_tests::http_server::serve(listen, &name, &mode_file),
         Cmd::Bench { quick, report } => bench::run_all(Effort::new(quick)).and_then(|sections| {
             if let Some(path) = report.filter(|_| !quick) {
                 std::fs::write(&path, bench::report(&sections))?;
