@@ -424,3 +424,107 @@ fn a_healed_partition_leaves_exactly_one_owner_within_two_adverts() {
     .unwrap_or_else(|e| panic!("{e} ({:?} after healing)", healed.elapsed()));
     assert_eq!(arp_answerers(&client), vec![hosts[0].mac]);
 }
+
+/// Two lbfo nodes whose VIP has an HTTP check on a server of its own.
+fn checked_pair(
+    weight: Option<i32>,
+) -> (
+    Lab,
+    Host,
+    Vec<Host>,
+    Vec<LbfoNode>,
+    Vec<lbfo_tests::node::HttpServer>,
+) {
+    let advert = Duration::from_millis(100);
+    let (mut lab, client, hosts) = lab(2);
+    let svc1 = lab.add_host("svc1", Ipv4Addr::new(192, 0, 2, 31)).unwrap();
+    let svc2 = lab.add_host("svc2", Ipv4Addr::new(192, 0, 2, 32)).unwrap();
+    let servers = vec![
+        lbfo_tests::node::HttpServer::start(&mut lab, &svc1, "svc1").unwrap(),
+        lbfo_tests::node::HttpServer::start(&mut lab, &svc2, "svc2").unwrap(),
+    ];
+    let check = |svc: &Host| {
+        format!(
+            "[[vip.check]]\nkind = \"http\"\nurl = \"http://{}:8080/\"\ninterval_ms = 100\ntimeout_ms = 50\nrise = 2\nfall = 2\n{}",
+            svc.addr,
+            weight
+                .map(|w| format!("weight = {w}\n"))
+                .unwrap_or_default()
+        )
+    };
+    let nodes = vec![
+        LbfoNode::start(
+            &mut lab,
+            &hosts[0],
+            &lbfo_config(150, advert, &check(&svc1)),
+        )
+        .unwrap(),
+        LbfoNode::start(
+            &mut lab,
+            &hosts[1],
+            &lbfo_config(100, advert, &check(&svc2)),
+        )
+        .unwrap(),
+    ];
+    wait_state(&nodes[0], "master", Duration::from_secs(3));
+    wait_state(&nodes[1], "backup", Duration::from_secs(1));
+    learn_vip(&client);
+    (lab, client, hosts, nodes, servers)
+}
+
+#[test]
+fn a_failing_check_hands_the_vip_to_the_backup() {
+    let advert = Duration::from_millis(100);
+    let (_lab, client, hosts, nodes, servers) = checked_pair(None);
+    let prober = Prober::start(&client.ns, VIP, PROBE_INTERVAL, Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    servers[0].set_mode("error");
+    let broke = Instant::now();
+    let took = wait_state(&nodes[1], "master", Duration::from_secs(3));
+    // Two failed probes (fall), one more check interval to act, then the
+    // Backup takes over Skew_Time after the priority-0 advertisement.
+    let bound = 3 * Duration::from_millis(100) + skew_time(advert, 100) + SLACK;
+    assert!(
+        took.min(broke.elapsed()) <= bound,
+        "n2 took over {took:?} after the check broke, bound {bound:?}"
+    );
+    assert_eq!(state(&nodes[0]), "fault");
+    std::thread::sleep(Duration::from_millis(300));
+    let report = prober.finish().unwrap();
+    let outage = report.outage(PROBE_INTERVAL);
+    eprintln!("check failure on the Master: outage {outage:?} (bound {bound:?})");
+    assert!(
+        outage <= bound,
+        "client-visible outage {outage:?}, bound {bound:?}"
+    );
+    assert_eq!(arp_answerers(&client), vec![hosts[1].mac]);
+
+    // Healthy again: n1 goes back through Backup and preempts.
+    servers[0].set_mode("ok");
+    wait_state(&nodes[0], "master", Duration::from_secs(3));
+    wait_state(&nodes[1], "backup", Duration::from_secs(1));
+}
+
+#[test]
+fn a_weighted_check_lowers_the_priority_and_the_backup_preempts() {
+    let advert = Duration::from_millis(100);
+    let (_lab, client, hosts, nodes, servers) = checked_pair(Some(-60));
+    servers[0].set_mode("error");
+    let broke = Instant::now();
+    let took = wait_state(&nodes[1], "master", Duration::from_secs(3));
+    let bound = 3 * Duration::from_millis(100) + advert + master_down_interval(advert, 100) + SLACK;
+    assert!(
+        took.min(broke.elapsed()) <= bound,
+        "n2 preempted {took:?} after the check broke, bound {bound:?}"
+    );
+    let status = nodes[0].status().unwrap();
+    let vrrp = status.vips[0].vrrp.as_ref().unwrap();
+    assert_eq!(
+        (status.vips[0].state.as_str(), vrrp.effective_priority),
+        ("backup", 90),
+        "150 - 60, and not in fault"
+    );
+    assert_eq!(arp_answerers(&client), vec![hosts[1].mac]);
+    servers[0].set_mode("ok");
+    wait_state(&nodes[0], "master", Duration::from_secs(3));
+}
