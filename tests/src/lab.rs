@@ -258,6 +258,22 @@ fn remove_leftovers() {
     }
 }
 
+/// Runs `f` on a thread inside namespace `ns`. Sockets it creates stay in
+/// that namespace and can be used from any thread afterwards.
+pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<T> {
+            let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .with_context(|| format!("entering namespace {ns}"))?;
+            Ok(f())
+        })
+        .join()
+        .expect("namespace thread panicked")
+    })
+}
+
 pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
     let bytes: Vec<u8> = s
         .split(':')

@@ -151,6 +151,17 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub fn start(lab: &mut Lab, host: &Host, name: &str) -> Result<HttpServer> {
+        Self::start_on(lab, host, name, host.addr)
+    }
+
+    /// Listens on `listen`:8080 (0.0.0.0 for a backend that must also
+    /// accept connections to a VIP).
+    pub fn start_on(
+        lab: &mut Lab,
+        host: &Host,
+        name: &str,
+        listen: std::net::Ipv4Addr,
+    ) -> Result<HttpServer> {
         let mode_file = lab.file(&format!("{name}.mode"));
         std::fs::write(&mode_file, "ok")?;
         let addr = std::net::SocketAddrV4::new(host.addr, 8080);
@@ -159,7 +170,7 @@ impl HttpServer {
                 .args([
                     "serve",
                     "--listen",
-                    &addr.to_string(),
+                    &std::net::SocketAddrV4::new(listen, 8080).to_string(),
                     "--name",
                     name,
                     "--mode-file",
@@ -179,6 +190,7 @@ impl HttpServer {
                 "-c",
                 &format!("exec 3<>/dev/tcp/{}/8080", host.addr),
             ])
+            .stderr(Stdio::null())
             .status()
             .map(|s| !s.success())
             .unwrap_or(true)
