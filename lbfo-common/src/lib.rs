@@ -67,10 +67,12 @@ pub fn maglev_table_start(table_slot: u16, table_generation: u8) -> u32 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct VipState {
-    /// The node answers for the VIP only while `bpf_ktime_get_ns()` (CLOCK_MONOTONIC)
-    /// is below this. The control plane keeps pushing it forward; if it stops
-    /// (hung or killed), the node falls silent by itself.
-    pub lease_deadline_ns: u64,
+    /// The node answers for the VIP only while the kernel's tick counter
+    /// (`bpf_jiffies64()`) is below this. The control plane keeps pushing it
+    /// forward; if it stops (hung or killed), the node falls silent by
+    /// itself. Jiffies because reading them is one memory load, where a
+    /// nanosecond clock costs a helper call on every packet.
+    pub lease_deadline_jiffies: u64,
     /// Source MAC of ARP replies for the VIP: the owning interface's MAC.
     pub mac: [u8; 6],
     /// 1 while this node owns the VIP, 0 otherwise.
@@ -89,10 +91,10 @@ pub struct VipState {
 }
 
 impl VipState {
-    /// Whether this node answers for the VIP at monotonic time `now_ns`.
+    /// Whether this node answers for the VIP when the tick counter reads `now_jiffies`.
     #[inline(always)]
-    pub fn answers(&self, now_ns: u64) -> bool {
-        self.owned != 0 && now_ns < self.lease_deadline_ns
+    pub fn answers(&self, now_jiffies: u64) -> bool {
+        self.owned != 0 && now_jiffies < self.lease_deadline_jiffies
     }
 }
 

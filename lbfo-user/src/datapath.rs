@@ -19,6 +19,8 @@ use lbfo_common::{
 /// The compiled XDP object, embedded at build time.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("LBFO_EBPF_OBJECT"));
 
+const CLOCK_PROGRAM: &str = "lbfo_clock";
+
 /// Name of the XDP entry point (also its name in the kernel, e.g. in `bpftool prog`).
 pub const PROGRAM_NAME: &str = "lbfo_xdp";
 
@@ -69,6 +71,13 @@ impl Datapath {
             .map_err(|e| load(&e))?;
         program.load().map_err(|e| load(&e))?;
         let prog_id = program.info().map_err(|e| load(&e))?.id();
+        // Reads the tick counter leases are written in (see `lbfo_clock`).
+        let clock: &mut Xdp = ebpf
+            .program_mut(CLOCK_PROGRAM)
+            .ok_or_else(|| load(&"object has no lbfo_clock program"))?
+            .try_into()
+            .map_err(|e| load(&e))?;
+        clock.load().map_err(|e| load(&e))?;
 
         let take = |ebpf: &mut Ebpf, name: &'static str| {
             ebpf.take_map(name)
@@ -115,6 +124,28 @@ impl Datapath {
     /// The program's file descriptor, for attaching it.
     pub fn program_fd(&mut self) -> BorrowedFd<'_> {
         self.program().fd().expect("program is loaded").as_fd()
+    }
+
+    /// The kernel's tick counter now, as the XDP program reads it.
+    pub fn jiffies(&self) -> Result<u64, DatapathError> {
+        use aya::programs::{TestRun as _, TestRunOptions};
+        let frame = [0u8; 14];
+        let mut out = [0u8; 14];
+        let clock: &Xdp = self
+            .ebpf
+            .program(CLOCK_PROGRAM)
+            .expect("checked at load")
+            .try_into()
+            .expect("checked at load");
+        clock
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                data_out: Some(&mut out),
+                repeat: 1,
+                ..Default::default()
+            })
+            .map_err(|e| DatapathError::Load(format!("reading the tick counter: {e}")))?;
+        Ok(u64::from_ne_bytes(out[..8].try_into().expect("8 bytes")))
     }
 
     /// Writes the whole entry for a VIP at once; XDP reads either the old or

@@ -55,7 +55,8 @@ pub struct VipOwnership {
     pub address: VipAddress,
     pub vip_id: u32,
     pub owned: bool,
-    pub lease_deadline_ns: u64,
+    /// In jiffies (see [`crate::clock`]).
+    pub lease_deadline: u64,
     pub origin: AddressOrigin,
     /// Local or balanced, and for balanced VIPs which table is live.
     pub mode: VipMode,
@@ -70,7 +71,7 @@ impl VipOwnership {
             address,
             vip_id,
             owned: false,
-            lease_deadline_ns: 0,
+            lease_deadline: 0,
             origin: AddressOrigin::None,
             mode: VipMode::Local,
             table_slot: 0,
@@ -81,11 +82,7 @@ impl VipOwnership {
 
     fn map_entry(&self, mac: [u8; 6]) -> VipState {
         VipState {
-            lease_deadline_ns: if self.owned {
-                self.lease_deadline_ns
-            } else {
-                0
-            },
+            lease_deadline_jiffies: if self.owned { self.lease_deadline } else { 0 },
             mac,
             owned: self.owned as u8,
             mode: self.mode as u8,
@@ -135,7 +132,7 @@ impl Owner {
         }
         let was_owned = vip.owned;
         vip.owned = true;
-        vip.lease_deadline_ns = clock::monotonic_ns() + lease.as_nanos() as u64;
+        vip.lease_deadline = clock::lease_deadline(self.datapath.jiffies()?, lease);
         if let Err(e) = self
             .datapath
             .set_vip(vip.address.addr, &vip.map_entry(self.mac))
@@ -173,7 +170,7 @@ impl Owner {
         if !vip.owned {
             return Ok(());
         }
-        vip.lease_deadline_ns = clock::monotonic_ns() + lease.as_nanos() as u64;
+        vip.lease_deadline = clock::lease_deadline(self.datapath.jiffies()?, lease);
         self.datapath
             .set_vip(vip.address.addr, &vip.map_entry(self.mac))?;
         Ok(())
@@ -185,7 +182,7 @@ impl Owner {
             garp.cancel();
         }
         vip.owned = false;
-        vip.lease_deadline_ns = 0;
+        vip.lease_deadline = 0;
         self.datapath
             .set_vip(vip.address.addr, &vip.map_entry(self.mac))?;
         if vip.origin == AddressOrigin::Lbfo {

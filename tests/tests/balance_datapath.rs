@@ -89,7 +89,10 @@ impl Balanced {
         self.generation ^= 1;
         self.tester.datapath.write_table(0, self.generation, &table);
         let vip = VipState {
-            lease_deadline_ns: lbfo::clock::monotonic_ns() + 3_600_000_000_000,
+            lease_deadline_jiffies: lbfo::clock::lease_deadline(
+                self.tester.datapath.jiffies().unwrap(),
+                std::time::Duration::from_secs(3600),
+            ),
             mac: NODE_MAC,
             owned: 1,
             mode: VipMode::Balance as u8,

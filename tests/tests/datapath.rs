@@ -9,7 +9,7 @@
 //! | 192.0.2.101  | 2  | not owned                    |
 //! | 192.0.2.102  | 3  | owned, but the lease ran out |
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, time::Duration};
 
 use lbfo::datapath::Datapath;
 use lbfo_common::{NO_VIP, VipCounters, VipMode, VipState};
@@ -74,24 +74,25 @@ fn case(
     }
 }
 
-fn now_ns() -> u64 {
-    lbfo::clock::monotonic_ns()
+/// A lease deadline `lease` from now, on the kernel's tick counter.
+fn lease_from_now(dp: &Datapath, lease: Duration) -> u64 {
+    lbfo::clock::lease_deadline(dp.jiffies().unwrap(), lease)
 }
 
 fn load_map_state(dp: &mut Datapath) {
-    let entry = |vip_id, owned, lease_deadline_ns| VipState {
-        lease_deadline_ns,
+    let entry = |vip_id, owned, lease_deadline_jiffies| VipState {
+        lease_deadline_jiffies,
         mac: NODE_MAC,
         owned,
         mode: VipMode::Local as u8,
         vip_id,
         ..Default::default()
     };
-    dp.set_vip(OWNED, &entry(1, 1, now_ns() + 60_000_000_000))
-        .unwrap();
+    let owned_until = lease_from_now(dp, Duration::from_secs(60));
+    let expired_at = dp.jiffies().unwrap();
+    dp.set_vip(OWNED, &entry(1, 1, owned_until)).unwrap();
     dp.set_vip(NOT_OWNED, &entry(2, 0, 0)).unwrap();
-    dp.set_vip(EXPIRED, &entry(3, 1, now_ns() - 1_000_000))
-        .unwrap();
+    dp.set_vip(EXPIRED, &entry(3, 1, expired_at)).unwrap();
 }
 
 fn snapshot(dp: &Datapath) -> Vec<VipCounters> {
@@ -414,8 +415,8 @@ fn ipv4_table() {
 fn lease_expiry_is_read_per_packet() {
     let mut tester = XdpTester::new().expect("needs root");
     let request = Arp::request(CLIENT_MAC, CLIENT, OWNED).frame();
-    let state = |lease_deadline_ns| VipState {
-        lease_deadline_ns,
+    let state = |lease_deadline_jiffies| VipState {
+        lease_deadline_jiffies,
         mac: NODE_MAC,
         owned: 1,
         mode: VipMode::Local as u8,
@@ -424,7 +425,10 @@ fn lease_expiry_is_read_per_packet() {
     };
     tester
         .datapath
-        .set_vip(OWNED, &state(now_ns() + 200_000_000))
+        .set_vip(
+            OWNED,
+            &state(lease_from_now(&tester.datapath, Duration::from_millis(200))),
+        )
         .unwrap();
     assert_eq!(
         tester.run(&request).unwrap().action,
@@ -433,7 +437,10 @@ fn lease_expiry_is_read_per_packet() {
     );
     tester
         .datapath
-        .set_vip(OWNED, &state(now_ns() + 20_000_000))
+        .set_vip(
+            OWNED,
+            &state(lease_from_now(&tester.datapath, Duration::from_millis(20))),
+        )
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(40));
     assert_eq!(

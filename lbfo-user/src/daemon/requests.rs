@@ -123,7 +123,7 @@ impl Daemon {
     }
 
     pub(super) async fn status(&self) -> Result<Status> {
-        let now = clock::monotonic_ns();
+        let now = self.owner.datapath.jiffies()?;
         let mut vips = Vec::new();
         for vip in &self.vips {
             let entry = self
@@ -138,7 +138,7 @@ impl Daemon {
                 state: vip.state().into(),
                 owned: answers,
                 lease_left_ms: if answers {
-                    (entry.lease_deadline_ns - now) / 1_000_000
+                    clock::lease_left(entry.lease_deadline_jiffies, now).as_millis() as u64
                 } else {
                     0
                 },

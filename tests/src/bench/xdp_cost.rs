@@ -40,9 +40,9 @@ struct Case {
 
 pub fn run(effort: Effort) -> Result<Section> {
     let mut tester = XdpTester::new()?;
-    let lease = lbfo::clock::monotonic_ns() + 3_600_000_000_000;
+    let lease = lbfo::clock::lease_deadline(tester.datapath.jiffies()?, Duration::from_secs(3600));
     let entry = |vip_id, owned| VipState {
-        lease_deadline_ns: if owned { lease } else { 0 },
+        lease_deadline_jiffies: if owned { lease } else { 0 },
         mac: NODE_MAC,
         owned: owned as u8,
         mode: VipMode::Local as u8,
