@@ -73,8 +73,8 @@ impl Announcer {
         Ok(())
     }
 
-    /// Announces `count` times, `interval` apart, the first at once; stops
-    /// early when `cancel` fires (the VIP was released meanwhile).
+    /// Announces `count` times, `interval` apart, the first one `interval`
+    /// from now; stops early when `cancel` fires (the VIP was released).
     pub async fn burst(
         self: Arc<Self>,
         mac: [u8; 6],
@@ -83,7 +83,7 @@ impl Announcer {
         interval: Duration,
         cancel: CancellationToken,
     ) {
-        let mut ticker = tokio::time::interval(interval);
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         for sent in 0..count {
             tokio::select! {
                 _ = cancel.cancelled() => return,

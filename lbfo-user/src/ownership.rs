@@ -154,13 +154,23 @@ impl Owner {
         if self.garp.count == 0 {
             return;
         }
+        // The first announcement goes out now, before anything else the
+        // caller does (a new Master's first advertisement, say); the rest
+        // of the burst follows from a task.
+        if let Err(e) = self.announcer.announce(self.mac, vip.address.addr) {
+            tracing::warn!(vip = %vip.address.addr, "gratuitous ARP not sent: {e}");
+        }
+        if self.garp.count == 1 {
+            return;
+        }
         let cancel = CancellationToken::new();
         vip.garp = Some(cancel.clone());
+        let interval = Duration::from_millis(self.garp.interval_ms);
         tokio::spawn(self.announcer.clone().burst(
             self.mac,
             vip.address.addr,
-            self.garp.count,
-            Duration::from_millis(self.garp.interval_ms),
+            self.garp.count - 1,
+            interval,
             cancel,
         ));
     }

@@ -306,6 +306,30 @@ fn two_lbfo_nodes_fail_over_on_link_down_and_preempt_back() {
         vec![hosts[0].mac],
         "only n1 may answer"
     );
+
+    // Graceful stop of the Master: it keeps answering until n2 advertises
+    // as Master, so the client sees less than the Skew_Time gap a
+    // release-first handover would leave.
+    let probe_interval = Duration::from_millis(2);
+    let prober = Prober::start(&client.ns, VIP, probe_interval, Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let exit = nodes[0].stop(&mut lab).unwrap();
+    assert!(exit.success());
+    wait_state(&nodes[1], "master", Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(300));
+    let report = prober.finish().unwrap();
+    let outage = report.outage(probe_interval);
+    let bound = skew_time(advert, 100);
+    eprintln!("graceful lbfo -> lbfo: outage {outage:?} (bound {bound:?})");
+    assert!(
+        outage < bound,
+        "graceful handover outage {outage:?}, must be below Skew_Time {bound:?}"
+    );
+    assert!(
+        nodes[0].log_text().contains("has taken over; releasing"),
+        "the stopping Master must wait for its successor; log:\n{}",
+        nodes[0].log_text()
+    );
 }
 
 #[test]

@@ -156,6 +156,8 @@ struct Daemon {
     backend_ids: BackendIds,
     /// Read again on SIGHUP.
     config_path: PathBuf,
+    /// Shutting down: a stopping Master keeps its VIPs until handed over.
+    keep_owned_on_stop: bool,
 }
 
 /// Every check of the configuration, VIPs' and backends', with its id.
@@ -259,6 +261,7 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
         health,
         backend_ids,
         config_path: config_path.to_path_buf(),
+        keep_owned_on_stop: false,
     };
     let (commands_tx, commands) = mpsc::channel(64);
     let server = tokio::spawn(socket.serve(commands_tx, shutdown.clone()));
@@ -386,8 +389,32 @@ impl Daemon {
     /// Backup takes over after Skew_Time), releases every VIP, then
     /// detaches XDP.
     async fn shutdown(&mut self) {
+        // An elected Master hands over without a gap: it advertises priority
+        // 0 (so a Backup takes over after Skew_Time instead of the whole
+        // Master_Down_Interval) but keeps answering until another router's
+        // advertisement shows the takeover, or at most one advertisement
+        // interval (a Backup's Skew_Time is shorter) plus a margin.
+        let masters: Vec<usize> = (0..self.vips.len())
+            .filter(|&i| {
+                self.vips[i]
+                    .election
+                    .as_ref()
+                    .is_some_and(|e| e.machine.state() == crate::vrrp::State::Master)
+            })
+            .collect();
+        let wait = masters
+            .iter()
+            .filter_map(|&i| self.vips[i].election.as_ref())
+            .map(|e| e.machine.config().advert_interval)
+            .max()
+            .map(|interval| interval + HANDOVER_MARGIN);
+        self.keep_owned_on_stop = true;
         for index in 0..self.vips.len() {
             self.vrrp_event(index, Event::Shutdown).await;
+        }
+        self.keep_owned_on_stop = false;
+        if let Some(wait) = wait {
+            self.await_handover(&masters, wait).await;
         }
         for vip in &mut self.vips {
             let was_owned = vip.ownership.owned;
@@ -412,6 +439,10 @@ impl Daemon {
         }
     }
 }
+
+/// How much longer than one advertisement interval a stopping Master waits
+/// for its successor's first advertisement.
+const HANDOVER_MARGIN: Duration = Duration::from_millis(100);
 
 async fn recv_vrrp(socket: Option<&VrrpSocket>) -> std::io::Result<Received> {
     match socket {

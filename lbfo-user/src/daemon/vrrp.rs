@@ -81,7 +81,11 @@ impl Daemon {
             return;
         };
         let cause = describe_event(&event);
-        let actions = instance.machine.handle(now, event);
+        let mut actions = instance.machine.handle(now, event);
+        // Taking over comes before the first advertisement: the old Master
+        // of a graceful handover lets go when it hears us, and by then our
+        // address, map entry and gratuitous ARP are already out.
+        actions.sort_by_key(|a| !matches!(a, Action::BecomeMaster));
         for action in actions {
             self.vrrp_action(index, action, &cause).await;
         }
@@ -121,6 +125,9 @@ impl Daemon {
                     tracing::error!(vip = %vip.config.name, "cannot take the VIP over: {e}");
                     let _ = self.owner.release(&mut vip.ownership).await;
                 }
+            }
+            Action::Stop if self.keep_owned_on_stop && vip.ownership.owned => {
+                vip.reason = "handing over: shutting down".into();
             }
             Action::BecomeBackup | Action::EnterFault | Action::Stop => {
                 vip.reason = format!("{}: {cause}", instance.machine.state().as_str());
@@ -165,5 +172,49 @@ impl Daemon {
             ));
         }
         vip.logged_state = state;
+    }
+
+    /// Shutdown: keeps the VIPs of `masters` until an advertisement from
+    /// another router with a non-zero priority arrives for each, or `wait`
+    /// has passed.
+    pub(super) async fn await_handover(&mut self, masters: &[usize], wait: Duration) {
+        let Some(socket) = self.elections.as_ref().map(|e| e.socket.clone()) else {
+            return;
+        };
+        let primary = self.elections.as_ref().map(|e| e.primary);
+        let mut pending: Vec<u8> = masters
+            .iter()
+            .filter_map(|&i| self.vips[i].election.as_ref())
+            .map(|e| e.machine.config().vrid)
+            .collect();
+        let deadline = tokio::time::Instant::now() + wait;
+        while !pending.is_empty() {
+            let packet = tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                packet = socket.recv() => packet,
+            };
+            let Ok(packet) = packet else { continue };
+            if Some(packet.src) == primary {
+                continue;
+            }
+            if let Ok(advert) =
+                Advertisement::decode(&packet.payload, packet.src, packet.dst, packet.ttl)
+                && advert.priority > 0
+                && let Some(at) = pending.iter().position(|v| *v == advert.vrid)
+            {
+                tracing::info!(
+                    vrid = advert.vrid,
+                    "{} has taken over; releasing",
+                    packet.src
+                );
+                pending.swap_remove(at);
+            }
+        }
+        for vrid in pending {
+            tracing::info!(
+                vrid,
+                "no successor advertised within {wait:?}; releasing anyway"
+            );
+        }
     }
 }
