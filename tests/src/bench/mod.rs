@@ -3,6 +3,7 @@
 //! `--quick` runs every benchmark briefly so the harness never rots; it
 //! checks that the benchmarks run, never that a number is good.
 
+pub mod failover;
 pub mod xdp_cost;
 
 use std::fmt::Write as _;
@@ -70,9 +71,7 @@ pub struct Section {
 }
 
 pub fn run_all(effort: Effort) -> Result<Vec<Section>> {
-    let mut sections = Vec::new();
-    sections.push(xdp_cost::run(effort)?);
-    Ok(sections)
+    Ok(vec![xdp_cost::run(effort)?, failover::run(effort)?])
 }
 
 /// docs/BENCHMARKS.md: machine, commands, then each section.
