@@ -164,7 +164,7 @@ impl BalancedVip {
             None => vec![NO_BACKEND; MAGLEV_TABLE_SIZE as usize],
         };
         self.generation ^= 1;
-        datapath.write_table(self.table_slot, self.generation, &table);
+        datapath.write_table(self.table_slot, self.generation, &table)?;
         Ok(self.generation)
     }
 

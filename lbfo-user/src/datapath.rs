@@ -195,21 +195,15 @@ impl Datapath {
     /// Writes one whole Maglev table (backend ids) into a VIP's table slot
     /// and generation. XDP keeps reading the other generation until the VIP
     /// entry is flipped to this one.
-    pub fn write_table(&mut self, table_slot: u16, generation: u8, table: &[u32]) {
+    pub fn write_table(
+        &mut self,
+        table_slot: u16,
+        generation: u8,
+        table: &[u32],
+    ) -> Result<(), DatapathError> {
         assert_eq!(table.len(), MAGLEV_TABLE_SIZE as usize, "Maglev table size");
-        let start = maglev_table_start(table_slot, generation) as usize;
-        for (slot, backend_id) in self.maglev.entries_mut()[start..start + table.len()]
-            .iter_mut()
-            .zip(table)
-        {
-            slot.backend_id = *backend_id;
-        }
-    }
-
-    /// The backend id in one slot of a table (for inspection and tests).
-    pub fn table_entry(&self, table_slot: u16, generation: u8, index: u32) -> u32 {
-        self.maglev.entries()[(maglev_table_start(table_slot, generation) + index) as usize]
-            .backend_id
+        self.maglev
+            .write(maglev_table_start(table_slot, generation) as usize, table)
     }
 
     pub fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), DatapathError> {
@@ -262,34 +256,37 @@ impl Datapath {
     }
 }
 
-/// The `MAGLEV` array mapped into our memory (it is created BPF_F_MMAPABLE).
+/// Writes into the `MAGLEV` array (created BPF_F_MMAPABLE) through a
+/// memory mapping of just the pages a table covers, made for the write and
+/// undone after it: one copy instead of 65,537 system calls, and no resident
+/// mapping of the whole array in between.
 struct MappedTables {
-    /// Keeps the map alive as long as the mapping.
-    _map: MapData,
-    ptr: std::ptr::NonNull<MaglevSlot>,
-    entries: usize,
-    len_bytes: usize,
+    map: MapData,
 }
-
-// SAFETY: the mapping is plain shared memory owned by this value.
-unsafe impl Send for MappedTables {}
-// SAFETY: reads through &self, writes only through &mut self.
-unsafe impl Sync for MappedTables {}
 
 impl MappedTables {
     fn new(map: MapData) -> Result<Self, DatapathError> {
-        let entries = lbfo_common::MAGLEV_ENTRIES as usize;
-        let page = 4096;
-        let len_bytes = (entries * std::mem::size_of::<MaglevSlot>()).div_ceil(page) * page;
-        // SAFETY: mapping a BPF array fd created with BPF_F_MMAPABLE, for its whole size.
+        Ok(Self { map })
+    }
+
+    /// Writes backend ids into consecutive slots starting at `first_slot`.
+    fn write(&mut self, first_slot: usize, backend_ids: &[u32]) -> Result<(), DatapathError> {
+        const PAGE: usize = 4096;
+        let slot = std::mem::size_of::<MaglevSlot>();
+        let start = first_slot * slot;
+        let end = start + backend_ids.len() * slot;
+        let map_start = start / PAGE * PAGE;
+        let map_len = end.div_ceil(PAGE) * PAGE - map_start;
+        // SAFETY: maps pages of a BPF array fd created with BPF_F_MMAPABLE,
+        // inside its size (callers stay within MAGLEV_ENTRIES).
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                len_bytes,
+                map_len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
-                map.fd().as_fd().as_raw_fd(),
-                0,
+                self.map.fd().as_fd().as_raw_fd(),
+                map_start as libc::off_t,
             )
         };
         if ptr == libc::MAP_FAILED {
@@ -298,29 +295,20 @@ impl MappedTables {
                 std::io::Error::last_os_error()
             )));
         }
-        Ok(Self {
-            _map: map,
-            ptr: std::ptr::NonNull::new(ptr.cast()).expect("mmap result is not null"),
-            entries,
-            len_bytes,
-        })
-    }
-
-    fn entries(&self) -> &[MaglevSlot] {
-        // SAFETY: the mapping covers `entries` slots and lives as long as self.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.entries) }
-    }
-
-    fn entries_mut(&mut self) -> &mut [MaglevSlot] {
-        // SAFETY: as above; &mut self makes this the only writer in the process.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.entries) }
-    }
-}
-
-impl Drop for MappedTables {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `new` mapped.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len_bytes) };
+        // SAFETY: the mapping covers [map_start, map_start + map_len), which
+        // contains every slot written here; MaglevSlot is 8-byte aligned data.
+        let slots = unsafe {
+            std::slice::from_raw_parts_mut(
+                ptr.cast::<u8>().add(start - map_start).cast::<MaglevSlot>(),
+                backend_ids.len(),
+            )
+        };
+        for (slot, id) in slots.iter_mut().zip(backend_ids) {
+            slot.backend_id = *id;
+        }
+        // SAFETY: unmapping exactly what was mapped above.
+        unsafe { libc::munmap(ptr, map_len) };
+        Ok(())
     }
 }
 

@@ -87,7 +87,10 @@ impl Balanced {
             None => vec![NO_BACKEND; MAGLEV_TABLE_SIZE as usize],
         };
         self.generation ^= 1;
-        self.tester.datapath.write_table(0, self.generation, &table);
+        self.tester
+            .datapath
+            .write_table(0, self.generation, &table)
+            .unwrap();
         let vip = VipState {
             lease_deadline_jiffies: lbfo::clock::lease_deadline(
                 self.tester.datapath.jiffies().unwrap(),

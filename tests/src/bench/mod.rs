@@ -4,6 +4,7 @@
 //! checks that the benchmarks run, never that a number is good.
 
 pub mod failover;
+pub mod memory;
 pub mod xdp_cost;
 
 use std::fmt::Write as _;
@@ -71,7 +72,11 @@ pub struct Section {
 }
 
 pub fn run_all(effort: Effort) -> Result<Vec<Section>> {
-    Ok(vec![xdp_cost::run(effort)?, failover::run(effort)?])
+    Ok(vec![
+        xdp_cost::run(effort)?,
+        failover::run(effort)?,
+        memory::run(effort)?,
+    ])
 }
 
 /// docs/BENCHMARKS.md: machine, commands, then each section.
