@@ -5,6 +5,7 @@
 
 pub mod failover;
 pub mod memory;
+pub mod throughput;
 pub mod xdp_cost;
 
 use std::fmt::Write as _;
@@ -76,6 +77,7 @@ pub fn run_all(effort: Effort) -> Result<Vec<Section>> {
         xdp_cost::run(effort)?,
         failover::run(effort)?,
         memory::run(effort)?,
+        throughput::run(effort)?,
     ])
 }
 
