@@ -6,7 +6,10 @@ use std::{fmt::Write as _, net::Ipv4Addr, time::Duration};
 
 use anyhow::{Context as _, Result};
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
-use lbfo_common::{VipMode, VipState};
+use lbfo::balance::maglev;
+use lbfo_common::{
+    BACKEND_ACCEPTS_NEW, BACKEND_PRESENT, Backend, MAGLEV_TABLE_SIZE, VipMode, VipState,
+};
 
 use super::{Effort, Section, Summary};
 use crate::{
@@ -20,6 +23,7 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 const OWNED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 const NOT_OWNED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 101);
 const NOT_A_VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+const BALANCED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 102);
 
 /// How a case is timed.
 #[derive(Clone, Copy)]
@@ -30,6 +34,9 @@ enum Timing {
     /// for paths that rewrite the frame, since a repeated run would keep
     /// running on the rewritten frame and measure a different path.
     PerCall,
+    /// Per call as above, with a new source port every call, so every
+    /// packet is a flow the connection table has not seen.
+    PerCallNewFlows,
 }
 
 struct Case {
@@ -51,6 +58,7 @@ pub fn run(effort: Effort) -> Result<Section> {
     };
     tester.datapath.set_vip(OWNED, &entry(1, true))?;
     tester.datapath.set_vip(NOT_OWNED, &entry(2, false))?;
+    balance_over_three_backends(&mut tester, lease)?;
 
     let mut floor_object = aya::Ebpf::load(lbfo::datapath::XDP_OBJECT)?;
     let floor: &mut Xdp = floor_object
@@ -82,6 +90,16 @@ pub fn run(effort: Effort) -> Result<Section> {
             frame: tcp_frame(CLIENT_MAC, NODE_MAC, (CLIENT, 40000), (OWNED, 80), 0x02),
             timing: Timing::Repeated,
         },
+        Case {
+            name: "TCP to a balanced VIP, tracked flow → backend (XDP_TX)",
+            frame: tcp_frame(CLIENT_MAC, NODE_MAC, (CLIENT, 40001), (BALANCED, 80), 0x10),
+            timing: Timing::Repeated,
+        },
+        Case {
+            name: "TCP SYN to a balanced VIP, new flow → backend (XDP_TX)",
+            frame: tcp_frame(CLIENT_MAC, NODE_MAC, (CLIENT, 1024), (BALANCED, 80), 0x02),
+            timing: Timing::PerCallNewFlows,
+        },
     ];
 
     let mut table = String::new();
@@ -101,8 +119,12 @@ pub fn run(effort: Effort) -> Result<Section> {
                     tester.time(&case.frame, repeat)?,
                 ),
                 Timing::PerCall => (
-                    per_call(floor, &case.frame, calls)?,
-                    per_call(tester.datapath.program(), &case.frame, calls)?,
+                    per_call(floor, &case.frame, calls, false)?,
+                    per_call(tester.datapath.program(), &case.frame, calls, false)?,
+                ),
+                Timing::PerCallNewFlows => (
+                    per_call(floor, &case.frame, calls, true)?,
+                    per_call(tester.datapath.program(), &case.frame, calls, true)?,
                 ),
             };
             let (f, l) = (f.as_secs_f64() * 1e9, l.as_secs_f64() * 1e9);
@@ -113,6 +135,7 @@ pub fn run(effort: Effort) -> Result<Section> {
         let timing = match case.timing {
             Timing::Repeated => format!("repeat {repeat}"),
             Timing::PerCall => format!("{calls} calls × repeat 1"),
+            Timing::PerCallNewFlows => format!("{calls} calls × repeat 1, a new flow each"),
         };
         let _ = writeln!(
             table,
@@ -140,13 +163,22 @@ The ARP responder rewrites the frame in place and BPF_PROG_TEST_RUN repeats on t
     })
 }
 
-/// Median of the kernel's time for `calls` single runs.
-fn per_call(program: &Xdp, frame: &[u8], calls: usize) -> Result<Duration> {
+/// Median of the kernel's time for `calls` single runs; with `new_flows`
+/// each call's frame gets another source port (and source address every
+/// 60,000 calls), so the connection table never knows it.
+fn per_call(program: &Xdp, frame: &[u8], calls: usize, new_flows: bool) -> Result<Duration> {
+    let mut frame = frame.to_vec();
     let mut output = vec![0u8; frame.len() + 256];
     let mut times = Vec::with_capacity(calls);
-    for _ in 0..calls {
+    for call in 0..calls {
+        if new_flows {
+            // Source port at 34, last byte of the source address at 29.
+            let port = 1024 + (call % 60_000) as u16;
+            frame[34..36].copy_from_slice(&port.to_be_bytes());
+            frame[29] = (call / 60_000) as u8 + 2;
+        }
         let r = program.test_run(TestRunOptions {
-            data_in: Some(frame),
+            data_in: Some(&frame),
             data_out: Some(&mut output),
             repeat: 1,
             ..Default::default()
@@ -154,4 +186,41 @@ fn per_call(program: &Xdp, frame: &[u8], calls: usize) -> Result<Duration> {
         times.push(r.duration.as_nanos() as f64);
     }
     Ok(Duration::from_nanos(Summary::of(&times).median as u64))
+}
+
+/// A balanced VIP over three backends, its table built by lbfo's builder.
+fn balance_over_three_backends(tester: &mut XdpTester, lease: u64) -> Result<()> {
+    let backends: Vec<maglev::Backend> = (0..3)
+        .map(|i| maglev::Backend {
+            addr: Ipv4Addr::new(192, 0, 2, 21 + i),
+            weight: 1,
+        })
+        .collect();
+    for (id, b) in backends.iter().enumerate() {
+        let backend = Backend {
+            mac: [0x02, 0, 0, 0, 0x01, id as u8],
+            flags: BACKEND_PRESENT | BACKEND_ACCEPTS_NEW,
+            addr: u32::from_ne_bytes(b.addr.octets()),
+            ..Default::default()
+        };
+        tester.datapath.set_backend(id as u32, &backend)?;
+    }
+    let table: Vec<u32> = maglev::build_table(&backends, MAGLEV_TABLE_SIZE)?
+        .context("three backends make a table")?
+        .into_iter()
+        .map(u32::from)
+        .collect();
+    tester.datapath.write_table(0, 0, &table)?;
+    let vip = VipState {
+        lease_deadline_jiffies: lease,
+        mac: NODE_MAC,
+        owned: 1,
+        mode: VipMode::Balance as u8,
+        vip_id: 3,
+        table_slot: 0,
+        table_generation: 0,
+        ..Default::default()
+    };
+    tester.datapath.set_vip(BALANCED, &vip)?;
+    Ok(())
 }
