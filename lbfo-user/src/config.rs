@@ -75,6 +75,10 @@ pub struct GarpConfig {
     pub count: u32,
     #[serde(default = "defaults::garp_interval_ms")]
     pub interval_ms: u64,
+    /// Announce every owned VIP again this often (0: never), for switches
+    /// and hosts whose tables forget.
+    #[serde(default)]
+    pub refresh_ms: u64,
 }
 
 impl Default for GarpConfig {
@@ -82,6 +86,7 @@ impl Default for GarpConfig {
         Self {
             count: defaults::garp_count(),
             interval_ms: defaults::garp_interval_ms(),
+            refresh_ms: 0,
         }
     }
 }
@@ -433,6 +438,12 @@ impl Config {
                 lbfo_common::MAX_BALANCED_VIPS
             ));
         }
+        if self.garp.refresh_ms != 0 && !(1_000..=3_600_000).contains(&self.garp.refresh_ms) {
+            return Err(format!(
+                "garp.refresh_ms = {} is out of range (0 for off, or 1000..=3600000)",
+                self.garp.refresh_ms
+            ));
+        }
         if self.vips.len() > MAX_VIPS as usize {
             return Err(format!(
                 "{} VIPs configured; lbfo supports at most {MAX_VIPS}",
@@ -520,7 +531,8 @@ address = "192.0.2.100/24"
             c.garp,
             GarpConfig {
                 count: 5,
-                interval_ms: 200
+                interval_ms: 200,
+                refresh_ms: 0
             }
         );
         assert_eq!(

@@ -552,3 +552,77 @@ fn a_weighted_check_lowers_the_priority_and_the_backup_preempts() {
     servers[0].set_mode("ok");
     wait_state(&nodes[0], "master", Duration::from_secs(3));
 }
+
+#[test]
+fn unicast_peers_work_with_keepalived_when_multicast_is_blocked() {
+    let advert = Duration::from_millis(100);
+    let (mut lab, client, hosts) = lab(2);
+    // Nothing may travel to 224.0.0.18: only unicast advertisements get through.
+    let rules = lab.file("no-multicast.nft");
+    std::fs::write(
+        &rules,
+        "table inet lbfo_nomcast {\n  chain input {\n    type filter hook input priority 0;\n    ip daddr 224.0.0.18 drop\n  }\n}\n",
+    )
+    .unwrap();
+    for h in &hosts {
+        run(netns_exec(&h.ns, "nft").arg("-f").arg(&rules)).unwrap();
+    }
+    let keepalived = Keepalived::start(
+        &mut lab,
+        &hosts[1],
+        &KeepalivedConfig {
+            unicast_peers: vec![hosts[0].addr],
+            ..keepalived_config(100, advert)
+        },
+    )
+    .unwrap();
+    let lbfo = LbfoNode::start(
+        &mut lab,
+        &hosts[0],
+        &lbfo_config(
+            150,
+            advert,
+            &format!("unicast_peers = [\"{}\"]\n", hosts[1].addr),
+        ),
+    )
+    .unwrap();
+    wait_state(&lbfo, "master", Duration::from_secs(3));
+    keepalived.wait_backup(Duration::from_secs(2)).unwrap();
+    // Stable: keepalived hears lbfo's unicast adverts and stays Backup.
+    std::thread::sleep(master_down_interval(advert, 100) * 3);
+    assert!(
+        !keepalived.is_master().unwrap(),
+        "keepalived must hear lbfo's unicast advertisements; log:\n{}",
+        keepalived.log_text()
+    );
+    assert_eq!(arp_answerers(&client), vec![hosts[0].mac]);
+    let status = lbfo.status().unwrap();
+    let vrrp = status.vips[0].vrrp.as_ref().unwrap();
+    assert!(vrrp.counters.adverts_sent > 5, "{vrrp:?}");
+
+    // And the other way: lbfo stops, keepalived takes over, lbfo (restarted
+    // as 100) hears keepalived's unicast adverts and stays Backup.
+    lbfo.stop(&mut lab).unwrap();
+    keepalived.wait_master(Duration::from_secs(2)).unwrap();
+    let lbfo = LbfoNode::start(
+        &mut lab,
+        &hosts[0],
+        &lbfo_config(
+            90,
+            advert,
+            &format!("unicast_peers = [\"{}\"]\n", hosts[1].addr),
+        ),
+    )
+    .unwrap();
+    wait_state(&lbfo, "backup", Duration::from_secs(2));
+    std::thread::sleep(master_down_interval(advert, 90) * 3);
+    let status = lbfo.status().unwrap();
+    assert_eq!(
+        status.vips[0].state, "backup",
+        "lbfo must hear keepalived's unicast adverts"
+    );
+    assert_eq!(
+        status.vips[0].vrrp.as_ref().unwrap().master.as_deref(),
+        Some("192.0.2.12")
+    );
+}

@@ -455,3 +455,37 @@ fn bad_input_is_one_clear_line_and_nothing_is_applied() {
         String::from_utf8_lossy(&out.stderr).contains("no VIP named or addressed \"nosuchvip\"")
     );
 }
+
+#[test]
+fn periodic_gratuitous_arp_repairs_a_client_that_forgot() {
+    let (mut lab, client, nodes) = lab(1);
+    let config = basic_config("web", VIP_CIDR, 3000).replace(
+        "lease_ms = 3000\n",
+        "lease_ms = 3000\n[garp]\ncount = 1\nrefresh_ms = 1000\n",
+    );
+    let node = LbfoNode::start(&mut lab, &nodes[0], &config).unwrap();
+    node.own("web").unwrap();
+    // The client believes something wrong about the VIP and sends nothing.
+    ip(
+        &client.ns,
+        &[
+            "neigh",
+            "replace",
+            &VIP.to_string(),
+            "lladdr",
+            "02:00:00:00:00:99",
+            "dev",
+            "eth0",
+            "nud",
+            "stale",
+        ],
+    )
+    .unwrap();
+    let took = wait_for(
+        Duration::from_millis(1000 + 500),
+        "a refresh to correct the client",
+        || Ok(neighbour_mac(&client.ns, "eth0", VIP)? == Some(nodes[0].mac)),
+    )
+    .unwrap_or_else(|e| panic!("{e}; entry {:?}", neighbour_mac(&client.ns, "eth0", VIP)));
+    eprintln!("client corrected after {took:?}");
+}

@@ -341,6 +341,9 @@ impl Daemon {
             self.elections.as_ref().map(|e| e.socket.clone());
         // Balanced VIPs: backend MACs come from the neighbour table.
         let balancing = self.vips.iter().any(|v| v.balance.is_some());
+        let mut garp_refresh =
+            tokio::time::interval(Duration::from_millis(self.config.garp.refresh_ms.max(1000)));
+        garp_refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut neighbours = tokio::time::interval(NEIGHBOUR_REFRESH);
         neighbours.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -367,12 +370,26 @@ impl Daemon {
                 },
                 _ = sleep_until(next_timer), if next_timer.is_some() => self.on_vrrp_timers().await,
                 _ = neighbours.tick(), if balancing => self.refresh_backend_macs().await,
+                _ = garp_refresh.tick(), if self.config.garp.refresh_ms > 0 => self.refresh_announcements(),
                 Some(event) = health_events.recv() => {
                     if self.health.is_current(&event) {
                         tracing::info!("{event}");
                         self.apply_health(Some(&event)).await;
                     }
                 }
+            }
+        }
+    }
+
+    /// `garp.refresh_ms`: every owned VIP is announced once more.
+    fn refresh_announcements(&mut self) {
+        for vip in self.vips.iter().filter(|v| v.ownership.owned) {
+            if let Err(e) = self
+                .owner
+                .announcer
+                .announce(self.iface.mac, vip.config.address.addr)
+            {
+                tracing::warn!(vip = %vip.config.name, "gratuitous ARP refresh not sent: {e}");
             }
         }
     }
