@@ -26,10 +26,9 @@ fn step(text: &str) {
 }
 
 pub fn run_demo() -> Result<()> {
-    let mut lab = Lab::new().context("creating the namespace lab (needs root)")?;
-    let client = lab.add_host("client", Ipv4Addr::new(192, 0, 2, 2))?;
-    let n1 = lab.add_host("n1", Ipv4Addr::new(192, 0, 2, 11))?;
-    let n2 = lab.add_host("n2", Ipv4Addr::new(192, 0, 2, 12))?;
+    let (mut lab, client, nodes) =
+        Lab::with_client_and_nodes(2).context("creating the namespace lab (needs root)")?;
+    let (n1, n2) = (nodes[0].clone(), nodes[1].clone());
     println!(
         "lab: client 192.0.2.2, node n1 192.0.2.11 ({}), node n2 192.0.2.12 ({}), VIP {VIP}",
         format_mac(&n1.mac),

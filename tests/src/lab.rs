@@ -149,6 +149,22 @@ impl Lab {
         })
     }
 
+    /// The lab most tests and benchmarks use: a client at 192.0.2.2 and
+    /// `nodes` hosts n1, n2, ... at 192.0.2.11, .12, ...
+    pub fn with_client_and_nodes(nodes: usize) -> Result<(Lab, Host, Vec<Host>)> {
+        let mut lab = Lab::new()?;
+        let client = lab.add_host("client", Ipv4Addr::new(192, 0, 2, 2))?;
+        let nodes = (0..nodes)
+            .map(|i| {
+                lab.add_host(
+                    &format!("n{}", i + 1),
+                    Ipv4Addr::new(192, 0, 2, 11 + i as u8),
+                )
+            })
+            .collect::<Result<_>>()?;
+        Ok((lab, client, nodes))
+    }
+
     /// Namespace of the switch (the bridge and the far ends of all links).
     pub fn switch_ns(&self) -> &str {
         &self.switch_ns

@@ -209,6 +209,14 @@ impl HttpServer {
     }
 }
 
+/// One elected VIP ("web") on `eth0`, plus `extra` lines for the `[[vip]]`.
+pub fn vrrp_config(vip: &str, vrid: u8, priority: u8, advert: Duration, extra: &str) -> String {
+    format!(
+        "interface = \"eth0\"\nxdp_mode = \"native\"\n\n[[vip]]\nname = \"web\"\naddress = \"{vip}\"\nvrid = {vrid}\npriority = {priority}\nadvert_interval_ms = {}\n{extra}",
+        advert.as_millis()
+    )
+}
+
 /// The smallest config for one VIP on `eth0`.
 pub fn basic_config(vip_name: &str, vip: &str, lease_ms: u64) -> String {
     format!(

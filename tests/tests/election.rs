@@ -11,7 +11,7 @@ use std::{
 use lbfo_tests::{
     keepalived::{Keepalived, KeepalivedConfig},
     lab::{Host, Lab, arping, ip, neighbour_mac, netns_exec, run, wait_for},
-    node::LbfoNode,
+    node::{LbfoNode, vrrp_config},
     prober::Prober,
 };
 
@@ -33,10 +33,7 @@ fn skew_time(advert: Duration, priority: u8) -> Duration {
 }
 
 fn lbfo_config(priority: u8, advert: Duration, extra: &str) -> String {
-    format!(
-        "interface = \"eth0\"\nxdp_mode = \"native\"\n\n[[vip]]\nname = \"web\"\naddress = \"{VIP_CIDR}\"\nvrid = {VRID}\npriority = {priority}\nadvert_interval_ms = {}\n{extra}",
-        advert.as_millis()
-    )
+    vrrp_config(VIP_CIDR, VRID, priority, advert, extra)
 }
 
 fn keepalived_config(priority: u8, advert: Duration) -> KeepalivedConfig {
@@ -51,18 +48,7 @@ fn keepalived_config(priority: u8, advert: Duration) -> KeepalivedConfig {
 }
 
 fn lab(nodes: usize) -> (Lab, Host, Vec<Host>) {
-    let mut lab = Lab::new().expect("creating the lab (needs root)");
-    let client = lab.add_host("client", Ipv4Addr::new(192, 0, 2, 2)).unwrap();
-    let nodes = (0..nodes)
-        .map(|i| {
-            lab.add_host(
-                &format!("n{}", i + 1),
-                Ipv4Addr::new(192, 0, 2, 11 + i as u8),
-            )
-            .unwrap()
-        })
-        .collect();
-    (lab, client, nodes)
+    Lab::with_client_and_nodes(nodes).expect("creating the lab (needs root)")
 }
 
 fn state(node: &LbfoNode) -> String {
@@ -243,17 +229,28 @@ fn masters(nodes: &[LbfoNode]) -> Vec<String> {
         .collect()
 }
 
+/// Starts lbfo on each host with the given priorities, highest first, and
+/// waits until the first is Master and the others Backup.
 fn start_lbfo_nodes(
     lab: &mut Lab,
     hosts: &[Host],
     priorities: &[u8],
     advert: Duration,
 ) -> Vec<LbfoNode> {
-    hosts
+    let nodes: Vec<LbfoNode> = hosts
         .iter()
         .zip(priorities)
         .map(|(h, p)| LbfoNode::start(lab, h, &lbfo_config(*p, advert, "")).unwrap())
-        .collect()
+        .collect();
+    wait_state(
+        &nodes[0],
+        "master",
+        master_down_interval(advert, priorities[0]) + Duration::from_secs(1),
+    );
+    for node in &nodes[1..] {
+        wait_state(node, "backup", Duration::from_secs(1));
+    }
+    nodes
 }
 
 #[test]
@@ -261,12 +258,6 @@ fn two_lbfo_nodes_fail_over_on_link_down_and_preempt_back() {
     let advert = Duration::from_millis(100);
     let (mut lab, client, hosts) = lab(2);
     let nodes = start_lbfo_nodes(&mut lab, &hosts, &[150, 100], advert);
-    wait_state(
-        &nodes[0],
-        "master",
-        master_down_interval(advert, 150) + Duration::from_secs(1),
-    );
-    wait_state(&nodes[1], "backup", Duration::from_secs(1));
     assert_eq!(arp_answerers(&client), vec![hosts[0].mac]);
     learn_vip(&client);
 
@@ -337,15 +328,6 @@ fn three_lbfo_nodes_kill_9_moves_the_vip_to_the_next_priority() {
     let advert = Duration::from_millis(100);
     let (mut lab, client, hosts) = lab(3);
     let nodes = start_lbfo_nodes(&mut lab, &hosts, &[150, 120, 100], advert);
-    wait_state(
-        &nodes[0],
-        "master",
-        master_down_interval(advert, 150) + Duration::from_secs(1),
-    );
-    wait_for(Duration::from_secs(2), "n2 and n3 to be Backup", || {
-        Ok(state(&nodes[1]) == "backup" && state(&nodes[2]) == "backup")
-    })
-    .unwrap();
     learn_vip(&client);
 
     let prober = Prober::start(&client.ns, VIP, PROBE_INTERVAL, Duration::from_secs(10)).unwrap();
@@ -384,12 +366,6 @@ fn a_healed_partition_leaves_exactly_one_owner_within_two_adverts() {
     let advert = Duration::from_millis(100);
     let (mut lab, client, hosts) = lab(2);
     let nodes = start_lbfo_nodes(&mut lab, &hosts, &[150, 100], advert);
-    wait_state(
-        &nodes[0],
-        "master",
-        master_down_interval(advert, 150) + Duration::from_secs(1),
-    );
-    wait_state(&nodes[1], "backup", Duration::from_secs(1));
 
     // Partition: each node drops the other's advertisements.
     let rules = lab.file("partition.nft");

@@ -29,18 +29,7 @@ fn fmt_macs(macs: &[[u8; 6]]) -> String {
 
 /// A client and `n` nodes on one segment.
 fn lab(nodes: usize) -> (Lab, Host, Vec<Host>) {
-    let mut lab = Lab::new().expect("creating the lab (needs root)");
-    let client = lab.add_host("client", Ipv4Addr::new(192, 0, 2, 2)).unwrap();
-    let nodes = (0..nodes)
-        .map(|i| {
-            lab.add_host(
-                &format!("n{}", i + 1),
-                Ipv4Addr::new(192, 0, 2, 11 + i as u8),
-            )
-            .unwrap()
-        })
-        .collect();
-    (lab, client, nodes)
+    Lab::with_client_and_nodes(nodes).expect("creating the lab (needs root)")
 }
 
 fn arp_answers(client: &Host, count: u32) -> Vec<[u8; 6]> {

@@ -20,7 +20,7 @@ use super::{Effort, Section, Summary};
 use crate::{
     keepalived::{Keepalived, KeepalivedConfig},
     lab::{self, Host, Lab, ip, netns_exec, wait_for},
-    node::LbfoNode,
+    node::{LbfoNode, vrrp_config},
     prober::Prober,
 };
 
@@ -68,10 +68,7 @@ impl Peer {
             System::Lbfo => Peer::Lbfo(LbfoNode::start(
                 lab,
                 host,
-                &format!(
-                    "interface = \"eth0\"\nxdp_mode = \"native\"\n\n[[vip]]\nname = \"web\"\naddress = \"{VIP_CIDR}\"\nvrid = {VRID}\npriority = {priority}\nadvert_interval_ms = {}\n",
-                    advert.as_millis()
-                ),
+                &vrrp_config(VIP_CIDR, VRID, priority, advert, ""),
             )?),
             System::Keepalived => Peer::Keepalived(Keepalived::start(
                 lab,
@@ -111,12 +108,10 @@ impl Peer {
 
 /// One failover; returns the client-visible outage.
 fn measure(system: System, scenario: Scenario, advert: Duration) -> Result<Duration> {
-    let mut lab = Lab::new()?;
-    let client = lab.add_host("client", Ipv4Addr::new(192, 0, 2, 2))?;
-    let n1 = lab.add_host("n1", Ipv4Addr::new(192, 0, 2, 11))?;
-    let n2 = lab.add_host("n2", Ipv4Addr::new(192, 0, 2, 12))?;
-    let master = Peer::start(&mut lab, &n1, system, 150, advert)?;
-    let backup = Peer::start(&mut lab, &n2, system, 100, advert)?;
+    let (mut lab, client, nodes) = Lab::with_client_and_nodes(2)?;
+    let (n1, n2) = (&nodes[0], &nodes[1]);
+    let master = Peer::start(&mut lab, n1, system, 150, advert)?;
+    let backup = Peer::start(&mut lab, n2, system, 100, advert)?;
     let settle = advert * 4 + Duration::from_secs(3);
     wait_for(settle, "n1 to be Master", || master.is_master())?;
     // The Backup must have heard the Master (and be Backup, not starting up).
