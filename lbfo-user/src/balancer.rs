@@ -33,6 +33,22 @@ pub struct BackendState {
 }
 
 impl BackendState {
+    /// A backend as it starts: an id, MAC unknown, not drained, healthy
+    /// only if it has no checks (unproven checks count as failing, as for
+    /// VIPs).
+    fn new(config: &BackendConfig, ids: &mut BackendIds) -> Result<Self, String> {
+        Ok(Self {
+            address: config.address,
+            weight: config.weight,
+            id: ids.allocate().ok_or_else(|| {
+                format!("more than {} backends in all", lbfo_common::MAX_BACKENDS)
+            })?,
+            mac: None,
+            healthy: config.checks.is_empty(),
+            drained: false,
+        })
+    }
+
     pub fn accepts_new_flows(&self) -> bool {
         self.healthy && !self.drained && self.mac.is_some()
     }
@@ -114,19 +130,7 @@ impl BalancedVip {
     ) -> Result<Self, String> {
         let backends = backends
             .iter()
-            .map(|b| {
-                Ok(BackendState {
-                    address: b.address,
-                    weight: b.weight,
-                    id: ids.allocate().ok_or_else(|| {
-                        format!("more than {} backends in all", lbfo_common::MAX_BACKENDS)
-                    })?,
-                    mac: None,
-                    // Unproven checks count as failing, as for VIPs.
-                    healthy: b.checks.is_empty(),
-                    drained: false,
-                })
-            })
+            .map(|b| BackendState::new(b, ids))
             .collect::<Result<_, String>>()?;
         Ok(Self {
             table_slot,
@@ -186,16 +190,7 @@ impl BalancedVip {
                     kept.weight = c.weight;
                     self.backends.push(kept);
                 }
-                None => self.backends.push(BackendState {
-                    address: c.address,
-                    weight: c.weight,
-                    id: ids.allocate().ok_or_else(|| {
-                        format!("more than {} backends in all", lbfo_common::MAX_BACKENDS)
-                    })?,
-                    mac: None,
-                    healthy: c.checks.is_empty(),
-                    drained: false,
-                }),
+                None => self.backends.push(BackendState::new(c, ids)?),
             }
         }
         for gone in old {

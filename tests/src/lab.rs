@@ -274,6 +274,61 @@ fn remove_leftovers() {
     }
 }
 
+/// Drops, in namespace `ns`, every input packet that `matches` (an nftables
+/// match such as `ip protocol 112`), in a table called `table` that
+/// [`allow_input`] removes again.
+pub fn drop_input(ns: &str, table: &str, matches: &str) -> Result<()> {
+    run(netns_exec(ns, "nft").args(["add", "table", "inet", table]))?;
+    run(netns_exec(ns, "nft").args([
+        "add",
+        "chain",
+        "inet",
+        table,
+        "input",
+        "{ type filter hook input priority 0; }",
+    ]))?;
+    run(netns_exec(ns, "nft")
+        .args(["add", "rule", "inet", table, "input"])
+        .args(matches.split_whitespace())
+        .arg("drop"))?;
+    Ok(())
+}
+
+/// Removes a table made by [`drop_input`].
+pub fn allow_input(ns: &str, table: &str) -> Result<()> {
+    run(netns_exec(ns, "nft").args(["delete", "table", "inet", table])).map(drop)
+}
+
+/// Sets a neighbour entry by hand, as a client that learned (or believes) it.
+pub fn set_neighbour(
+    ns: &str,
+    ifname: &str,
+    addr: Ipv4Addr,
+    mac: &[u8; 6],
+    state: &str,
+) -> Result<()> {
+    let mac = mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    ip(
+        ns,
+        &[
+            "neigh",
+            "replace",
+            &addr.to_string(),
+            "lladdr",
+            &mac,
+            "dev",
+            ifname,
+            "nud",
+            state,
+        ],
+    )
+    .map(drop)
+}
+
 /// Runs `f` on a thread inside namespace `ns`. Sockets it creates stay in
 /// that namespace and can be used from any thread afterwards.
 pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {

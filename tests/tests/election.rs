@@ -10,7 +10,10 @@ use std::{
 
 use lbfo_tests::{
     keepalived::{Keepalived, KeepalivedConfig},
-    lab::{Host, Lab, arping, ip, neighbour_mac, netns_exec, run, wait_for},
+    lab::{
+        Host, Lab, allow_input, arping, drop_input, ip, neighbour_mac, netns_exec, run,
+        set_neighbour, wait_for,
+    },
     node::{LbfoNode, vrrp_config},
     prober::Prober,
 };
@@ -368,14 +371,8 @@ fn a_healed_partition_leaves_exactly_one_owner_within_two_adverts() {
     let nodes = start_lbfo_nodes(&mut lab, &hosts, &[150, 100], advert);
 
     // Partition: each node drops the other's advertisements.
-    let rules = lab.file("partition.nft");
-    std::fs::write(
-        &rules,
-        "table inet lbfo_partition {\n  chain input {\n    type filter hook input priority 0;\n    ip protocol 112 drop\n  }\n}\n",
-    )
-    .unwrap();
     for h in &hosts {
-        run(netns_exec(&h.ns, "nft").arg("-f").arg(&rules)).unwrap();
+        drop_input(&h.ns, "lbfo_partition", "ip protocol 112").unwrap();
     }
     wait_state(
         &nodes[1],
@@ -388,24 +385,10 @@ fn a_healed_partition_leaves_exactly_one_owner_within_two_adverts() {
         "both must believe they are Master while partitioned"
     );
     // The client talks to the split-brain loser, as clients of a real partition would.
-    ip(
-        &client.ns,
-        &[
-            "neigh",
-            "replace",
-            &VIP.to_string(),
-            "lladdr",
-            &lbfo::arp::format_mac(&hosts[1].mac),
-            "dev",
-            "eth0",
-            "nud",
-            "reachable",
-        ],
-    )
-    .unwrap();
+    set_neighbour(&client.ns, "eth0", VIP, &hosts[1].mac, "reachable").unwrap();
 
     for h in &hosts {
-        run(netns_exec(&h.ns, "nft").args(["delete", "table", "inet", "lbfo_partition"])).unwrap();
+        allow_input(&h.ns, "lbfo_partition").unwrap();
     }
     let healed = Instant::now();
     let took = wait_for(Duration::from_secs(3), "exactly one Master", || {
@@ -534,14 +517,8 @@ fn unicast_peers_work_with_keepalived_when_multicast_is_blocked() {
     let advert = Duration::from_millis(100);
     let (mut lab, client, hosts) = lab(2);
     // Nothing may travel to 224.0.0.18: only unicast advertisements get through.
-    let rules = lab.file("no-multicast.nft");
-    std::fs::write(
-        &rules,
-        "table inet lbfo_nomcast {\n  chain input {\n    type filter hook input priority 0;\n    ip daddr 224.0.0.18 drop\n  }\n}\n",
-    )
-    .unwrap();
     for h in &hosts {
-        run(netns_exec(&h.ns, "nft").arg("-f").arg(&rules)).unwrap();
+        drop_input(&h.ns, "lbfo_nomcast", "ip daddr 224.0.0.18").unwrap();
     }
     let keepalived = Keepalived::start(
         &mut lab,

@@ -11,7 +11,8 @@ use std::{
 
 use lbfo_tests::{
     lab::{
-        Host, Lab, addresses, arping, attached_xdp, ip, neighbour_mac, netns_exec, run, wait_for,
+        Host, Lab, addresses, arping, attached_xdp, ip, neighbour_mac, netns_exec, run,
+        set_neighbour, wait_for,
     },
     node::{LbfoNode, basic_config, lbfo_bin},
 };
@@ -455,21 +456,7 @@ fn periodic_gratuitous_arp_repairs_a_client_that_forgot() {
     let node = LbfoNode::start(&mut lab, &nodes[0], &config).unwrap();
     node.own("web").unwrap();
     // The client believes something wrong about the VIP and sends nothing.
-    ip(
-        &client.ns,
-        &[
-            "neigh",
-            "replace",
-            &VIP.to_string(),
-            "lladdr",
-            "02:00:00:00:00:99",
-            "dev",
-            "eth0",
-            "nud",
-            "stale",
-        ],
-    )
-    .unwrap();
+    set_neighbour(&client.ns, "eth0", VIP, &[0x02, 0, 0, 0, 0, 0x99], "stale").unwrap();
     let took = wait_for(
         Duration::from_millis(1000 + 500),
         "a refresh to correct the client",

@@ -8,7 +8,7 @@ use std::{
 };
 
 use lbfo_tests::{
-    lab::{Host, Lab, addresses, arping, netns_exec, run, wait_for},
+    lab::{Host, Lab, addresses, arping, drop_input, wait_for},
     node::{HttpServer, LbfoNode},
 };
 
@@ -35,13 +35,7 @@ fn health_lab() -> HealthLab {
     let service = lab.add_host("svc", Ipv4Addr::new(192, 0, 2, 31)).unwrap();
     let quiet = lab.add_host("quiet", Ipv4Addr::new(192, 0, 2, 41)).unwrap();
     // The quiet host drops every echo request.
-    let rules = lab.file("quiet.nft");
-    std::fs::write(
-        &rules,
-        "table inet lbfo_quiet {\n  chain input {\n    type filter hook input priority 0;\n    icmp type echo-request drop\n  }\n}\n",
-    )
-    .unwrap();
-    run(netns_exec(&quiet.ns, "nft").arg("-f").arg(&rules)).unwrap();
+    drop_input(&quiet.ns, "lbfo_quiet", "icmp type echo-request").unwrap();
     HealthLab {
         lab,
         client,
