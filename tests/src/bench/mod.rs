@@ -3,6 +3,8 @@
 //! `--quick` runs every benchmark briefly so the harness never rots; it
 //! checks that the benchmarks run, never that a number is good.
 
+pub mod arp_rate;
+pub mod health_scale;
 pub mod xdp_cost;
 
 use std::fmt::Write as _;
@@ -70,9 +72,11 @@ pub struct Section {
 }
 
 pub fn run_all(effort: Effort) -> Result<Vec<Section>> {
-    let mut sections = Vec::new();
-    sections.push(xdp_cost::run(effort)?);
-    Ok(sections)
+    Ok(vec![
+        xdp_cost::run(effort)?,
+        arp_rate::run(effort)?,
+        health_scale::run(effort)?,
+    ])
 }
 
 /// docs/BENCHMARKS.md: machine, commands, then each section.
