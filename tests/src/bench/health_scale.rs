@@ -215,7 +215,7 @@ pub fn run(effort: Effort) -> Result<Section> {
             time_wait.0 = time_wait.0.max(w.time_wait.0);
             time_wait.1 = time_wait.1.max(w.time_wait.1);
             match w.unhealthy_at_end {
-                Some(n) => unhealthy += n,
+                Some(count) => unhealthy += count,
                 None => no_status += 1,
             }
         }
@@ -241,7 +241,7 @@ pub fn run(effort: Effort) -> Result<Section> {
     let markdown = format!(
         "Command: `cargo xtask bench` (section \"health_scale\"). `lbfo run` in a lab namespace with N http checks (`interval_ms = 1000`, `timeout_ms = {TIMEOUT_MS}`, `rise = 1`, {CHECKS_PER_VIP} per VIP), check i fetching `/p/i` from an HTTP server in another namespace of the lab ({endpoints} endpoints: {SERVER_ADDRESSES} addresses × {ports} ports, a pool of {workers} blocking worker threads in the benchmark's process). Daemon and server share the machine's 2 cores. One daemon per N, logging at info level. Its warm-up ends when its main loop has acted on every check turning healthy (it logs each health event it acts on), or after {limit:?} at most; that time is the start-up column. {settle:?} later, {windows} consecutive windows of {window:?} each give one sample; percentages are of one core. A start-up marked \"not settled\" means the daemon was still working through its queue of health events when the windows opened, and that work is in their figures. `rise = 1` only shortens the warm-up; in a steady state every probe succeeds either way.\n\n\
 CPU: the daemon's utime + stime (`/proc/PID/stat`, every thread) over the window, divided by its wall time. The kernel accounts softirq work of the network path to whichever task it interrupts, so the daemon's system time includes part of the server's receive path and the server's includes part of the daemon's; the server's CPU (the benchmark process) is given for that reason. Drift: per path, the gaps between consecutive request arrivals at the server minus the 1 s interval, p50/p99 of the absolute value over all gaps of all checks; it includes the connect and the server's accept. Baselines: {small} checks for {large} (**CPU per check, {large} vs {small}: {ratio}**, window i against window i; 1.0 is linear scaling), the interval for drift, N probes/s for the probe rate.\n\n\
-Checks not healthy at the end of a window, over all windows: {unhealthy}{no_status}. TIME_WAIT sockets after a window, at most: {tw_web} in the server's namespace (one per probe for 60 s, as the server closes first, up to the namespace's `tcp_max_tw_buckets`), {tw_node} in the daemon's (lbfo closes with a reset).\n\n{table}",
+Checks not healthy at the end of a window, over all windows: {unhealthy}{no_status}. TIME_WAIT sockets after a window, at most: {tw_web} in the server's namespace (one per probe for 60 s, as the server closes first, up to the namespace's `tcp_max_tw_buckets`), {tw_node} in the daemon's (lbfo closes with a reset, so it keeps few).{startup}\n\n{table}",
         limit = plan.warm_up_limit,
         settle = plan.settle,
         windows = plan.windows,
@@ -259,6 +259,17 @@ Checks not healthy at the end of a window, over all windows: {unhealthy}{no_stat
         small = sizes[0],
         large = sizes[1],
         ratio = Summary::of(&per_check_ratio).fmt(2),
+        startup = match (small.started_after, large.started_after) {
+            (Some(s), Some(l)) => format!(
+                " Start-up, {large} checks against {small}: **{:.1}×** ({:.1} s against {:.1} s; one sample each).",
+                l.as_secs_f64() / s.as_secs_f64().max(1e-3),
+                l.as_secs_f64(),
+                s.as_secs_f64(),
+                large = sizes[1],
+                small = sizes[0],
+            ),
+            _ => String::new(),
+        },
         tw_web = time_wait.0,
         tw_node = time_wait.1,
     );
