@@ -34,9 +34,21 @@ pub struct LbfoNode {
 }
 
 impl LbfoNode {
-    /// Writes `config` and starts `lbfo run` in the host's namespace; returns
-    /// once the daemon answers on its control socket.
+    /// Writes `config` and starts `lbfo run` in the host's namespace, logging
+    /// at debug level; returns once the daemon answers on its control socket.
     pub fn start(lab: &mut Lab, host: &Host, config: &str) -> Result<LbfoNode> {
+        Self::start_logging(lab, host, config, "debug")
+    }
+
+    /// [`LbfoNode::start`] with `LBFO_LOG` set to `log_filter`: benchmarks
+    /// log at "info" as a deployment would, since debug logs every failed
+    /// probe, which at thousands of checks is a cost of its own.
+    pub fn start_logging(
+        lab: &mut Lab,
+        host: &Host,
+        config: &str,
+        log_filter: &str,
+    ) -> Result<LbfoNode> {
         let config_path = lab.file(&format!("{}.toml", host.name));
         std::fs::write(&config_path, config)?;
         let socket = lab.file(&format!("{}.sock", host.name));
@@ -48,7 +60,7 @@ impl LbfoNode {
                 .arg(&config_path)
                 .arg("--socket")
                 .arg(&socket)
-                .env("LBFO_LOG", "debug")
+                .env("LBFO_LOG", log_filter)
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log)?),
         )?;

@@ -3,7 +3,9 @@
 //! `--quick` runs every benchmark briefly so the harness never rots; it
 //! checks that the benchmarks run, never that a number is good.
 
+pub mod arp_rate;
 pub mod failover;
+pub mod health_scale;
 pub mod memory;
 pub mod throughput;
 pub mod xdp_cost;
@@ -75,7 +77,9 @@ pub struct Section {
 pub fn run_all(effort: Effort) -> Result<Vec<Section>> {
     Ok(vec![
         xdp_cost::run(effort)?,
+        arp_rate::run(effort)?,
         failover::run(effort)?,
+        health_scale::run(effort)?,
         memory::run(effort)?,
         throughput::run(effort)?,
     ])
