@@ -3,81 +3,118 @@
 use super::*;
 
 impl Daemon {
-    /// Recomputes every VIP's and backend's health from the status board and
-    /// acts on what changed: a VIP in fault gives its address up (map first),
-    /// a VIP that recovers may own again, a failing weighted check lowers
-    /// the VRRP priority, a backend that fails takes no new flows.
-    pub(super) async fn apply_health(&mut self, cause: Option<&HealthEvent>) {
-        let is_healthy = |id: &CheckId| self.health.get(id).is_some_and(|s| s.state.is_healthy());
-        let mut vip_changes = Vec::new();
-        let mut backend_changes = Vec::new();
-        for (index, vip) in self.vips.iter().enumerate() {
-            let mut fault = false;
-            let mut penalty: u8 = 0;
-            for (id, check) in Vip::check_ids(&vip.config) {
-                if is_healthy(&id) {
-                    continue;
-                }
-                match check.weight {
-                    Some(w) => penalty = penalty.saturating_add(w.unsigned_abs().min(255) as u8),
-                    None => fault = true,
-                }
+    /// Reads every check's state from the status board (start-up, reload)
+    /// and acts on what changed.
+    pub(super) async fn apply_health(&mut self) {
+        for vip in &mut self.vips {
+            let board = &self.health;
+            let failing = |id: &CheckId| !board.get(id).is_some_and(|s| s.state.is_healthy());
+            vip.failing_checks = Vip::check_ids(&vip.config)
+                .enumerate()
+                .filter(|(_, (id, _))| failing(id))
+                .map(|(i, _)| i)
+                .collect();
+            vip.failing_backend_checks = vip
+                .config
+                .backends
+                .iter()
+                .map(|b| {
+                    let failing = Vip::backend_check_ids(&vip.config, b)
+                        .enumerate()
+                        .filter(|(_, (id, _))| failing(id))
+                        .map(|(i, _)| i)
+                        .collect();
+                    (b.address, failing)
+                })
+                .collect();
+        }
+        for index in 0..self.vips.len() {
+            self.settle_health(index, "health checks not passed yet")
+                .await;
+        }
+    }
+
+    /// One check changed state: only its VIP is looked at again, so the
+    /// cost of an event does not grow with the number of checks.
+    pub(super) async fn apply_check_event(&mut self, event: &HealthEvent) {
+        let Some(owner) = CheckOwner::parse(event.id.as_str()) else {
+            tracing::warn!(check = %event.id, "health event for a check lbfo does not know");
+            return;
+        };
+        let Some(index) = self.vips.iter().position(|v| v.config.name == owner.vip) else {
+            return;
+        };
+        let vip = &mut self.vips[index];
+        let failing = match owner.backend {
+            None => &mut vip.failing_checks,
+            Some(addr) => vip.failing_backend_checks.entry(addr).or_default(),
+        };
+        if event.new.is_healthy() {
+            failing.remove(&owner.index);
+        } else {
+            failing.insert(owner.index);
+        }
+        self.settle_health(index, &event.to_string()).await;
+    }
+
+    /// Acts on a VIP's failing checks: a VIP in fault gives its address up
+    /// (map first), a VIP that recovers may own again, a failing weighted
+    /// check lowers the VRRP priority, a backend whose check fails takes no
+    /// new flows.
+    async fn settle_health(&mut self, index: usize, why: &str) {
+        let vip = &mut self.vips[index];
+        let mut fault = false;
+        let mut penalty: u8 = 0;
+        for &i in &vip.failing_checks {
+            match vip.config.checks.get(i).and_then(|c| c.weight) {
+                Some(w) => penalty = penalty.saturating_add(w.unsigned_abs().min(255) as u8),
+                None => fault = true,
             }
-            if fault != vip.fault || penalty != vip.priority_penalty {
-                vip_changes.push((index, fault, penalty));
-            }
-            if let Some(balance) = &vip.balance {
-                for (b, backend) in vip.config.backends.iter().enumerate() {
-                    let healthy =
-                        Vip::backend_check_ids(&vip.config, backend).all(|(id, _)| is_healthy(&id));
-                    if balance.backends[b].healthy != healthy {
-                        backend_changes.push((index, b, healthy));
-                    }
+        }
+        let mut backends_changed = false;
+        if let Some(balance) = vip.balance.as_mut() {
+            for backend in &mut balance.backends {
+                let healthy = vip
+                    .failing_backend_checks
+                    .get(&backend.address)
+                    .is_none_or(|failing| failing.is_empty());
+                if backend.healthy != healthy {
+                    backend.healthy = healthy;
+                    backends_changed = true;
+                    tracing::info!(vip = %vip.config.name, backend = %backend.address, "backend is {}", if healthy { "healthy: takes new flows" } else { "unhealthy: no new flows" });
                 }
             }
         }
-        let why = cause
-            .map(|e| e.to_string())
-            .unwrap_or_else(|| "health checks not passed yet".into());
-        for (index, b, healthy) in &backend_changes {
-            let vip = &mut self.vips[*index];
-            if let Some(balance) = vip.balance.as_mut() {
-                let backend = &mut balance.backends[*b];
-                backend.healthy = *healthy;
-                tracing::info!(vip = %vip.config.name, backend = %backend.address, "backend is {}", if *healthy { "healthy: takes new flows" } else { "unhealthy: no new flows" });
-            }
-        }
-        let mut republish: Vec<usize> = backend_changes.iter().map(|(i, _, _)| *i).collect();
-        republish.dedup();
-        for index in republish {
+        if backends_changed {
             self.publish_table(index);
         }
-        for (index, fault, penalty) in vip_changes {
-            let vip = &mut self.vips[index];
-            vip.fault = fault;
-            vip.priority_penalty = penalty;
-            if vip.election.is_some() {
-                self.vrrp_event(
-                    index,
-                    Event::Health {
-                        fault,
-                        priority_penalty: penalty,
-                    },
-                )
-                .await;
-                if fault {
-                    self.vips[index].reason = format!("fault: {why}");
-                }
-            } else {
-                vip.reason = if fault {
-                    format!("fault: {why}")
-                } else {
-                    format!("healthy: {why}")
-                };
-                self.reconcile_operator_vip(index).await;
-            }
-            self.log_transition(index);
+        let vip = &mut self.vips[index];
+        if fault == vip.fault && penalty == vip.priority_penalty {
+            return;
         }
+        vip.fault = fault;
+        vip.priority_penalty = penalty;
+        if vip.election.is_some() {
+            self.vrrp_event(
+                index,
+                Event::Health {
+                    fault,
+                    priority_penalty: penalty,
+                },
+            )
+            .await;
+            if fault {
+                self.vips[index].reason = format!("fault: {why}");
+            }
+        } else {
+            vip.reason = if fault {
+                format!("fault: {why}")
+            } else {
+                format!("healthy: {why}")
+            };
+            self.reconcile_operator_vip(index).await;
+        }
+        self.log_transition(index);
     }
 
     /// An operator-owned VIP is owned while the operator wants it and its
@@ -96,5 +133,61 @@ impl Daemon {
         if let Err(e) = result {
             tracing::error!(vip = %vip.config.name, "cannot apply health: {e}");
         }
+    }
+}
+
+/// Where a check belongs, read back from its id (see [`Vip::check_ids`]):
+/// `VIP/check/I` or `VIP/backend/ADDRESS/check/I`. VIP names cannot hold a
+/// `/` (config validation), so the split is unambiguous.
+struct CheckOwner<'a> {
+    vip: &'a str,
+    backend: Option<Ipv4Addr>,
+    index: usize,
+}
+
+impl<'a> CheckOwner<'a> {
+    fn parse(id: &'a str) -> Option<CheckOwner<'a>> {
+        let parts: Vec<&str> = id.split('/').collect();
+        match parts.as_slice() {
+            [vip, "check", i] => Some(CheckOwner {
+                vip,
+                backend: None,
+                index: i.parse().ok()?,
+            }),
+            [vip, "backend", addr, "check", i] => Some(CheckOwner {
+                vip,
+                backend: Some(addr.parse().ok()?),
+                index: i.parse().ok()?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_ids_parse_back_to_their_owner() {
+        let vip: VipConfig = crate::config::Config::parse(
+            "interface = \"eth0\"\n[[vip]]\nname = \"web-1\"\naddress = \"192.0.2.100/24\"\nmode = \"balance\"\n[[vip.check]]\nkind = \"tcp\"\naddress = \"192.0.2.1:80\"\n[[vip.backend]]\naddress = \"192.0.2.21\"\n[[vip.backend.check]]\nkind = \"tcp\"\naddress = \"192.0.2.21:80\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap()
+        .vips
+        .remove(0);
+        let (id, _) = Vip::check_ids(&vip).next().unwrap();
+        let owner = CheckOwner::parse(id.as_str()).unwrap();
+        assert_eq!((owner.vip, owner.backend, owner.index), ("web-1", None, 0));
+        let (id, _) = Vip::backend_check_ids(&vip, &vip.backends[0])
+            .next()
+            .unwrap();
+        let owner = CheckOwner::parse(id.as_str()).unwrap();
+        assert_eq!(
+            (owner.vip, owner.backend, owner.index),
+            ("web-1", Some(Ipv4Addr::new(192, 0, 2, 21)), 0)
+        );
+        assert!(CheckOwner::parse("web/other/0").is_none());
     }
 }

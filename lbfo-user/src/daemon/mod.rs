@@ -64,6 +64,10 @@ struct Vip {
     fault: bool,
     /// Sum of the weights of failing weighted checks (VRRP priority penalty).
     priority_penalty: u8,
+    /// Indexes of the VIP's checks that are not healthy (unproven ones count).
+    failing_checks: std::collections::BTreeSet<usize>,
+    /// The same for each backend's checks.
+    failing_backend_checks: std::collections::HashMap<Ipv4Addr, std::collections::BTreeSet<usize>>,
     /// Why the VIP is in its current state, for logs and `lbfo status`.
     reason: String,
     /// The state last logged, to log each transition once.
@@ -109,6 +113,8 @@ impl Vip {
             balance,
             fault: false,
             priority_penalty: 0,
+            failing_checks: Default::default(),
+            failing_backend_checks: Default::default(),
             reason: if config.vrrp.vrid.is_some() {
                 "starting the election".into()
             } else {
@@ -266,7 +272,7 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
     let (commands_tx, commands) = mpsc::channel(64);
     let server = tokio::spawn(socket.serve(commands_tx, shutdown.clone()));
     // Checks start unproven: VIPs with checks begin in fault until they pass.
-    daemon.apply_health(None).await;
+    daemon.apply_health().await;
     daemon.start_elections().await;
     let result = daemon.main_loop(commands, health_events).await;
     shutdown.cancel();
@@ -374,7 +380,7 @@ impl Daemon {
                 Some(event) = health_events.recv() => {
                     if self.health.is_current(&event) {
                         tracing::info!("{event}");
-                        self.apply_health(Some(&event)).await;
+                        self.apply_check_event(&event).await;
                     }
                 }
             }

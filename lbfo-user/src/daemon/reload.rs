@@ -151,7 +151,7 @@ impl Daemon {
             self.vrrp_event(index, Event::Startup).await;
         }
         self.config = new;
-        self.apply_health(None).await;
+        self.apply_health().await;
         Ok(format!(
             "{} VIP(s) removed, {added} added, {} kept with their state; checks: {} added, {} replaced, {} removed, {} unchanged",
             going.len(),
