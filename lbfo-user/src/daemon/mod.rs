@@ -378,8 +378,8 @@ impl Daemon {
                 _ = neighbours.tick(), if balancing => self.refresh_backend_macs().await,
                 _ = garp_refresh.tick(), if self.config.garp.refresh_ms > 0 => self.refresh_announcements(),
                 Some(event) = health_events.recv() => {
+                    // The checker logs every transition itself.
                     if self.health.is_current(&event) {
-                        tracing::info!("{event}");
                         self.apply_check_event(&event).await;
                     }
                 }

@@ -121,9 +121,13 @@ impl Daemon {
                 // moment a Backup takes over.
                 let lease = instance.machine.master_down_interval();
                 vip.reason = format!("master: {cause}");
-                if let Err(e) = self.owner.take(&mut vip.ownership, lease).await {
-                    tracing::error!(vip = %vip.config.name, "cannot take the VIP over: {e}");
-                    let _ = self.owner.release(&mut vip.ownership).await;
+                let started = std::time::Instant::now();
+                match self.owner.take(&mut vip.ownership, lease).await {
+                    Ok(()) => tracing::debug!(vip = %vip.config.name, "took over in {:?}", started.elapsed()),
+                    Err(e) => {
+                        tracing::error!(vip = %vip.config.name, "cannot take the VIP over: {e}");
+                        let _ = self.owner.release(&mut vip.ownership).await;
+                    }
                 }
             }
             Action::Stop if self.keep_owned_on_stop && vip.ownership.owned => {
