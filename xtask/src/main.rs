@@ -32,6 +32,10 @@ enum Cmd {
         /// Run every benchmark briefly (what `cargo xtask test` runs); writes no report.
         #[arg(long)]
         quick: bool,
+        /// Run only this benchmark and replace its section of docs/BENCHMARKS.md
+        /// (xdp_cost, arp_rate, failover, health_scale, memory, throughput).
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -43,13 +47,18 @@ fn main() -> Result<()> {
             build_all()?;
             run_lab_tool(&["demo"])
         }
-        Cmd::Bench { quick } => {
+        Cmd::Bench { quick, only } => {
             build_all()?;
+            let mut args = vec!["bench"];
             if quick {
-                run_lab_tool(&["bench", "--quick"])
+                args.push("--quick");
             } else {
-                run_lab_tool(&["bench", "--report", "docs/BENCHMARKS.md"])
+                args.extend(["--report", "docs/BENCHMARKS.md"]);
             }
+            if let Some(name) = &only {
+                args.extend(["--only", name]);
+            }
+            run_lab_tool(&args)
         }
     }
 }

@@ -274,7 +274,7 @@ Checks not healthy at the end of a window, over all windows: {unhealthy}{no_stat
         tw_node = time_wait.1,
     );
     Ok(Section {
-        title: "3. Health checks at scale: daemon CPU and interval drift".into(),
+        title: "4. Health checks at scale: daemon CPU and interval drift".into(),
         markdown,
     })
 }

@@ -12,7 +12,7 @@ pub mod xdp_cost;
 
 use std::fmt::Write as _;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 /// How long and how often to measure.
 #[derive(Clone, Copy, Debug)]
@@ -74,15 +74,55 @@ pub struct Section {
     pub markdown: String,
 }
 
-pub fn run_all(effort: Effort) -> Result<Vec<Section>> {
-    Ok(vec![
-        xdp_cost::run(effort)?,
-        arp_rate::run(effort)?,
-        failover::run(effort)?,
-        health_scale::run(effort)?,
-        memory::run(effort)?,
-        throughput::run(effort)?,
-    ])
+/// The benchmarks by name, in report order.
+pub const NAMES: [&str; 6] = [
+    "xdp_cost",
+    "arp_rate",
+    "failover",
+    "health_scale",
+    "memory",
+    "throughput",
+];
+
+/// Runs every benchmark, or only the one named.
+pub fn run_selected(effort: Effort, only: Option<&str>) -> Result<Vec<Section>> {
+    if let Some(name) = only
+        && !NAMES.contains(&name)
+    {
+        bail!("no benchmark named {name:?} (one of: {})", NAMES.join(", "));
+    }
+    let mut sections = Vec::new();
+    for name in NAMES.into_iter().filter(|n| only.is_none_or(|o| o == *n)) {
+        sections.push(match name {
+            "xdp_cost" => xdp_cost::run(effort)?,
+            "arp_rate" => arp_rate::run(effort)?,
+            "failover" => failover::run(effort)?,
+            "health_scale" => health_scale::run(effort)?,
+            "memory" => memory::run(effort)?,
+            _ => throughput::run(effort)?,
+        });
+    }
+    Ok(sections)
+}
+
+/// Replaces `section` in an existing report (from its `## title` line to the
+/// next section), noting when it was re-run; appends it if it is missing.
+pub fn splice(report: &str, name: &str, section: &Section) -> String {
+    let date = command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let body = format!(
+        "## {}\n\n{}\n_This section was re-run alone (`cargo xtask bench --only {name}`) on {date}._\n\n",
+        section.title,
+        section.markdown.trim_end()
+    );
+    let heading = format!("## {}\n", section.title);
+    let Some(start) = report.find(&heading) else {
+        return format!("{report}{body}");
+    };
+    let rest = &report[start + heading.len()..];
+    let end = rest
+        .find("\n## ")
+        .map_or(report.len(), |i| start + heading.len() + i + 1);
+    format!("{}{body}{}", &report[..start], &report[end..])
 }
 
 /// docs/BENCHMARKS.md: machine, commands, then each section.
@@ -132,4 +172,31 @@ fn cpu_model() -> String {
                 .map(|m| m.trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(title: &str, markdown: &str) -> Section {
+        Section {
+            title: title.into(),
+            markdown: markdown.into(),
+        }
+    }
+
+    #[test]
+    fn splice_replaces_only_the_named_section() {
+        let report = "# r\n\n## 1. A\n\nold a\n\n## 2. B\n\nold b\n\n## 3. C\n\nold c\n";
+        let out = splice(report, "b", &section("2. B", "new b\n"));
+        assert!(out.starts_with("# r\n\n## 1. A\n\nold a\n\n## 2. B\n\nnew b\n_This section"));
+        assert!(out.ends_with("_\n\n## 3. C\n\nold c\n"), "{out}");
+        assert!(!out.contains("old b"));
+        // The last section is replaced up to the end of the file.
+        let out = splice(report, "c", &section("3. C", "new c"));
+        assert!(out.contains("old b") && out.contains("new c") && !out.contains("old c"));
+        // A section the report lacks is appended.
+        let out = splice(report, "d", &section("4. D", "d"));
+        assert!(out.starts_with(report) && out.contains("## 4. D\n\nd\n"));
+    }
 }

@@ -2,6 +2,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use lbfo_tests::bench::{self, Effort};
 
@@ -34,6 +35,9 @@ enum Cmd {
         /// Write the report here (full runs only).
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Run one benchmark and replace only its section in the report.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(bench::NAMES))]
+        only: Option<String>,
     },
 }
 
@@ -45,11 +49,25 @@ fn main() -> ExitCode {
             name,
             mode_file,
         } => lbfo_tests::http_server::serve(listen, &name, &mode_file),
-        Cmd::Bench { quick, report } => bench::run_all(Effort::new(quick)).and_then(|sections| {
-            if let Some(path) = report.filter(|_| !quick) {
-                std::fs::write(&path, bench::report(&sections))?;
-                println!("wrote {}", path.display());
-            }
+        Cmd::Bench {
+            quick,
+            report,
+            only,
+        } => bench::run_selected(Effort::new(quick), only.as_deref()).and_then(|sections| {
+            let Some(path) = report.filter(|_| !quick) else {
+                return Ok(());
+            };
+            let text = match (&only, sections.first()) {
+                (Some(name), Some(section)) => {
+                    let old = std::fs::read_to_string(&path).with_context(|| {
+                        format!("--only replaces a section of {}", path.display())
+                    })?;
+                    bench::splice(&old, name, section)
+                }
+                _ => bench::report(&sections),
+            };
+            std::fs::write(&path, text)?;
+            println!("wrote {}", path.display());
             Ok(())
         }),
     };
