@@ -1001,21 +1001,19 @@ mod tests {
         checker.shutdown().await;
     }
 
-    /// The scale the engine is built for: 10,000 http targets at 1 s in one
-    /// process. Slow (about 10 s) and heavy, so run by hand:
-    /// `cargo test -p lbfo --lib --release scale_10k -- --ignored --nocapture`.
+    /// Many checks in one engine keep their cadence: every check is probed
+    /// once per interval and nearly all probes succeed. (The 10,000-check
+    /// figures, CPU and drift, come from `cargo xtask bench`.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "load test, run by hand"]
-    async fn scale_10k_http_checks_at_1s() {
-        scale(10_000, false).await;
+    async fn a_thousand_http_checks_keep_their_cadence() {
+        scale(1_000, false).await;
     }
 
-    /// The same for https (a full TLS handshake per probe, both sides in
-    /// this process), at a scale two cores can carry.
+    /// The same for https: a full TLS handshake per probe, both sides in
+    /// this process.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "load test, run by hand"]
-    async fn scale_2k_https_checks_at_1s() {
-        scale(2_000, true).await;
+    async fn two_hundred_https_checks_keep_their_cadence() {
+        scale(200, true).await;
     }
 
     async fn scale(checks: usize, tls: bool) {
