@@ -4,10 +4,12 @@
 
 use std::{net::Ipv4Addr, os::fd::AsRawFd};
 
-use futures::TryStreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use rtnetlink::{
     Handle, LinkUnspec,
+    packet_core::NetlinkPayload,
     packet_route::{
+        RouteNetlinkMessage,
         AddressFamily,
         address::{AddressAttribute, AddressMessage, AddressProtocol},
         link::{LinkAttribute, LinkFlags, LinkMessage, LinkXdp, XdpAttached},
@@ -43,6 +45,8 @@ pub struct Interface {
     pub index: u32,
     pub mac: [u8; 6],
     pub up: bool,
+    /// Up and with a carrier (IFF_UP and IFF_RUNNING): frames can flow.
+    pub has_link: bool,
     /// The program currently attached to the interface, if any.
     pub xdp: Option<AttachedXdp>,
 }
@@ -379,6 +383,44 @@ fn interface_from_message(name: &str, link: &LinkMessage) -> Result<Interface, N
         index: link.header.index,
         mac,
         up: link.header.flags.contains(LinkFlags::Up),
+        has_link: has_link(link),
         xdp,
     })
+}
+
+fn has_link(link: &LinkMessage) -> bool {
+    link.header.flags.contains(LinkFlags::Up) && link.header.flags.contains(LinkFlags::Running)
+}
+
+/// Whether the interface has a link, as the kernel announces changes to it
+/// (RTNLGRP_LINK): `true` for up with a carrier, `false` for down, no
+/// carrier or deleted. Open it before reading the interface's state, so no
+/// change falls between the two.
+pub fn watch_link(ifindex: u32) -> Result<tokio::sync::mpsc::UnboundedReceiver<bool>, NetlinkError> {
+    let (connection, _handle, mut messages) =
+        rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
+            .map_err(NetlinkError::Connect)?;
+    tokio::spawn(connection);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some((message, _)) = messages.next().await {
+            let has = match message.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link))
+                    if link.header.index == ifindex =>
+                {
+                    has_link(&link)
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link))
+                    if link.header.index == ifindex =>
+                {
+                    false
+                }
+                _ => continue,
+            };
+            if tx.send(has).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
 }

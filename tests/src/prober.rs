@@ -14,6 +14,10 @@ use crate::lab::netns_exec;
 
 pub struct Prober {
     child: Child,
+    /// Reads ping's output as it comes: a pipe left unread fills up (64 KiB,
+    /// under a second of 1 ms probes) and ping then blocks on its write and
+    /// stops probing, which would hide an outage instead of measuring it.
+    output: std::thread::JoinHandle<String>,
     interval: Duration,
 }
 
@@ -44,7 +48,7 @@ impl Prober {
         interval: Duration,
         run_for: Duration,
     ) -> Result<Prober> {
-        let child = netns_exec(ns, "ping")
+        let mut child = netns_exec(ns, "ping")
             .args(["-n", "-D"])
             .args(["-i", &format!("{:.3}", interval.as_secs_f64())])
             .args(["-W", "0.1"])
@@ -54,7 +58,17 @@ impl Prober {
             .stderr(Stdio::null())
             .spawn()
             .context("starting ping (Debian package iputils-ping)")?;
-        Ok(Prober { child, interval })
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let output = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+            text
+        });
+        Ok(Prober {
+            child,
+            output,
+            interval,
+        })
     }
 
     /// Stops the prober and reads what it saw.
@@ -63,8 +77,10 @@ impl Prober {
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGINT,
         );
-        let out = self.child.wait_with_output().context("waiting for ping")?;
-        Ok(parse(&String::from_utf8_lossy(&out.stdout), self.interval))
+        let mut child = self.child;
+        child.wait().context("waiting for ping")?;
+        let text = self.output.join().expect("the ping reader panicked");
+        Ok(parse(&text, self.interval))
     }
 }
 

@@ -270,6 +270,8 @@ fn two_lbfo_nodes_fail_over_on_link_down_and_preempt_back() {
     ip(&hosts[0].ns, &["link", "set", "eth0", "down"]).unwrap();
     let took = wait_state(&nodes[1], "master", Duration::from_secs(3));
     let bound = master_down_interval(advert, 100) + SLACK;
+    // n1 knows it has no link: fault, not a Master nobody can hear.
+    wait_state(&nodes[0], "fault", Duration::from_secs(1));
     assert!(
         down.elapsed().min(took) <= bound,
         "n2 took over after {took:?}, bound {bound:?}"
@@ -283,7 +285,9 @@ fn two_lbfo_nodes_fail_over_on_link_down_and_preempt_back() {
         "client-visible outage {outage:?}, bound {bound:?}"
     );
 
-    // The link comes back: n1 (150) preempts, n2 steps down, the client follows.
+    // The link comes back: n1 (150) starts as Backup, hears n2 (100) and
+    // preempts when its Master_Down_Timer runs out; n2 steps down, the
+    // client follows.
     ip(&hosts[0].ns, &["link", "set", "eth0", "up"]).unwrap();
     let up = Instant::now();
     wait_for(Duration::from_secs(3), "exactly n1 to be Master", || {

@@ -465,3 +465,40 @@ fn periodic_gratuitous_arp_repairs_a_client_that_forgot() {
     .unwrap_or_else(|e| panic!("{e}; entry {:?}", neighbour_mac(&client.ns, "eth0", VIP)));
     eprintln!("client corrected after {took:?}");
 }
+
+/// A node whose cable is pulled (the switch port goes down, so its eth0
+/// loses the carrier) puts its VIPs in fault: it gives the address up and
+/// XDP stops answering. With the link back, an operator-owned VIP is owned
+/// again and announced.
+#[test]
+fn losing_the_link_is_a_fault_until_it_returns() {
+    let (mut lab, client, nodes) = lab(1);
+    let n1 = &nodes[0];
+    let node = LbfoNode::start(&mut lab, n1, &basic_config("web", VIP_CIDR, 3000)).unwrap();
+    node.own("web").unwrap();
+    assert_eq!(arp_answers(&client, 2), vec![n1.mac; 2]);
+
+    let switch_port = &n1.name;
+    ip(lab.switch_ns(), &["link", "set", switch_port, "down"]).unwrap();
+    let took = wait_for(Duration::from_secs(1), "the VIP to go to fault", || {
+        let vip = &node.status()?.vips[0];
+        Ok(vip.state == "fault" && !vip.owned)
+    })
+    .unwrap_or_else(|e| panic!("{e}; log:\n{}", node.log_text()));
+    assert!(!has_vip_address(n1), "a VIP in fault must give its address up");
+    assert!(
+        node.log_text().contains("lost its link"),
+        "the log must say why; log:\n{}",
+        node.log_text()
+    );
+    eprintln!("fault {took:?} after the carrier went");
+
+    ip(lab.switch_ns(), &["link", "set", switch_port, "up"]).unwrap();
+    wait_for(Duration::from_secs(2), "the VIP to be owned again", || {
+        let vip = &node.status()?.vips[0];
+        Ok(vip.state == "owner" && vip.owned)
+    })
+    .unwrap_or_else(|e| panic!("{e}; log:\n{}", node.log_text()));
+    assert!(has_vip_address(n1));
+    assert_eq!(arp_answers(&client, 2), vec![n1.mac; 2]);
+}

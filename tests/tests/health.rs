@@ -340,6 +340,12 @@ fn sighup_reload_keeps_unchanged_vips_and_refuses_a_broken_config() {
             format!("{base}{web}").replace("\"eth0\"", "\"eth1\""),
             "needs a restart",
         ),
+        (
+            format!(
+                "{base}{web}\n[[vip]]\nname = \"vr\"\naddress = \"192.0.2.103/24\"\nvrid = 7\npriority = 255\n"
+            ),
+            "priority 255 is for the node that owns 192.0.2.103",
+        ),
     ] {
         let before = node.log_text().matches("reload refused").count();
         reload(&broken);
@@ -359,4 +365,16 @@ fn sighup_reload_keeps_unchanged_vips_and_refuses_a_broken_config() {
             "web still owned after a refused reload"
         );
     }
+
+    // The first elected VIP arrives by reload: the VRRP socket opens then,
+    // and with nobody else on the segment it becomes Master after its
+    // Master_Down_Interval (3 × 100 ms + Skew_Time).
+    reload(&format!(
+        "{base}{web}\n[[vip]]\nname = \"vr\"\naddress = \"192.0.2.103/24\"\nvrid = 7\npriority = 100\nadvert_interval_ms = 100\n"
+    ));
+    wait_vip_state(&node, "vr", "master", Duration::from_secs(3));
+    assert!(
+        node.status().unwrap().vips[0].owned,
+        "web keeps its ownership when an elected VIP is added"
+    );
 }

@@ -57,13 +57,45 @@ impl Daemon {
         self.settle_health(index, &event.to_string()).await;
     }
 
-    /// Acts on a VIP's failing checks: a VIP in fault gives its address up
-    /// (map first), a VIP that recovers may own again, a failing weighted
-    /// check lowers the VRRP priority, a backend whose check fails takes no
-    /// new flows.
+    /// The interface lost or regained its link: every VIP goes to fault
+    /// (nothing it owns could be reached, and it cannot hear the other
+    /// routers) or out of it. An elected VIP then starts as Backup, as after
+    /// start-up, instead of coming back as a second Master.
+    pub(super) async fn on_link_change(&mut self, has_link: bool) {
+        if has_link == self.link_up {
+            return;
+        }
+        self.link_up = has_link;
+        let why = if has_link {
+            format!("interface {} has a link again", self.iface.name)
+        } else {
+            format!("interface {} lost its link (down or no carrier)", self.iface.name)
+        };
+        if has_link {
+            tracing::info!("{why}");
+        } else {
+            tracing::warn!("{why}: every VIP goes to fault");
+        }
+        for index in 0..self.vips.len() {
+            self.settle_health(index, &why).await;
+        }
+    }
+
+    /// Acts on a VIP's failing checks and the link: a VIP in fault gives its
+    /// address up (map first), a VIP that recovers may own again, a failing
+    /// weighted check lowers the VRRP priority, a backend whose check fails
+    /// takes no new flows.
     async fn settle_health(&mut self, index: usize, why: &str) {
+        let link_down = !self.link_up;
+        let link_why;
+        let why = if link_down {
+            link_why = format!("interface {} has no link", self.iface.name);
+            link_why.as_str()
+        } else {
+            why
+        };
         let vip = &mut self.vips[index];
-        let mut fault = false;
+        let mut fault = link_down;
         let mut penalty: u8 = 0;
         for &i in &vip.failing_checks {
             match vip.config.checks.get(i).and_then(|c| c.weight) {

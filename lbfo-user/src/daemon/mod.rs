@@ -153,6 +153,9 @@ impl Vip {
 struct Daemon {
     config: Config,
     iface: Interface,
+    /// The interface is up with a carrier. Without a link every VIP is in
+    /// fault: it can neither answer nor hear the other routers.
+    link_up: bool,
     xdp_mode: XdpAttachMode,
     owner: Owner,
     vips: Vec<Vip>,
@@ -185,8 +188,11 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
     }
     let netlink = Netlink::connect()?;
     let iface = netlink.interface(&config.interface).await?;
-    if !iface.up {
-        tracing::warn!(interface = %iface.name, "interface is down; VIPs will be unreachable until it is up");
+    // Watch the link before reading its state, so no change is missed.
+    let link_events = crate::netlink::watch_link(iface.index)?;
+    let iface = netlink.interface(&config.interface).await?;
+    if !iface.has_link {
+        tracing::warn!(interface = %iface.name, "interface has no link (down or no carrier): its VIPs stay in fault until it has");
     }
     let elections = open_elections(&config, &netlink, &iface).await?;
     let primary = elections
@@ -258,6 +264,7 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
     let health = checker.status_board();
     let mut daemon = Daemon {
         config,
+        link_up: iface.has_link,
         iface,
         xdp_mode,
         owner,
@@ -274,20 +281,38 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
     // Checks start unproven: VIPs with checks begin in fault until they pass.
     daemon.apply_health().await;
     daemon.start_elections().await;
-    let result = daemon.main_loop(commands, health_events).await;
+    let result = daemon.main_loop(commands, health_events, link_events).await;
     shutdown.cancel();
     let _ = server.await;
     daemon.shutdown().await;
     result
 }
 
-/// The VRRP socket, if any VIP is elected. Advertisements go out from the
-/// interface's own primary address, so it must have one.
+/// The VRRP socket, if any VIP is elected.
 async fn open_elections(
     config: &Config,
     netlink: &Netlink,
     iface: &Interface,
 ) -> Result<Option<Elections>> {
+    let Some(primary) = election_primary(config, netlink, iface).await? else {
+        return Ok(None);
+    };
+    let elections = Elections::open(&iface.name, iface.index, primary)
+        .with_context(|| format!("cannot open the VRRP socket on {}", iface.name))?;
+    tracing::info!(interface = %iface.name, "VRRP advertisements from {primary}");
+    Ok(Some(elections))
+}
+
+/// What elected VIPs need of the interface, checked at start and on every
+/// reload: advertisements go out from its own primary address, so it must
+/// have one, and priority 255 belongs to the node that has the VIP address
+/// configured itself. Returns that primary address; `None` when no VIP is
+/// elected.
+async fn election_primary(
+    config: &Config,
+    netlink: &Netlink,
+    iface: &Interface,
+) -> Result<Option<Ipv4Addr>> {
     if !config.vips.iter().any(|v| v.vrrp.vrid.is_some()) {
         return Ok(None);
     }
@@ -303,7 +328,7 @@ async fn open_elections(
                 iface.name
             )
         })?;
-    for vip in &config.vips {
+    for vip in config.vips.iter().filter(|v| v.vrrp.vrid.is_some()) {
         if vip.vrrp.priority == 255
             && !addresses
                 .iter()
@@ -317,10 +342,7 @@ async fn open_elections(
             );
         }
     }
-    let elections = Elections::open(&iface.name, iface.index, primary)
-        .with_context(|| format!("cannot open the VRRP socket on {}", iface.name))?;
-    tracing::info!(interface = %iface.name, "VRRP advertisements from {primary}");
-    Ok(Some(elections))
+    Ok(Some(primary))
 }
 
 mod balancing;
@@ -334,6 +356,7 @@ impl Daemon {
         &mut self,
         mut commands: mpsc::Receiver<Command>,
         mut health_events: mpsc::Receiver<HealthEvent>,
+        mut link_events: mpsc::UnboundedReceiver<bool>,
     ) -> Result<()> {
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
@@ -343,7 +366,7 @@ impl Daemon {
         // host) before XDP falls silent. Elected VIPs renew with each advert.
         let mut renew = tokio::time::interval(lease / 3);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let vrrp_socket: Option<Arc<VrrpSocket>> =
+        let mut vrrp_socket: Option<Arc<VrrpSocket>> =
             self.elections.as_ref().map(|e| e.socket.clone());
         // Balanced VIPs: backend MACs come from the neighbour table.
         let balancing = self.vips.iter().any(|v| v.balance.is_some());
@@ -360,6 +383,8 @@ impl Daemon {
                 _ = renew.tick() => self.renew_operator_leases(lease),
                 _ = sighup.recv() => {
                     self.reload().await;
+                    // The first elected VIP opens the VRRP socket.
+                    vrrp_socket = self.elections.as_ref().map(|e| e.socket.clone());
                     if self.config.lease() != lease {
                         lease = self.config.lease();
                         renew = tokio::time::interval(lease / 3);
@@ -377,6 +402,7 @@ impl Daemon {
                 _ = sleep_until(next_timer), if next_timer.is_some() => self.on_vrrp_timers().await,
                 _ = neighbours.tick(), if balancing => self.refresh_backend_macs().await,
                 _ = garp_refresh.tick(), if self.config.garp.refresh_ms > 0 => self.refresh_announcements(),
+                Some(has_link) = link_events.recv() => self.on_link_change(has_link).await,
                 Some(event) = health_events.recv() => {
                     // The checker logs every transition itself.
                     if self.health.is_current(&event) {
@@ -492,7 +518,7 @@ fn describe_event(event: &Event) -> String {
                 advert.priority
             )
         }
-        Event::Health { fault: true, .. } => "a health check failed".into(),
+        Event::Health { fault: true, .. } => "fault (a health check failed or the link is down)".into(),
         Event::Health {
             priority_penalty, ..
         } => {

@@ -30,13 +30,19 @@ impl Daemon {
         if new.xdp_mode != self.config.xdp_mode {
             return Err("changing xdp_mode needs a restart".into());
         }
-        let primary = self.elections.as_ref().map(|e| e.primary);
-        if primary.is_none() && new.vips.iter().any(|v| v.vrrp.vrid.is_some()) {
-            return Err(
-                "the first VIP with a vrid needs a restart (the VRRP socket opens at start)".into(),
+        let new_primary = election_primary(&new, &self.owner.netlink, &self.iface)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        // The first elected VIP needs the VRRP socket; it is opened here and
+        // kept only if the rest of the reload goes through.
+        let mut opened = None;
+        if let (None, Some(primary)) = (&self.elections, new_primary) {
+            opened = Some(
+                Elections::open(&self.iface.name, self.iface.index, primary).map_err(|e| {
+                    format!("cannot open the VRRP socket on {}: {e}", self.iface.name)
+                })?,
             );
         }
-        let primary = primary.unwrap_or(Ipv4Addr::UNSPECIFIED);
 
         // Which VIPs stay (same address, election and mode: their ownership
         // and election state carry over), which go, which come.
@@ -98,6 +104,14 @@ impl Daemon {
             .map_err(|e| e.to_string())?;
         self.backend_ids.recycle();
         self.owner.garp = new.garp;
+        if let Some(elections) = opened {
+            tracing::info!(interface = %self.iface.name, "VRRP advertisements from {}", elections.primary);
+            self.elections = Some(elections);
+        }
+        let primary = self
+            .elections
+            .as_ref()
+            .map_or(Ipv4Addr::UNSPECIFIED, |e| e.primary);
 
         for &index in going.iter().rev() {
             self.vrrp_event(index, Event::Shutdown).await;
