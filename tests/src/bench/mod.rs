@@ -110,7 +110,7 @@ pub fn run_selected(effort: Effort, only: Option<&str>) -> Result<Vec<Section>> 
 pub fn splice(report: &str, name: &str, section: &Section) -> String {
     let date = command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
     let body = format!(
-        "## {}\n\n{}\n_This section was re-run alone (`cargo xtask bench --only {name}`) on {date}._\n\n",
+        "## {}\n\n{}\n\n_This section was re-run alone (`cargo xtask bench --only {name}`) on {date}._\n\n",
         section.title,
         section.markdown.trim_end()
     );
@@ -189,7 +189,7 @@ mod tests {
     fn splice_replaces_only_the_named_section() {
         let report = "# r\n\n## 1. A\n\nold a\n\n## 2. B\n\nold b\n\n## 3. C\n\nold c\n";
         let out = splice(report, "b", &section("2. B", "new b\n"));
-        assert!(out.starts_with("# r\n\n## 1. A\n\nold a\n\n## 2. B\n\nnew b\n_This section"));
+        assert!(out.starts_with("# r\n\n## 1. A\n\nold a\n\n## 2. B\n\nnew b\n\n_This section"));
         assert!(out.ends_with("_\n\n## 3. C\n\nold c\n"), "{out}");
         assert!(!out.contains("old b"));
         // The last section is replaced up to the end of the file.
