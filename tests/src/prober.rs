@@ -19,6 +19,18 @@ pub struct Prober {
     /// stops probing, which would hide an outage instead of measuring it.
     output: std::thread::JoinHandle<String>,
     interval: Duration,
+    /// Wall-clock seconds (ping -D's clock) when the prober started.
+    started: f64,
+    /// When ping stops by itself (`-w`), in the same clock.
+    deadline: f64,
+}
+
+/// Seconds since the epoch: the clock `ping -D` stamps its lines with.
+fn wall_clock() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is past 1970")
+        .as_secs_f64()
 }
 
 /// What the prober saw.
@@ -48,6 +60,7 @@ impl Prober {
         interval: Duration,
         run_for: Duration,
     ) -> Result<Prober> {
+        let started = wall_clock();
         let mut child = netns_exec(ns, "ping")
             .args(["-n", "-D"])
             .args(["-i", &format!("{:.3}", interval.as_secs_f64())])
@@ -68,11 +81,14 @@ impl Prober {
             child,
             output,
             interval,
+            started,
+            deadline: started + run_for.as_secs().max(1) as f64,
         })
     }
 
     /// Stops the prober and reads what it saw.
     pub fn finish(self) -> Result<ProbeReport> {
+        let stopped = wall_clock().min(self.deadline);
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGINT,
@@ -80,11 +96,14 @@ impl Prober {
         let mut child = self.child;
         child.wait().context("waiting for ping")?;
         let text = self.output.join().expect("the ping reader panicked");
-        Ok(parse(&text, self.interval))
+        Ok(parse(&text, self.interval, self.started, stopped))
     }
 }
 
-fn parse(text: &str, interval: Duration) -> ProbeReport {
+/// The longest gap counts the silence after the last answer up to the
+/// moment the prober was stopped, so an outage that never ended is not
+/// mistaken for none; with no answer at all it is the whole run.
+fn parse(text: &str, interval: Duration, started: f64, stopped: f64) -> ProbeReport {
     // "[1732512345.123456] 64 bytes from 192.0.2.100: icmp_seq=12 ttl=64 time=0.05 ms"
     let answers: Vec<f64> = text
         .lines()
@@ -96,10 +115,11 @@ fn parse(text: &str, interval: Duration) -> ProbeReport {
         .find(|l| l.contains("packets transmitted"))
         .and_then(|l| l.split_whitespace().next()?.parse().ok())
         .unwrap_or(answers.len() as u64);
+    let trailing = stopped - answers.last().copied().unwrap_or(started);
     let longest_gap = answers
         .windows(2)
         .map(|w| w[1] - w[0])
-        .fold(interval.as_secs_f64(), f64::max);
+        .fold(interval.as_secs_f64().max(trailing), f64::max);
     ProbeReport {
         sent,
         answered: answers.len() as u64,
@@ -120,7 +140,7 @@ mod tests {
 [100.305] 64 bytes from 192.0.2.100: icmp_seq=62 ttl=64 time=0.1 ms\n\
 [100.310] 64 bytes from 192.0.2.100: icmp_seq=63 ttl=64 time=0.1 ms\n\
 \n--- 192.0.2.100 ping statistics ---\n63 packets transmitted, 4 received, 93% packet loss, time 310ms\n";
-        let r = parse(text, Duration::from_millis(5));
+        let r = parse(text, Duration::from_millis(5), 99.9, 100.312);
         assert_eq!((r.sent, r.answered), (63, 4));
         assert!(
             (r.longest_gap.as_secs_f64() - 0.300).abs() < 1e-6,
@@ -128,5 +148,15 @@ mod tests {
             r.longest_gap
         );
         assert!((r.outage(Duration::from_millis(5)).as_secs_f64() - 0.295).abs() < 1e-6);
+    }
+
+    #[test]
+    fn silence_until_the_stop_is_an_outage() {
+        let text = "[100.000] 64 bytes from 192.0.2.100: icmp_seq=1 ttl=64 time=0.1 ms\n\
+[100.005] 64 bytes from 192.0.2.100: icmp_seq=2 ttl=64 time=0.1 ms\n";
+        let r = parse(text, Duration::from_millis(5), 99.9, 101.005);
+        assert!((r.longest_gap.as_secs_f64() - 1.0).abs() < 1e-6, "{r:?}");
+        let r = parse("", Duration::from_millis(5), 99.0, 101.0);
+        assert_eq!((r.answered, r.longest_gap), (0, Duration::from_secs(2)));
     }
 }
