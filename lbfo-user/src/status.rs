@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
     pub interface: String,
+    /// The interface is up with a carrier; without, every VIP is in fault.
+    #[serde(default = "yes")]
+    pub link_up: bool,
     /// "native" or "generic": how XDP is attached.
     pub xdp_mode: String,
     pub xdp_prog_id: u32,
@@ -124,14 +127,26 @@ pub struct VrrpStatus {
     pub counters: VrrpCounters,
 }
 
+fn yes() -> bool {
+    true
+}
+
 impl Status {
     /// The human-readable form printed by `lbfo status`.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "interface {} ({}), XDP {} mode, program id {}",
-            self.interface, self.mac, self.xdp_mode, self.xdp_prog_id
+            "interface {} ({}, {}), XDP {} mode, program id {}",
+            self.interface,
+            self.mac,
+            if self.link_up {
+                "link up"
+            } else {
+                "NO LINK: every VIP in fault"
+            },
+            self.xdp_mode,
+            self.xdp_prog_id
         );
         if self.vips.is_empty() {
             out.push_str("no VIPs configured\n");

@@ -486,6 +486,7 @@ fn losing_the_link_is_a_fault_until_it_returns() {
     })
     .unwrap_or_else(|e| panic!("{e}; log:\n{}", node.log_text()));
     assert!(!has_vip_address(n1), "a VIP in fault must give its address up");
+    assert!(!node.status().unwrap().link_up, "status must show the link is gone");
     assert!(
         node.log_text().contains("lost its link"),
         "the log must say why; log:\n{}",
@@ -500,5 +501,6 @@ fn losing_the_link_is_a_fault_until_it_returns() {
     })
     .unwrap_or_else(|e| panic!("{e}; log:\n{}", node.log_text()));
     assert!(has_vip_address(n1));
+    assert!(node.status().unwrap().link_up);
     assert_eq!(arp_answers(&client, 2), vec![n1.mac; 2]);
 }

@@ -178,6 +178,7 @@ impl Daemon {
         }
         Ok(Status {
             interface: self.iface.name.clone(),
+            link_up: self.link_up,
             xdp_mode: self.xdp_mode.to_string(),
             xdp_prog_id: self.owner.datapath.prog_id(),
             mac: format_mac(&self.iface.mac),
