@@ -9,8 +9,7 @@ use rtnetlink::{
     Handle, LinkUnspec,
     packet_core::NetlinkPayload,
     packet_route::{
-        RouteNetlinkMessage,
-        AddressFamily,
+        AddressFamily, RouteNetlinkMessage,
         address::{AddressAttribute, AddressMessage, AddressProtocol},
         link::{LinkAttribute, LinkFlags, LinkMessage, LinkXdp, XdpAttached},
     },
@@ -396,7 +395,9 @@ fn has_link(link: &LinkMessage) -> bool {
 /// (RTNLGRP_LINK): `true` for up with a carrier, `false` for down, no
 /// carrier or deleted. Open it before reading the interface's state, so no
 /// change falls between the two.
-pub fn watch_link(ifindex: u32) -> Result<tokio::sync::mpsc::UnboundedReceiver<bool>, NetlinkError> {
+pub fn watch_link(
+    ifindex: u32,
+) -> Result<tokio::sync::mpsc::UnboundedReceiver<bool>, NetlinkError> {
     let (connection, _handle, mut messages) =
         rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link])
             .map_err(NetlinkError::Connect)?;

@@ -485,8 +485,14 @@ fn losing_the_link_is_a_fault_until_it_returns() {
         Ok(vip.state == "fault" && !vip.owned)
     })
     .unwrap_or_else(|e| panic!("{e}; log:\n{}", node.log_text()));
-    assert!(!has_vip_address(n1), "a VIP in fault must give its address up");
-    assert!(!node.status().unwrap().link_up, "status must show the link is gone");
+    assert!(
+        !has_vip_address(n1),
+        "a VIP in fault must give its address up"
+    );
+    assert!(
+        !node.status().unwrap().link_up,
+        "status must show the link is gone"
+    );
     assert!(
         node.log_text().contains("lost its link"),
         "the log must say why; log:\n{}",

@@ -69,7 +69,10 @@ impl Daemon {
         let why = if has_link {
             format!("interface {} has a link again", self.iface.name)
         } else {
-            format!("interface {} lost its link (down or no carrier)", self.iface.name)
+            format!(
+                "interface {} lost its link (down or no carrier)",
+                self.iface.name
+            )
         };
         if has_link {
             tracing::info!("{why}");

@@ -518,7 +518,9 @@ fn describe_event(event: &Event) -> String {
                 advert.priority
             )
         }
-        Event::Health { fault: true, .. } => "fault (a health check failed or the link is down)".into(),
+        Event::Health { fault: true, .. } => {
+            "fault (a health check failed or the link is down)".into()
+        }
         Event::Health {
             priority_penalty, ..
         } => {

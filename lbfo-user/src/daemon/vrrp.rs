@@ -123,7 +123,9 @@ impl Daemon {
                 vip.reason = format!("master: {cause}");
                 let started = std::time::Instant::now();
                 match self.owner.take(&mut vip.ownership, lease).await {
-                    Ok(()) => tracing::debug!(vip = %vip.config.name, "took over in {:?}", started.elapsed()),
+                    Ok(()) => {
+                        tracing::debug!(vip = %vip.config.name, "took over in {:?}", started.elapsed())
+                    }
                     Err(e) => {
                         tracing::error!(vip = %vip.config.name, "cannot take the VIP over: {e}");
                         let _ = self.owner.release(&mut vip.ownership).await;
