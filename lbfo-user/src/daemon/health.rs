@@ -130,17 +130,19 @@ impl Daemon {
         vip.fault = fault;
         vip.priority_penalty = penalty;
         if vip.election.is_some() {
-            self.vrrp_event(
+            let cause = match (fault, penalty) {
+                (true, _) | (false, 0) => why.to_string(),
+                (false, p) => format!("{why}; priority lowered by {p}"),
+            };
+            self.vrrp_event_because(
                 index,
                 Event::Health {
                     fault,
                     priority_penalty: penalty,
                 },
+                cause,
             )
             .await;
-            if fault {
-                self.vips[index].reason = format!("fault: {why}");
-            }
         } else {
             vip.reason = if fault {
                 format!("fault: {why}")

@@ -511,21 +511,15 @@ fn describe_event(event: &Event) -> String {
     match event {
         Event::Startup => "startup".into(),
         Event::Shutdown => "shutting down".into(),
-        Event::Timer => "timer".into(),
+        Event::Timer => "Master_Down_Timer ran out".into(),
         Event::AdvertReceived { from, advert } => {
             format!(
                 "advertisement from {from} with priority {}",
                 advert.priority
             )
         }
-        Event::Health { fault: true, .. } => {
-            "fault (a health check failed or the link is down)".into()
-        }
-        Event::Health {
-            priority_penalty, ..
-        } => {
-            format!("health changed (priority lowered by {priority_penalty})")
-        }
+        // Callers give the check or the link behind it (`vrrp_event_because`).
+        Event::Health { .. } => "health changed".into(),
     }
 }
 

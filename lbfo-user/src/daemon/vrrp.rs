@@ -73,6 +73,14 @@ impl Daemon {
 
     /// Feeds one event to a VIP's state machine and carries out its actions.
     pub(super) async fn vrrp_event(&mut self, index: usize, event: Event) {
+        let cause = describe_event(&event);
+        self.vrrp_event_because(index, event, cause).await;
+    }
+
+    /// [`Self::vrrp_event`] with the cause for the logs and `lbfo status`
+    /// given by the caller, who knows more than the event says (which check,
+    /// or the link).
+    pub(super) async fn vrrp_event_because(&mut self, index: usize, event: Event, cause: String) {
         let Some(elections) = self.elections.as_ref() else {
             return;
         };
@@ -80,7 +88,6 @@ impl Daemon {
         let Some(instance) = self.vips[index].election.as_mut() else {
             return;
         };
-        let cause = describe_event(&event);
         let mut actions = instance.machine.handle(now, event);
         // Taking over comes before the first advertisement: the old Master
         // of a graceful handover lets go when it hears us, and by then our
@@ -103,7 +110,9 @@ impl Daemon {
             .expect("elected VIPs imply the VRRP socket");
         match action {
             Action::SendAdvert(advert) => {
-                if let Err(e) = elections.send(instance, &advert) {
+                if !self.link_up {
+                    tracing::debug!(vip = %vip.config.name, "VRRP advertisement not sent: the interface has no link");
+                } else if let Err(e) = elections.send(instance, &advert) {
                     tracing::warn!(vip = %vip.config.name, "VRRP advertisement not sent: {e}");
                 }
                 if vip.ownership.owned {
