@@ -422,6 +422,9 @@ pub fn watch_link(
                 return;
             }
         }
+        tracing::error!(
+            "the kernel's link notifications stopped; a lost link will not be noticed until lbfo restarts"
+        );
     });
     Ok(rx)
 }
