@@ -11,4 +11,5 @@ pub mod keepalived;
 pub mod lab;
 pub mod node;
 pub mod prober;
+pub mod rfc5798;
 pub mod xdp_tester;

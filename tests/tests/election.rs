@@ -16,6 +16,7 @@ use lbfo_tests::{
     },
     node::{LbfoNode, vrrp_config},
     prober::Prober,
+    rfc5798::{master_down_interval, skew_time},
 };
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
@@ -25,15 +26,6 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(5);
 /// Slack for process scheduling, the probe interval, and ARP/GARP on the
 /// bridge, on a loaded 2-core machine.
 const SLACK: Duration = Duration::from_millis(100);
-
-/// Master_Down_Interval for a Backup at `priority` (RFC 5798 6.1).
-fn master_down_interval(advert: Duration, priority: u8) -> Duration {
-    3 * advert + skew_time(advert, priority)
-}
-
-fn skew_time(advert: Duration, priority: u8) -> Duration {
-    advert * (256 - priority as u32) / 256
-}
 
 fn lbfo_config(priority: u8, advert: Duration, extra: &str) -> String {
     vrrp_config(VIP_CIDR, VRID, priority, advert, extra)

@@ -29,6 +29,7 @@ use crate::{
     lab::{self, Host, Lab, ip, netns_exec, wait_for},
     node::{LbfoNode, vrrp_config},
     prober::Prober,
+    rfc5798::master_down_interval,
 };
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
@@ -36,11 +37,6 @@ const VIP_CIDR: &str = "192.0.2.100/24";
 const VRID: u8 = 51;
 const PROBE: Duration = Duration::from_millis(1);
 const BACKUP_PRIORITY: u8 = 100;
-
-/// Master_Down_Interval of the Backup (RFC 5798): 3 × interval + Skew_Time.
-fn master_down_interval(advert: Duration) -> Duration {
-    3 * advert + advert * u32::from(256 - u16::from(BACKUP_PRIORITY)) / 256
-}
 
 /// A raw socket for IP protocol 112 in one namespace, to see when the
 /// Master's advertisements arrive there.
@@ -268,7 +264,7 @@ pub fn run(effort: Effort) -> Result<Section> {
                 l.fmt(1),
                 k.fmt(1)
             );
-            let down = master_down_interval(advert);
+            let down = master_down_interval(advert, BACKUP_PRIORITY);
             let rfc_wait = match scenario {
                 Scenario::LinkDown => down,
                 Scenario::Graceful => down - 3 * advert,
