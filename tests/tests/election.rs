@@ -1,6 +1,7 @@
 //! End-to-end VRRP tests: lbfo against keepalived (Debian's package, VRRP
 //! version 3) and against itself, in namespace labs. Every failover test
-//! has a client pinging the VIP every few milliseconds and asserts the
+//! has the client probe the VIP every few milliseconds (ICMP echo, the
+//! lab's prober) and asserts the
 //! outage it saw stays under the bound computed from the configured timers.
 
 use std::{

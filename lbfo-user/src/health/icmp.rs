@@ -47,19 +47,19 @@ const ECHO_REQUEST: u8 = 8;
 const TIME_EXCEEDED: u8 = 11;
 /// Payload: the socket's token, then padding to a common small size.
 const PAYLOAD_LEN: usize = 16;
-const TOKEN_LEN: usize = 8;
+pub const TOKEN_LEN: usize = 8;
 
 /// Which probe a packet answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct ProbeKey {
-    pub(crate) addr: Ipv4Addr,
-    pub(crate) id: u16,
-    pub(crate) seq: u16,
+pub struct ProbeKey {
+    pub addr: Ipv4Addr,
+    pub id: u16,
+    pub seq: u16,
 }
 
 /// What came back for a probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Reply {
+pub enum Reply {
     Echo,
     Unreachable { from: Ipv4Addr, reason: String },
 }
@@ -175,7 +175,7 @@ impl IcmpClient {
 
 /// A non-blocking raw ICMPv4 socket that only receives echo replies and the
 /// errors that can answer an echo request.
-pub(crate) fn open_raw_socket() -> io::Result<Socket> {
+pub fn open_raw_socket() -> io::Result<Socket> {
     let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?;
     socket.set_nonblocking(true)?;
     // Room for bursts of replies when thousands of icmp checks run.
@@ -290,7 +290,7 @@ async fn receive(shared: Arc<Shared>, stop: CancellationToken) {
 }
 
 /// An echo request with its checksum.
-pub(crate) fn echo_request(id: u16, seq: u16, token: &[u8; TOKEN_LEN]) -> Vec<u8> {
+pub fn echo_request(id: u16, seq: u16, token: &[u8; TOKEN_LEN]) -> Vec<u8> {
     let mut p = vec![0u8; 8 + PAYLOAD_LEN];
     p[0] = ECHO_REQUEST;
     p[4..6].copy_from_slice(&id.to_be_bytes());
@@ -305,7 +305,7 @@ pub(crate) fn echo_request(id: u16, seq: u16, token: &[u8; TOKEN_LEN]) -> Vec<u8
 /// Parses what a raw ICMP socket receives (an IPv4 header, then ICMP) into
 /// the probe it answers: an echo reply with our token, or an error quoting
 /// one of our echo requests.
-pub(crate) fn parse_packet(packet: &[u8], token: &[u8; TOKEN_LEN]) -> Option<(ProbeKey, Reply)> {
+pub fn parse_packet(packet: &[u8], token: &[u8; TOKEN_LEN]) -> Option<(ProbeKey, Reply)> {
     let (src, icmp) = split_ipv4(packet)?;
     if icmp.len() < 8 || checksum(icmp) != 0 {
         return None;
