@@ -1,12 +1,16 @@
 //! A client probing the VIP every millisecond or so with ICMP echo requests,
 //! to measure the outage a failover causes as the client sees it: the
-//! longest gap between two consecutive answered probes.
+//! longest run of unanswered requests, from the first of them being sent to
+//! the next answered one being sent.
 //!
 //! The prober keeps its cadence whether or not answers come back. (iputils
 //! `ping` does not: with requests in flight it waits 10 ms between sends at
 //! short intervals, so an outage measured with it ends up to 10 ms late.)
+//! Measuring between send times, not answer times, also keeps a stall of
+//! the prober itself (a busy machine not running its thread for a moment)
+//! from counting as an outage: a request that was never sent was not lost.
 //! It uses lbfo's own ICMP codec and a raw socket in the client's namespace:
-//! one thread sends on a fixed schedule, one records when answers arrive.
+//! one thread sends on a fixed schedule, one notes which requests come back.
 
 use std::{
     io::Read as _,
@@ -26,11 +30,10 @@ use lbfo::health::icmp::{self, Reply, TOKEN_LEN};
 pub struct Prober {
     stop_sending: Arc<AtomicBool>,
     stop_receiving: Arc<AtomicBool>,
-    /// Returns how many requests went out.
-    sender: JoinHandle<u64>,
-    /// Returns when each answer arrived (wall-clock seconds).
-    receiver: JoinHandle<Vec<f64>>,
-    interval: Duration,
+    /// Returns when each request went out (wall-clock seconds), by sequence.
+    sender: JoinHandle<Vec<f64>>,
+    /// Returns the sequence numbers answered.
+    receiver: JoinHandle<Vec<u16>>,
     /// Wall-clock seconds when the prober started.
     started: f64,
     /// When the prober stops sending by itself, in the same clock.
@@ -42,20 +45,15 @@ pub struct Prober {
 pub struct ProbeReport {
     pub sent: u64,
     pub answered: u64,
-    /// Longest time between two consecutive answers, or from the last
-    /// answer to the end of probing.
-    pub longest_gap: Duration,
-    /// Answer arrival times, seconds since the epoch.
-    pub answers: Vec<f64>,
+    /// The longest run of unanswered requests: from sending its first to
+    /// sending the next answered one (or to the end of probing, if none
+    /// was). One lost request is an outage of one interval; none is zero.
+    pub outage: Duration,
 }
 
-impl ProbeReport {
-    /// The outage: the longest gap minus the probe interval (a gap of one
-    /// interval is no outage at all).
-    pub fn outage(&self, interval: Duration) -> Duration {
-        self.longest_gap.saturating_sub(interval)
-    }
-}
+/// Sequence numbers are 16 bits on the wire; a prober sends at most this
+/// many requests (65 s at 1 ms), so each maps back to one request.
+const MAX_REQUESTS: usize = 1 << 16;
 
 /// Seconds since the epoch.
 fn wall_clock() -> f64 {
@@ -91,12 +89,14 @@ impl Prober {
             let (socket, stop) = (socket.clone(), stop_sending.clone());
             let to = socket2::SockAddr::from(SocketAddrV4::new(target, 0));
             std::thread::spawn(move || {
-                let mut sent = 0u64;
+                let mut sent_at = Vec::new();
                 let mut next = Instant::now();
-                while !stop.load(Ordering::Relaxed) && next < until {
-                    let request = icmp::echo_request(id, sent as u16, &token);
+                while !stop.load(Ordering::Relaxed) && next < until && sent_at.len() < MAX_REQUESTS
+                {
+                    let request = icmp::echo_request(id, sent_at.len() as u16, &token);
+                    let at = wall_clock();
                     if socket.send_to(&request, &to).is_ok() {
-                        sent += 1;
+                        sent_at.push(at);
                     }
                     // A fixed schedule; after a stall, carry on from now
                     // instead of sending the missed requests in a burst.
@@ -108,7 +108,7 @@ impl Prober {
                         next = now;
                     }
                 }
-                sent
+                sent_at
             })
         };
         let receiver = {
@@ -129,7 +129,7 @@ impl Prober {
                             && key.id == id
                             && key.addr == target
                         {
-                            answers.push(wall_clock());
+                            answers.push(key.seq);
                         }
                     }
                 }
@@ -141,7 +141,6 @@ impl Prober {
             stop_receiving,
             sender,
             receiver,
-            interval,
             started,
             deadline: started + run_for.as_secs_f64(),
         })
@@ -150,7 +149,7 @@ impl Prober {
     /// Stops probing and reports what it saw.
     pub fn finish(self) -> Result<ProbeReport> {
         self.stop_sending.store(true, Ordering::Relaxed);
-        let sent = self.sender.join().expect("the prober's sender panicked");
+        let sent_at = self.sender.join().expect("the prober's sender panicked");
         let stopped = wall_clock().min(self.deadline);
         // Answers to the last requests are on their way.
         std::thread::sleep(Duration::from_millis(10));
@@ -159,30 +158,41 @@ impl Prober {
             .receiver
             .join()
             .expect("the prober's receiver panicked");
-        Ok(report(answers, sent, self.interval, self.started, stopped))
+        Ok(report(&sent_at, &answers, self.started, stopped))
     }
 }
 
-/// The longest gap counts the silence after the last answer up to the
-/// moment probing stopped, so an outage that never ended is not mistaken
-/// for none; with no answer at all it is the whole run.
-fn report(
-    answers: Vec<f64>,
-    sent: u64,
-    interval: Duration,
-    started: f64,
-    stopped: f64,
-) -> ProbeReport {
-    let trailing = stopped - answers.last().copied().unwrap_or(started);
-    let longest_gap = answers
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .fold(interval.as_secs_f64().max(trailing), f64::max);
+/// Runs of unanswered requests, measured between send times. A run still
+/// going when probing stopped lasts until then, so an outage that never
+/// ended is not mistaken for none; with no answer at all it is the whole run.
+fn report(sent_at: &[f64], answered_seqs: &[u16], started: f64, stopped: f64) -> ProbeReport {
+    let mut answered = vec![false; sent_at.len()];
+    for &seq in answered_seqs {
+        if let Some(a) = answered.get_mut(usize::from(seq)) {
+            *a = true;
+        }
+    }
+    let mut outage = 0f64;
+    let mut unanswered_since: Option<f64> = None;
+    for (&at, &ok) in sent_at.iter().zip(&answered) {
+        if ok {
+            if let Some(since) = unanswered_since.take() {
+                outage = outage.max(at - since);
+            }
+        } else if unanswered_since.is_none() {
+            unanswered_since = Some(at);
+        }
+    }
+    if sent_at.is_empty() {
+        unanswered_since = Some(started);
+    }
+    if let Some(since) = unanswered_since {
+        outage = outage.max(stopped - since);
+    }
     ProbeReport {
-        sent,
-        answered: answers.len() as u64,
-        longest_gap: Duration::from_secs_f64(longest_gap),
-        answers,
+        sent: sent_at.len() as u64,
+        answered: answered.iter().filter(|&&a| a).count() as u64,
+        outage: Duration::from_secs_f64(outage.max(0.0)),
     }
 }
 
@@ -190,31 +200,38 @@ fn report(
 mod tests {
     use super::*;
 
+    /// Requests every 5 ms from t = 100 s; `lost` are not answered.
+    fn run(count: usize, lost: std::ops::Range<usize>) -> (Vec<f64>, Vec<u16>) {
+        let sent: Vec<f64> = (0..count).map(|i| 100.0 + i as f64 * 0.005).collect();
+        let answered = (0..count as u16)
+            .filter(|i| !lost.contains(&usize::from(*i)))
+            .collect();
+        (sent, answered)
+    }
+
     #[test]
-    fn longest_gap_between_answers() {
-        let answers = vec![100.000, 100.005, 100.305, 100.310];
-        let r = report(answers, 63, Duration::from_millis(5), 99.9, 100.312);
-        assert_eq!((r.sent, r.answered), (63, 4));
+    fn the_longest_unanswered_run_is_the_outage() {
+        let (sent, answered) = run(100, 20..80);
+        let r = report(&sent, &answered, 99.9, 100.5);
+        assert_eq!((r.sent, r.answered), (100, 40));
+        assert!((r.outage.as_secs_f64() - 0.300).abs() < 1e-9, "{r:?}");
+        let (sent, answered) = run(100, 50..51);
+        let r = report(&sent, &answered, 99.9, 100.5);
         assert!(
-            (r.longest_gap.as_secs_f64() - 0.300).abs() < 1e-6,
-            "gap {:?}",
-            r.longest_gap
+            (r.outage.as_secs_f64() - 0.005).abs() < 1e-9,
+            "one lost request: {r:?}"
         );
-        assert!((r.outage(Duration::from_millis(5)).as_secs_f64() - 0.295).abs() < 1e-6);
+        let (sent, answered) = run(100, 0..0);
+        assert_eq!(report(&sent, &answered, 99.9, 100.5).outage, Duration::ZERO);
     }
 
     #[test]
     fn silence_until_the_stop_is_an_outage() {
-        let r = report(
-            vec![100.000, 100.005],
-            200,
-            Duration::from_millis(5),
-            99.9,
-            101.005,
-        );
-        assert!((r.longest_gap.as_secs_f64() - 1.0).abs() < 1e-6, "{r:?}");
-        let r = report(vec![], 400, Duration::from_millis(5), 99.0, 101.0);
-        assert_eq!((r.answered, r.longest_gap), (0, Duration::from_secs(2)));
+        let (sent, answered) = run(100, 90..100);
+        let r = report(&sent, &answered, 99.9, 101.0);
+        assert!((r.outage.as_secs_f64() - 0.550).abs() < 1e-9, "{r:?}");
+        let r = report(&[], &[], 99.0, 101.0);
+        assert_eq!((r.answered, r.outage), (0, Duration::from_secs(2)));
     }
 
     /// The real thing on loopback: every request is answered, and the
@@ -235,6 +252,6 @@ mod tests {
         let r = prober.finish().unwrap();
         assert!(r.sent >= 200, "{} requests in 300 ms at 1 ms", r.sent);
         assert_eq!(r.answered, r.sent, "loopback answers every request");
-        assert!(r.outage(interval) < Duration::from_millis(20), "{r:?}");
+        assert_eq!(r.outage, Duration::ZERO, "{r:?}");
     }
 }

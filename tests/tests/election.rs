@@ -114,7 +114,7 @@ fn lbfo_150_is_master_over_keepalived_100_and_hands_over_gracefully() {
         report.answered > 0,
         "the client got no answers at all: {report:?}"
     );
-    let outage = report.outage(PROBE_INTERVAL);
+    let outage = report.outage;
     eprintln!(
         "graceful handover lbfo -> keepalived: outage {outage:?} (bound {bound:?}), {report:?}",
         report = (report.sent, report.answered)
@@ -190,7 +190,7 @@ fn lbfo_100_takes_over_when_keepalived_150_loses_its_link() {
     );
     std::thread::sleep(Duration::from_millis(300));
     let report = prober.finish().unwrap();
-    let outage = report.outage(PROBE_INTERVAL);
+    let outage = report.outage;
     eprintln!(
         "link down keepalived -> lbfo: outage {outage:?} (bound {bound:?}), probes sent/answered {:?}",
         (report.sent, report.answered)
@@ -271,7 +271,7 @@ fn two_lbfo_nodes_fail_over_on_link_down_and_preempt_back() {
     );
     std::thread::sleep(Duration::from_millis(300));
     let report = prober.finish().unwrap();
-    let outage = report.outage(PROBE_INTERVAL);
+    let outage = report.outage;
     eprintln!("lbfo link down: outage {outage:?} (bound {bound:?})");
     assert!(
         outage <= bound,
@@ -309,7 +309,7 @@ fn two_lbfo_nodes_fail_over_on_link_down_and_preempt_back() {
     wait_state(&nodes[1], "master", Duration::from_secs(2));
     std::thread::sleep(Duration::from_millis(300));
     let report = prober.finish().unwrap();
-    let outage = report.outage(probe_interval);
+    let outage = report.outage;
     let bound = skew_time(advert, 100);
     eprintln!("graceful lbfo -> lbfo: outage {outage:?} (bound {bound:?})");
     assert!(
@@ -347,7 +347,7 @@ fn three_lbfo_nodes_kill_9_moves_the_vip_to_the_next_priority() {
         "n3 (100) must stay Backup behind n2 (120)"
     );
     let report = prober.finish().unwrap();
-    let outage = report.outage(PROBE_INTERVAL);
+    let outage = report.outage;
     eprintln!("kill -9 of the Master: outage {outage:?} (bound {bound:?})");
     assert!(
         outage <= bound,
@@ -471,7 +471,7 @@ fn a_failing_check_hands_the_vip_to_the_backup() {
     assert_eq!(state(&nodes[0]), "fault");
     std::thread::sleep(Duration::from_millis(300));
     let report = prober.finish().unwrap();
-    let outage = report.outage(PROBE_INTERVAL);
+    let outage = report.outage;
     eprintln!("check failure on the Master: outage {outage:?} (bound {bound:?})");
     assert!(
         outage <= bound,

@@ -6,8 +6,8 @@
 //! 100), lets the client learn the VIP, starts the lab's prober on the
 //! client (an ICMP echo request every millisecond, answered or not), then
 //! either takes the Master's link down or stops it gracefully (SIGTERM).
-//! The outage is the longest gap between two answers, less the probe
-//! interval.
+//! The outage is the longest run of unanswered requests (see
+//! `crate::prober`).
 //!
 //! The link goes down right after the Backup's namespace sees one of the
 //! Master's advertisements, so every run waits a whole Master_Down_Interval
@@ -226,7 +226,7 @@ fn measure(system: System, scenario: Scenario, advert: Duration) -> Result<Durat
     if report.answered == 0 {
         bail!("the client got no answers at all");
     }
-    Ok(report.outage(PROBE))
+    Ok(report.outage)
 }
 
 pub fn run(effort: Effort) -> Result<Section> {
@@ -281,7 +281,7 @@ pub fn run(effort: Effort) -> Result<Section> {
         }
     }
     let markdown = format!(
-        "Command: `cargo xtask bench` (section \"failover\"). Each cell: {rounds} failovers, each in a fresh namespace lab (client, Master at priority 150, Backup at 100, one bridge), lbfo and keepalived runs alternating. A client sends an ICMP echo request to the VIP every 1 ms on a fixed schedule, answered or not (the lab's prober, `tests/src/prober.rs`; iputils `ping` slows to one request per 10 ms while requests are unanswered, which would end a measured outage up to 10 ms late); the outage is the longest gap between two answers minus 1 ms. Link down: `ip link set eth0 down` on the Master, right after an advertisement from it reaches the Backup's namespace, so every run waits a whole Master_Down_Interval and both systems are measured at the same phase. Graceful: SIGTERM to the Master. Targets: lbfo's outage no larger than keepalived's at every setting; graceful handover under 10 ms.\n\n\
+        "Command: `cargo xtask bench` (section \"failover\"). Each cell: {rounds} failovers, each in a fresh namespace lab (client, Master at priority 150, Backup at 100, one bridge), lbfo and keepalived runs alternating. A client sends an ICMP echo request to the VIP every 1 ms on a fixed schedule, answered or not (the lab's prober, `tests/src/prober.rs`; iputils `ping` slows to one request per 10 ms while requests are unanswered, which would end a measured outage up to 10 ms late); the outage is the longest run of unanswered requests, from sending the first of them to sending the next answered one, so a moment in which the busy machine did not run the prober counts for nothing (a request never sent was not lost). Link down: `ip link set eth0 down` on the Master, right after an advertisement from it reaches the Backup's namespace, so every run waits a whole Master_Down_Interval and both systems are measured at the same phase. Graceful: SIGTERM to the Master. Targets: lbfo's outage no larger than keepalived's at every setting; graceful handover under 10 ms.\n\n\
 By the RFC a Backup waits Master_Down_Interval (3 × interval + Skew_Time) after the last advertisement before it takes over a Master that vanished, so link-down outages scale with the interval for both; the column \"Backup's wait by the RFC\" gives that wait (Backup priority {BACKUP_PRIORITY}), and whatever a system adds to it is its own cost. On a graceful stop keepalived gives the address up at once and its Backup takes over after Skew_Time (the wait given for that row); lbfo's Master keeps answering until its successor's first advertisement arrives, and the successor announces itself with gratuitous ARP before it advertises, so the client barely notices.\n\n{table}"
     );
     Ok(Section {
