@@ -43,7 +43,6 @@ pub struct Interface {
     pub name: String,
     pub index: u32,
     pub mac: [u8; 6],
-    pub up: bool,
     /// Up and with a carrier (IFF_UP and IFF_RUNNING): frames can flow.
     pub has_link: bool,
     /// The program currently attached to the interface, if any.
@@ -381,7 +380,6 @@ fn interface_from_message(name: &str, link: &LinkMessage) -> Result<Interface, N
         name: name.to_string(),
         index: link.header.index,
         mac,
-        up: link.header.flags.contains(LinkFlags::Up),
         has_link: has_link(link),
         xdp,
     })
