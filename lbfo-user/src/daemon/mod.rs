@@ -373,6 +373,9 @@ impl Daemon {
         let mut garp_refresh =
             tokio::time::interval(Duration::from_millis(self.config.garp.refresh_ms.max(1000)));
         garp_refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // VRRP timers to the microsecond, not tokio's millisecond ticks.
+        let mut vrrp_timer =
+            crate::vrrp::timer::PreciseTimer::new().context("creating the VRRP timer (timerfd)")?;
         let mut neighbours = tokio::time::interval(NEIGHBOUR_REFRESH);
         neighbours.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -399,7 +402,7 @@ impl Daemon {
                     Ok(packet) => self.on_vrrp_packet(packet).await,
                     Err(e) => tracing::warn!("VRRP receive failed: {e}"),
                 },
-                _ = sleep_until(next_timer), if next_timer.is_some() => self.on_vrrp_timers().await,
+                _ = sleep_until(&mut vrrp_timer, next_timer), if next_timer.is_some() => self.on_vrrp_timers().await,
                 _ = neighbours.tick(), if balancing => self.refresh_backend_macs().await,
                 _ = garp_refresh.tick(), if self.config.garp.refresh_ms > 0 => self.refresh_announcements(),
                 Some(has_link) = link_events.recv() => self.on_link_change(has_link).await,
@@ -500,10 +503,17 @@ async fn recv_vrrp(socket: Option<&VrrpSocket>) -> std::io::Result<Received> {
     }
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
+async fn sleep_until(
+    timer: &mut crate::vrrp::timer::PreciseTimer,
+    deadline: Option<tokio::time::Instant>,
+) {
+    let Some(deadline) = deadline else {
+        return std::future::pending().await;
+    };
+    if let Err(e) = timer.sleep_until(deadline).await {
+        // Keep time with tokio's coarser timer rather than not at all.
+        tracing::warn!("VRRP timer (timerfd) failed: {e}; using a millisecond timer");
+        tokio::time::sleep_until(deadline).await;
     }
 }
 

@@ -11,6 +11,7 @@
 pub mod machine;
 pub mod packet;
 pub mod socket;
+pub mod timer;
 
 pub use machine::{Action, Event, InstanceConfig, InvalidConfig, Machine, PeerMaster, State};
 pub use packet::{Advertisement, IPPROTO_VRRP, Reject, VRRP_MULTICAST, VRRP_TTL};
