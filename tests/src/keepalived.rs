@@ -16,6 +16,21 @@ pub struct KeepalivedConfig {
     pub unicast_peers: Vec<Ipv4Addr>,
 }
 
+impl KeepalivedConfig {
+    /// One VRRPv3 instance over multicast with preempt on, keepalived's
+    /// defaults (and lbfo's); set `unicast_peers` or `preempt` on the result.
+    pub fn new(vrid: u8, priority: u8, advert_interval: Duration, vip_cidr: &str) -> Self {
+        KeepalivedConfig {
+            vrid,
+            priority,
+            advert_interval,
+            vip_cidr: vip_cidr.into(),
+            preempt: true,
+            unicast_peers: vec![],
+        }
+    }
+}
+
 pub struct Keepalived {
     pub host: Host,
     pub pid: u32,

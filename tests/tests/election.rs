@@ -33,14 +33,7 @@ fn lbfo_config(priority: u8, advert: Duration, extra: &str) -> String {
 }
 
 fn keepalived_config(priority: u8, advert: Duration) -> KeepalivedConfig {
-    KeepalivedConfig {
-        vrid: VRID,
-        priority,
-        advert_interval: advert,
-        vip_cidr: VIP_CIDR.into(),
-        preempt: true,
-        unicast_peers: vec![],
-    }
+    KeepalivedConfig::new(VRID, priority, advert, VIP_CIDR)
 }
 
 fn lab(nodes: usize) -> (Lab, Host, Vec<Host>) {

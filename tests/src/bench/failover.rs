@@ -154,14 +154,7 @@ impl Peer {
             System::Keepalived => Peer::Keepalived(Keepalived::start(
                 lab,
                 host,
-                &KeepalivedConfig {
-                    vrid: VRID,
-                    priority,
-                    advert_interval: advert,
-                    vip_cidr: VIP_CIDR.into(),
-                    preempt: true,
-                    unicast_peers: vec![],
-                },
+                &KeepalivedConfig::new(VRID, priority, advert, VIP_CIDR),
             )?),
         })
     }

@@ -89,14 +89,7 @@ fn measure() -> Result<(f64, f64, f64)> {
     let keepalived = Keepalived::start(
         &mut lab,
         &n2,
-        &KeepalivedConfig {
-            vrid: 52,
-            priority: 150,
-            advert_interval: Duration::from_millis(100),
-            vip_cidr: "192.0.2.101/24".into(),
-            preempt: true,
-            unicast_peers: vec![],
-        },
+        &KeepalivedConfig::new(52, 150, Duration::from_millis(100), "192.0.2.101/24"),
     )?;
     wait_for(Duration::from_secs(5), "both to be Master", || {
         Ok(lbfo.status()?.vips[0].state == "master" && keepalived.is_master()?)
