@@ -17,8 +17,8 @@
 
 use std::{
     fmt::Write as _,
+    io::Read as _,
     net::Ipv4Addr,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     time::{Duration, Instant},
 };
 
@@ -42,69 +42,48 @@ const BACKUP_PRIORITY: u8 = 100;
 /// A raw socket for IP protocol 112 in one namespace, to see when the
 /// Master's advertisements arrive there.
 struct AdvertWatch {
-    fd: OwnedFd,
+    socket: socket2::Socket,
     from: Ipv4Addr,
 }
 
 impl AdvertWatch {
     fn open(ns: &str, from: Ipv4Addr) -> Result<AdvertWatch> {
-        let fd = lab::in_netns(ns, || {
-            // SAFETY: plain socket(2); the fd is owned below.
-            let fd = unsafe {
-                libc::socket(
-                    libc::AF_INET,
-                    libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                    112,
-                )
-            };
-            if fd < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                // SAFETY: fd is a new descriptor nobody else owns.
-                Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-            }
+        let socket = lab::in_netns(ns, || {
+            socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::RAW,
+                Some(socket2::Protocol::from(112)),
+            )
         })?
         .context("opening a raw socket for VRRP")?;
-        Ok(AdvertWatch { fd, from })
+        Ok(AdvertWatch { socket, from })
     }
 
-    /// Reads one queued packet; `None` when the queue is empty.
-    fn read_one(&self) -> Option<Ipv4Addr> {
+    /// The source of the next packet; `None` when none came in time (or,
+    /// on a non-blocking socket, none is queued).
+    fn read_source(&self) -> Option<Ipv4Addr> {
         let mut buf = [0u8; 1500];
-        // SAFETY: buf is valid for its length.
-        let n = unsafe {
-            libc::recv(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
+        let n = (&self.socket).read(&mut buf).ok()?;
         // A raw IPv4 socket hands over the IP header: source at bytes 12..16.
         (n >= 20).then(|| Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]))
     }
 
     /// Returns as soon as the next advertisement from the Master arrives.
     fn next_advert(&self, within: Duration) -> Result<()> {
-        while self.read_one().is_some() {}
+        // Forget the advertisements queued so far.
+        self.socket.set_nonblocking(true)?;
+        while self.read_source().is_some() {}
+        self.socket.set_nonblocking(false)?;
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 bail!("no advertisement from {} within {within:?}", self.from);
             }
-            let mut pfd = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let ms = i32::try_from(left.as_millis().max(1)).unwrap_or(i32::MAX);
-            // SAFETY: one valid pollfd.
-            unsafe { libc::poll(&mut pfd, 1, ms) };
-            while let Some(src) = self.read_one() {
-                if src == self.from {
-                    return Ok(());
-                }
+            self.socket
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+            if self.read_source() == Some(self.from) {
+                return Ok(());
             }
         }
     }
