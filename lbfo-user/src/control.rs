@@ -15,7 +15,7 @@ use tokio::{
     net::{UnixListener, UnixStream},
     sync::{mpsc, oneshot},
 };
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::status::Status;
 
@@ -107,11 +107,12 @@ impl ControlSocket {
     }
 
     /// Serves connections until `shutdown` fires, passing each request to
-    /// the daemon through `commands`.
+    /// the daemon through `commands`. Each connection is a task of `tasks`.
     pub async fn serve(
         mut self,
         commands: mpsc::Sender<Command>,
         shutdown: CancellationToken,
+        tasks: TaskTracker,
     ) -> io::Result<()> {
         let listener = UnixListener::from_std(self.listener.take().expect("served once"))?;
         loop {
@@ -126,8 +127,13 @@ impl ControlSocket {
                 },
             };
             let commands = commands.clone();
-            tokio::spawn(async move {
-                if let Err(e) = handle_connection(stream, commands).await {
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                let served = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    served = handle_connection(stream, commands) => served,
+                };
+                if let Err(e) = served {
                     tracing::debug!("control connection ended: {e}");
                 }
             });

@@ -206,6 +206,17 @@ impl Datapath {
             .write(maglev_table_start(table_slot, generation) as usize, table)
     }
 
+    /// Publishes a balanced VIP's next table: every backend's entry first
+    /// (so one that stops taking new flows stops at once, even for packets
+    /// still reading the old table), then the table into its generation. The
+    /// VIP entry is flipped to that generation afterwards, by the caller.
+    pub fn publish(&mut self, update: &crate::balance::TableUpdate) -> Result<(), DatapathError> {
+        for (id, backend) in &update.backends {
+            self.set_backend(*id, backend)?;
+        }
+        self.write_table(update.table_slot, update.generation, &update.table)
+    }
+
     pub fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), DatapathError> {
         self.backends
             .set(id, backend, 0)

@@ -185,8 +185,9 @@ impl Netlink {
     }
 
     /// Adds `vip` tagged as lbfo's. Adding an address that is already there
-    /// is not an error.
-    pub async fn add_address(&self, index: u32, vip: VipAddress) -> Result<(), NetlinkError> {
+    /// is not an error: the answer says whether lbfo added it (`true`) or
+    /// found it there (`false`).
+    pub async fn add_address(&self, index: u32, vip: VipAddress) -> Result<bool, NetlinkError> {
         let mut req = self
             .handle
             .address()
@@ -197,8 +198,8 @@ impl Netlink {
                 LBFO_ADDRESS_PROTOCOL,
             )));
         match req.execute().await.map_err(io_error) {
-            Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
             Err(source) => Err(NetlinkError::Request {
                 what: format!("adding address {vip}"),
                 source,

@@ -6,18 +6,23 @@
 //! the map owned (XDP starts answering ARP), then announce.
 //! Giving up: mark the map not owned first (XDP stops answering at once),
 //! then remove the address, and only if lbfo added it.
+//!
+//! [`Owner`] holds every piece that changes when ownership changes; the
+//! daemon's executor is its only user.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, net::Ipv4Addr, sync::Arc, time::Duration};
 
-use lbfo_common::{VipMode, VipState};
-use tokio_util::sync::CancellationToken;
+use lbfo_common::VipState;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     announce::Announcer,
+    balance::TableUpdate,
     clock,
     config::{GarpConfig, VipAddress},
+    core::MapEntry,
     datapath::{Datapath, DatapathError},
-    netlink::{Netlink, NetlinkError},
+    netlink::{Netlink, NetlinkError, XdpAttachMode},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -49,190 +54,233 @@ impl AddressOrigin {
     }
 }
 
-/// One VIP's ownership as the data plane and the interface see it.
-#[derive(Debug)]
-pub struct VipOwnership {
-    pub address: VipAddress,
-    pub vip_id: u32,
-    pub owned: bool,
-    /// In jiffies (see [`crate::clock`]).
-    pub lease_deadline: u64,
-    pub origin: AddressOrigin,
-    /// Local or balanced, and for balanced VIPs which table is live.
-    pub mode: VipMode,
-    pub table_slot: u16,
-    pub table_generation: u8,
-    garp: Option<CancellationToken>,
-}
-
-impl VipOwnership {
-    pub fn new(address: VipAddress, vip_id: u32) -> Self {
-        Self {
-            address,
-            vip_id,
-            owned: false,
-            lease_deadline: 0,
-            origin: AddressOrigin::None,
-            mode: VipMode::Local,
-            table_slot: 0,
-            table_generation: 0,
-            garp: None,
-        }
-    }
-
-    fn map_entry(&self, mac: [u8; 6]) -> VipState {
-        VipState {
-            lease_deadline_jiffies: if self.owned { self.lease_deadline } else { 0 },
-            mac,
-            owned: self.owned as u8,
-            mode: self.mode as u8,
-            vip_id: self.vip_id,
-            table_slot: self.table_slot,
-            table_generation: self.table_generation,
-            _pad: 0,
-        }
-    }
-}
-
-/// The pieces that change when ownership changes, held together so every
-/// change goes through the same ordered steps.
+/// The map, the interface's addresses and the announcements of one
+/// interface.
 pub struct Owner {
-    pub datapath: Datapath,
-    pub netlink: Netlink,
-    pub announcer: Arc<Announcer>,
-    pub ifindex: u32,
-    pub mac: [u8; 6],
-    pub garp: GarpConfig,
+    datapath: Datapath,
+    netlink: Netlink,
+    announcer: Arc<Announcer>,
+    ifindex: u32,
+    mac: [u8; 6],
+    /// Who put each VIP address on the interface, as far as lbfo knows:
+    /// learned at start-up and whenever lbfo takes a VIP.
+    origins: HashMap<Ipv4Addr, AddressOrigin>,
+    /// Lease deadlines (jiffies) of owned VIPs.
+    leases: HashMap<Ipv4Addr, u64>,
+    /// Running gratuitous ARP bursts, to cancel when a VIP is given up.
+    bursts: HashMap<Ipv4Addr, CancellationToken>,
+    tasks: TaskTracker,
 }
 
 impl Owner {
-    /// Writes a VIP's whole map entry as it stands: at start-up (not owned,
-    /// so XDP drops ARP and traffic for it) and after a balanced VIP's table
-    /// generation changed (ownership and lease untouched).
-    pub fn write_entry(&mut self, vip: &VipOwnership) -> Result<(), OwnershipError> {
+    /// `operator_addresses` are the VIP addresses found on the interface at
+    /// start-up that lbfo did not add.
+    pub fn new(
+        datapath: Datapath,
+        netlink: Netlink,
+        announcer: Arc<Announcer>,
+        ifindex: u32,
+        mac: [u8; 6],
+        operator_addresses: impl IntoIterator<Item = Ipv4Addr>,
+        tasks: TaskTracker,
+    ) -> Self {
+        Self {
+            datapath,
+            netlink,
+            announcer,
+            ifindex,
+            mac,
+            origins: operator_addresses
+                .into_iter()
+                .map(|a| (a, AddressOrigin::Operator))
+                .collect(),
+            leases: HashMap::new(),
+            bursts: HashMap::new(),
+            tasks,
+        }
+    }
+
+    /// The data path, for reading maps and counters.
+    pub fn datapath(&self) -> &Datapath {
+        &self.datapath
+    }
+
+    pub fn datapath_mut(&mut self) -> &mut Datapath {
+        &mut self.datapath
+    }
+
+    pub fn address_origin(&self, addr: Ipv4Addr) -> AddressOrigin {
+        self.origins
+            .get(&addr)
+            .copied()
+            .unwrap_or(AddressOrigin::None)
+    }
+
+    fn map_entry(&self, address: Ipv4Addr, entry: &MapEntry) -> VipState {
+        VipState {
+            lease_deadline_jiffies: if entry.owned {
+                self.leases.get(&address).copied().unwrap_or(0)
+            } else {
+                0
+            },
+            mac: self.mac,
+            owned: entry.owned as u8,
+            mode: entry.mode as u8,
+            vip_id: entry.vip_id,
+            table_slot: entry.table_slot,
+            table_generation: entry.table_generation,
+            _pad: 0,
+        }
+    }
+
+    /// Writes a VIP's whole entry; for an owned VIP with `lease`, the lease
+    /// is pushed forward first. XDP reads either the old or the new entry,
+    /// never a mix.
+    pub fn write(
+        &mut self,
+        address: Ipv4Addr,
+        entry: &MapEntry,
+        lease: Option<Duration>,
+    ) -> Result<(), OwnershipError> {
+        if let (true, Some(lease)) = (entry.owned, lease) {
+            let deadline = clock::lease_deadline(self.datapath.jiffies()?, lease);
+            self.leases.insert(address, deadline);
+        }
         self.datapath
-            .set_vip(vip.address.addr, &vip.map_entry(self.mac))?;
+            .set_vip(address, &self.map_entry(address, entry))?;
         Ok(())
     }
 
-    /// Forgets a VIP that left the configuration (after [`Owner::release`]).
-    pub fn unregister(&mut self, vip: &VipOwnership) -> Result<(), OwnershipError> {
-        self.datapath.remove_vip(vip.address.addr)?;
-        Ok(())
-    }
-
-    /// Takes the VIP: address, then map, then gratuitous ARP. Idempotent.
+    /// Takes the VIP: address, then map, then gratuitous ARP. On failure
+    /// nothing is left half-done: the entry is not owned and an address
+    /// lbfo added is removed again.
     pub async fn take(
         &mut self,
-        vip: &mut VipOwnership,
+        address: VipAddress,
+        entry: &MapEntry,
+        lease: Duration,
+        garp: GarpConfig,
+    ) -> Result<(), OwnershipError> {
+        let result = self.try_take(address, entry, lease).await;
+        match result {
+            Ok(()) => {
+                self.announce(address.addr, garp);
+                Ok(())
+            }
+            Err(e) => {
+                let not_owned = MapEntry {
+                    owned: false,
+                    ..*entry
+                };
+                if let Err(cleanup) = self.release(address, &not_owned).await {
+                    tracing::error!(vip = %address, "cleaning up after a failed take: {cleanup}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn try_take(
+        &mut self,
+        address: VipAddress,
+        entry: &MapEntry,
         lease: Duration,
     ) -> Result<(), OwnershipError> {
-        if !vip.owned {
-            vip.origin = self.ensure_address(vip.address).await?;
+        // Asked every time rather than remembered: an operator may have
+        // added or removed the address by hand since.
+        let added = self.netlink.add_address(self.ifindex, address).await?;
+        let origin = match (added, self.address_origin(address.addr)) {
+            (true, _) => AddressOrigin::Lbfo,
+            (false, AddressOrigin::Lbfo) => AddressOrigin::Lbfo,
+            (false, _) => AddressOrigin::Operator,
+        };
+        self.origins.insert(address.addr, origin);
+        self.write(address.addr, entry, Some(lease))
+    }
+
+    /// Gives the VIP up: map first, then the address if lbfo added it.
+    pub async fn release(
+        &mut self,
+        address: VipAddress,
+        entry: &MapEntry,
+    ) -> Result<(), OwnershipError> {
+        if let Some(burst) = self.bursts.remove(&address.addr) {
+            burst.cancel();
         }
-        let was_owned = vip.owned;
-        vip.owned = true;
-        vip.lease_deadline = clock::lease_deadline(self.datapath.jiffies()?, lease);
-        if let Err(e) = self
-            .datapath
-            .set_vip(vip.address.addr, &vip.map_entry(self.mac))
-        {
-            vip.owned = was_owned;
-            return Err(e.into());
-        }
-        if !was_owned {
-            self.announce(vip);
+        self.leases.remove(&address.addr);
+        self.datapath
+            .set_vip(address.addr, &self.map_entry(address.addr, entry))?;
+        if self.address_origin(address.addr) == AddressOrigin::Lbfo {
+            self.netlink
+                .remove_address(self.ifindex, address.addr, address.prefix_len)
+                .await?;
+            self.origins.remove(&address.addr);
         }
         Ok(())
     }
 
-    /// Starts a gratuitous ARP burst for an owned VIP (cancelling any running one).
-    pub fn announce(&mut self, vip: &mut VipOwnership) {
-        if let Some(previous) = vip.garp.take() {
+    /// Removes a VIP that left the configuration from the map.
+    pub fn forget(&mut self, address: Ipv4Addr) -> Result<(), OwnershipError> {
+        self.leases.remove(&address);
+        self.datapath.remove_vip(address)?;
+        Ok(())
+    }
+
+    /// Starts a gratuitous ARP burst for an owned VIP (cancelling any
+    /// running one). The first announcement goes out now, before anything
+    /// else the caller does (a new Master's first advertisement, say); the
+    /// rest of the burst follows from a task.
+    pub fn announce(&mut self, addr: Ipv4Addr, garp: GarpConfig) {
+        if let Some(previous) = self.bursts.remove(&addr) {
             previous.cancel();
         }
-        if self.garp.count == 0 {
+        if garp.count == 0 {
             return;
         }
-        // The first announcement goes out now, before anything else the
-        // caller does (a new Master's first advertisement, say); the rest
-        // of the burst follows from a task.
-        if let Err(e) = self.announcer.announce(self.mac, vip.address.addr) {
-            tracing::warn!(vip = %vip.address.addr, "gratuitous ARP not sent: {e}");
+        if let Err(e) = self.announcer.announce(self.mac, addr) {
+            tracing::warn!(vip = %addr, "gratuitous ARP not sent: {e}");
         }
-        if self.garp.count == 1 {
+        if garp.count == 1 {
             return;
         }
         let cancel = CancellationToken::new();
-        vip.garp = Some(cancel.clone());
-        let interval = Duration::from_millis(self.garp.interval_ms);
-        tokio::spawn(self.announcer.clone().burst(
+        self.bursts.insert(addr, cancel.clone());
+        self.tasks.spawn(self.announcer.clone().burst(
             self.mac,
-            vip.address.addr,
-            self.garp.count - 1,
-            interval,
+            addr,
+            garp.count - 1,
+            Duration::from_millis(garp.interval_ms),
             cancel,
         ));
     }
 
-    /// Pushes the lease of an owned VIP forward.
-    pub fn renew(&mut self, vip: &mut VipOwnership, lease: Duration) -> Result<(), OwnershipError> {
-        if !vip.owned {
-            return Ok(());
-        }
-        vip.lease_deadline = clock::lease_deadline(self.datapath.jiffies()?, lease);
-        self.datapath
-            .set_vip(vip.address.addr, &vip.map_entry(self.mac))?;
+    /// Backends first, then the table into its idle generation.
+    pub fn publish(&mut self, update: &TableUpdate) -> Result<(), OwnershipError> {
+        self.datapath.publish(update)?;
         Ok(())
     }
 
-    /// Gives the VIP up: map first, then the address if lbfo added it. Idempotent.
-    pub async fn release(&mut self, vip: &mut VipOwnership) -> Result<(), OwnershipError> {
-        if let Some(garp) = vip.garp.take() {
-            garp.cancel();
-        }
-        vip.owned = false;
-        vip.lease_deadline = 0;
-        self.datapath
-            .set_vip(vip.address.addr, &vip.map_entry(self.mac))?;
-        if vip.origin == AddressOrigin::Lbfo {
-            self.netlink
-                .remove_address(self.ifindex, vip.address.addr, vip.address.prefix_len)
-                .await?;
-            vip.origin = AddressOrigin::None;
+    pub fn clear_backends(&mut self, ids: &[u32]) -> Result<(), OwnershipError> {
+        for &id in ids {
+            self.datapath
+                .set_backend(id, &lbfo_common::Backend::default())?;
         }
         Ok(())
     }
 
-    /// Makes sure the VIP address is on the interface; tells who put it there.
-    async fn ensure_address(
-        &mut self,
-        address: VipAddress,
-    ) -> Result<AddressOrigin, OwnershipError> {
-        match self.address_origin(address).await? {
-            AddressOrigin::None => {
-                self.netlink.add_address(self.ifindex, address).await?;
-                Ok(AddressOrigin::Lbfo)
-            }
-            origin => Ok(origin),
+    pub fn reset_counters(&mut self, vip_id: u32) -> Result<(), OwnershipError> {
+        self.datapath.reset_counters(vip_id)?;
+        Ok(())
+    }
+
+    /// Cancels every running burst (shutdown).
+    pub fn stop_announcing(&mut self) {
+        for (_, burst) in self.bursts.drain() {
+            burst.cancel();
         }
     }
 
-    /// What is on the interface for this VIP right now.
-    pub async fn address_origin(
-        &self,
-        address: VipAddress,
-    ) -> Result<AddressOrigin, OwnershipError> {
-        let present = self
-            .netlink
-            .addresses(self.ifindex)
-            .await?
-            .into_iter()
-            .find(|a| a.addr == address.addr);
-        Ok(match present {
-            Some(a) if a.added_by_lbfo => AddressOrigin::Lbfo,
-            Some(_) => AddressOrigin::Operator,
-            None => AddressOrigin::None,
-        })
+    pub async fn detach(&mut self, mode: XdpAttachMode) -> std::io::Result<()> {
+        self.netlink.detach_xdp(self.ifindex, mode).await
     }
 }

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use lbfo_common::{BackendCounters, VipCounters};
 
-use crate::election::VrrpCounters;
+use crate::vrrp::VrrpCounters;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -14,7 +14,6 @@
 //!   start [`HealthState::Unknown`], which counts as *not healthy* until
 //!   `rise` successes in a row prove otherwise (failover safety first; see
 //!   that module).
-//! - [`notify::run_notify`]: keepalived-style notify scripts, never waited on.
 //!
 //! What the engine hands out:
 //!
@@ -45,7 +44,6 @@ pub mod config;
 pub mod exec;
 pub mod http;
 pub mod icmp;
-pub mod notify;
 pub mod probe;
 pub mod rise_fall;
 pub mod scheduler;
@@ -61,7 +59,6 @@ use std::{
 
 pub use config::{CheckConfig, CheckKind};
 pub use exec::ExecError;
-pub use notify::run_notify;
 pub use probe::ProbeError;
 pub use rise_fall::{HealthState, RiseFall, Transition};
 pub use scheduler::{HealthChecker, StatusBoard, SyncError, SyncReport};

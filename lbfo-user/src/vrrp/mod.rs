@@ -5,13 +5,16 @@
 //! with events (startup, timers, received advertisements, health) and
 //! answering with actions (send, take over, give up). Time is an argument,
 //! never read from a clock, so every transition is tested with a fake clock;
-//! [`socket`] is the thin I/O layer (raw IPv4 sockets for protocol 112);
-//! timers and address ownership live in the daemon.
+//! [`instance`] is one VIP's election (machine, peers, counters); [`socket`]
+//! is the thin I/O layer (raw IPv4 sockets for protocol 112) and [`timer`]
+//! the timerfd the daemon sleeps on; address ownership lives in the daemon.
 
+pub mod instance;
 pub mod machine;
 pub mod packet;
 pub mod socket;
 pub mod timer;
 
+pub use instance::{Instance, VrrpCounters};
 pub use machine::{Action, Event, InstanceConfig, InvalidConfig, Machine, PeerMaster, State};
 pub use packet::{Advertisement, IPPROTO_VRRP, Reject, VRRP_MULTICAST, VRRP_TTL};

@@ -16,7 +16,7 @@ use std::{
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
-use super::packet::{IPPROTO_VRRP, VRRP_MULTICAST, VRRP_TTL};
+use super::packet::{Advertisement, IPPROTO_VRRP, Reject, VRRP_MULTICAST, VRRP_TTL};
 
 /// One received VRRP packet with the IP header fields the receive checks need.
 #[derive(Debug, Clone)]
@@ -27,9 +27,21 @@ pub struct Received {
     pub payload: Vec<u8>,
 }
 
+impl Received {
+    /// The advertisement in this packet, or why it is not one to act on.
+    /// `None` for our own advertisements (from `primary`): one looped back
+    /// after our priority changed would look like another Master.
+    pub fn decode(&self, primary: Ipv4Addr) -> Option<Result<Advertisement, Reject>> {
+        (self.src != primary)
+            .then(|| Advertisement::decode(&self.payload, self.src, self.dst, self.ttl))
+    }
+}
+
+/// The VRRP sockets of one interface, sending from its primary address.
 pub struct VrrpSocket {
     rx: AsyncFd<Socket>,
     tx: Socket,
+    primary: Ipv4Addr,
 }
 
 impl VrrpSocket {
@@ -68,13 +80,33 @@ impl VrrpSocket {
         // SAFETY: `rx` is an open socket owned by the AsyncFd for its whole life.
         let rx = unsafe { AsyncFd::register_with_interest(rx, tokio::io::Interest::READABLE) }
             .map_err(io::Error::from)?;
-        Ok(Self { rx, tx })
+        Ok(Self { rx, tx, primary })
     }
 
-    /// Sends one VRRP payload (the kernel adds the IP header) to `dst`.
-    pub fn send(&self, payload: &[u8], dst: Ipv4Addr) -> io::Result<()> {
-        let addr: SockAddr = SocketAddrV4::new(dst, 0).into();
-        self.tx.send_to(payload, &addr).map(drop)
+    /// The source address of every advertisement sent here.
+    pub fn primary(&self) -> Ipv4Addr {
+        self.primary
+    }
+
+    /// Sends an advertisement: to each unicast peer if there are any, else
+    /// to the VRRP multicast group.
+    pub fn send_advert(
+        &self,
+        advert: &Advertisement,
+        unicast_peers: &[Ipv4Addr],
+    ) -> io::Result<()> {
+        let multicast = [VRRP_MULTICAST];
+        let destinations = if unicast_peers.is_empty() {
+            &multicast[..]
+        } else {
+            unicast_peers
+        };
+        for &dst in destinations {
+            // The checksum covers the IP source and destination, so encode per destination.
+            let addr: SockAddr = SocketAddrV4::new(dst, 0).into();
+            self.tx.send_to(&advert.encode(self.primary, dst), &addr)?;
+        }
+        Ok(())
     }
 
     /// Waits for the next VRRP packet. Cancel-safe: nothing is read until

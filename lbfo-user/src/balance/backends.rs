@@ -1,5 +1,6 @@
 //! Balanced VIPs on the control-plane side: which backends take new flows,
-//! their MACs, and publishing the Maglev table the XDP program reads.
+//! their MACs, and the Maglev table the XDP program reads (built here, pure;
+//! the daemon's executor writes it).
 //!
 //! Every node keeps its tables current, owner or not, so a node that takes
 //! a VIP over steers from its first packet, and (with the same backends and
@@ -10,12 +11,7 @@ use std::{collections::HashMap, net::Ipv4Addr};
 
 use lbfo_common::{BACKEND_ACCEPTS_NEW, BACKEND_PRESENT, Backend, MAGLEV_TABLE_SIZE, NO_BACKEND};
 
-use crate::{
-    arp::format_mac,
-    balance::maglev,
-    config::BackendConfig,
-    datapath::{Datapath, DatapathError},
-};
+use crate::{arp::format_mac, balance::maglev, config::BackendConfig};
 
 /// One backend of a balanced VIP.
 #[derive(Debug, Clone)]
@@ -81,8 +77,18 @@ impl BackendState {
     }
 }
 
+/// What the XDP program needs to steer by a new table: every backend's map
+/// entry, and the table for `generation` of pair `table_slot`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableUpdate {
+    pub table_slot: u16,
+    pub generation: u8,
+    pub backends: Vec<(u32, Backend)>,
+    pub table: Vec<u32>,
+}
+
 /// A balanced VIP's backends and table.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct BalancedVip {
     /// Which pair of tables in `MAGLEV` is this VIP's.
     pub table_slot: u16,
@@ -92,7 +98,7 @@ pub struct BalancedVip {
 }
 
 /// Hands out backend ids (indexes into `BACKENDS`).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct BackendIds {
     next: u32,
     free: Vec<u32>,
@@ -112,8 +118,10 @@ impl BackendIds {
         })
     }
 
-    pub fn retire(&mut self, id: u32) {
+    /// Gives `id` back; it is reusable from the next reload on.
+    pub fn retire(&mut self, id: u32) -> u32 {
         self.retiring.push(id);
+        id
     }
 
     /// Ids retired by the previous reload become reusable.
@@ -139,16 +147,14 @@ impl BalancedVip {
         })
     }
 
-    /// Writes the backends, then a fresh table into the idle generation, and
-    /// returns that generation: the caller flips the VIP entry to it, which
-    /// is the moment the XDP program starts reading the new table.
+    /// The next table for this VIP, in the idle generation of its pair. The
+    /// executor writes the backends, then the table, then flips the VIP
+    /// entry to the returned generation: the moment the XDP program starts
+    /// reading the new table.
     ///
-    /// Backends are written first so one that stops taking new flows stops
-    /// at once, even for packets still reading the old table.
-    pub fn publish(&mut self, datapath: &mut Datapath) -> Result<u8, DatapathError> {
-        for b in &self.backends {
-            datapath.set_backend(b.id, &b.map_entry())?;
-        }
+    /// Backends come first so one that stops taking new flows stops at
+    /// once, even for packets still reading the old table.
+    pub fn next_table(&mut self) -> TableUpdate {
         let eligible: Vec<&BackendState> = self
             .backends
             .iter()
@@ -168,20 +174,27 @@ impl BalancedVip {
             None => vec![NO_BACKEND; MAGLEV_TABLE_SIZE as usize],
         };
         self.generation ^= 1;
-        datapath.write_table(self.table_slot, self.generation, &table)?;
-        Ok(self.generation)
+        TableUpdate {
+            table_slot: self.table_slot,
+            generation: self.generation,
+            backends: self
+                .backends
+                .iter()
+                .map(|b| (b.id, b.map_entry()))
+                .collect(),
+            table,
+        }
     }
 
     /// Takes a new backend list (reload): backends that stay keep their id,
-    /// MAC, health and drain state; new ones get ids; the ones that went are
-    /// marked gone in the map (their tracked flows are steered anew) and
-    /// their ids retired.
+    /// MAC, health and drain state; new ones get ids. Returns the ids of the
+    /// ones that went, already retired: the caller marks them gone in the
+    /// map, so their tracked flows are steered anew.
     pub fn update_backends(
         &mut self,
         configs: &[BackendConfig],
         ids: &mut BackendIds,
-        datapath: &mut Datapath,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<u32>, String> {
         let mut old = std::mem::take(&mut self.backends);
         for c in configs {
             match old.iter().position(|b| b.address == c.address) {
@@ -193,19 +206,13 @@ impl BalancedVip {
                 None => self.backends.push(BackendState::new(c, ids)?),
             }
         }
-        for gone in old {
-            let _ = datapath.set_backend(gone.id, &Backend::default());
-            ids.retire(gone.id);
-        }
-        Ok(())
+        Ok(old.into_iter().map(|gone| ids.retire(gone.id)).collect())
     }
 
-    /// Marks every backend gone (the VIP left the configuration).
-    pub fn remove_all(&mut self, ids: &mut BackendIds, datapath: &mut Datapath) {
-        for b in self.backends.drain(..) {
-            let _ = datapath.set_backend(b.id, &Backend::default());
-            ids.retire(b.id);
-        }
+    /// Every backend retired (the VIP left the configuration); returns their
+    /// ids for the caller to mark gone in the map.
+    pub fn remove_all(&mut self, ids: &mut BackendIds) -> Vec<u32> {
+        self.backends.drain(..).map(|b| ids.retire(b.id)).collect()
     }
 
     /// Takes MACs from a neighbour table snapshot; true if any changed. A

@@ -2,28 +2,32 @@
 //! on every state change, with the VIP name, the old and the new state as
 //! arguments. The daemon must never wait on them, so the script runs in a
 //! task of its own, and it is killed (with everything it started) at its
-//! timeout.
+//! timeout. The task belongs to the daemon's [`TaskTracker`], so a script
+//! started by the last transition before exit still runs to completion (or
+//! its timeout) before the process ends.
 
 use std::{path::Path, time::Duration};
 
 use tokio::{task::JoinHandle, time::Instant};
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use super::exec::{self, ExecError};
+use crate::health::exec::{self, ExecError};
 
-/// Starts `script` with `args` (no shell) in a spawned task and returns at
-/// once. The outcome is logged; the handle resolves to it for callers that
-/// want to wait (tests) and can be dropped otherwise.
+/// Starts `script` with `args` (no shell) in a task of `tasks` and returns
+/// at once. The outcome is logged; the handle resolves to it for callers
+/// that want to wait (tests) and can be dropped otherwise.
 ///
 /// Must be called from inside the tokio runtime.
 pub fn run_notify(
+    tasks: &TaskTracker,
     script: &Path,
     args: &[&str],
     timeout: Duration,
 ) -> JoinHandle<Result<(), ExecError>> {
     let mut command = vec![script.display().to_string()];
     command.extend(args.iter().map(|a| a.to_string()));
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let started = Instant::now();
         let shown = command.join(" ");
         let outcome = match exec::run(&command, started + timeout, timeout).await {
@@ -68,6 +72,7 @@ mod tests {
         );
         let started = std::time::Instant::now();
         let handle = run_notify(
+            &TaskTracker::new(),
             &script,
             &["web", "backup", "master"],
             Duration::from_secs(5),
@@ -89,10 +94,15 @@ mod tests {
     async fn failing_script_is_reported_with_stderr() {
         let dir = TempDir::new("notify-fail");
         let script = dir.script("notify.sh", "echo 'cannot reach pager' >&2\nexit 2");
-        let err = bounded(run_notify(&script, &["web"], Duration::from_secs(5)))
-            .await
-            .expect("task")
-            .expect_err("exit 2");
+        let err = bounded(run_notify(
+            &TaskTracker::new(),
+            &script,
+            &["web"],
+            Duration::from_secs(5),
+        ))
+        .await
+        .expect("task")
+        .expect_err("exit 2");
         assert_eq!(
             err.to_string(),
             format!(
@@ -111,10 +121,15 @@ mod tests {
             &format!("echo $$ > {}\nexec sleep 30", pid_file.display()),
         );
         let started = std::time::Instant::now();
-        let err = bounded(run_notify(&script, &[], Duration::from_millis(200)))
-            .await
-            .expect("task")
-            .expect_err("killed at the timeout");
+        let err = bounded(run_notify(
+            &TaskTracker::new(),
+            &script,
+            &[],
+            Duration::from_millis(200),
+        ))
+        .await
+        .expect("task")
+        .expect_err("killed at the timeout");
         assert!(matches!(err, ExecError::Timeout { .. }), "got {err}");
         assert!(
             started.elapsed() < Duration::from_secs(3),
@@ -132,6 +147,7 @@ mod tests {
     #[tokio::test]
     async fn missing_script_is_reported() {
         let err = bounded(run_notify(
+            &TaskTracker::new(),
             Path::new("/nonexistent/notify"),
             &[],
             Duration::from_secs(1),

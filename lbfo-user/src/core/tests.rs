@@ -1,0 +1,736 @@
+//! Scenario tables for the core: rows of (time, input) in, the effects
+//! expected out, each written as one short line (see [`line`]). No root, no
+//! sockets, no sleeps: time is an argument.
+
+use std::{collections::HashSet, net::Ipv4Addr, path::Path, time::Duration};
+
+use super::*;
+use crate::vrrp::Advertisement;
+
+const PRIMARY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
+const PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 12);
+
+fn config(text: &str) -> Config {
+    Config::parse(
+        &format!("interface = \"eth0\"\nlease_ms = 900\n{text}"),
+        Path::new("test.toml"),
+    )
+    .expect("test config is valid")
+}
+
+fn node(text: &str) -> Node {
+    let mut node = Node::new(config(text), true, Some(PRIMARY)).expect("plan");
+    node.initial_effects();
+    node
+}
+
+/// One effect as a line of the tables.
+fn line(effect: &Effect) -> String {
+    let owned = |e: &MapEntry| if e.owned { "owned" } else { "not-owned" };
+    match effect {
+        Effect::Take { address, lease, .. } => format!("take {address} lease {lease:?}"),
+        Effect::Release { address, entry } => format!("release {address} {}", owned(entry)),
+        Effect::Write {
+            address,
+            entry,
+            lease,
+        } => match lease {
+            Some(l) => format!(
+                "write {address} {} gen {} lease {l:?}",
+                owned(entry),
+                entry.table_generation
+            ),
+            None => format!(
+                "write {address} {} gen {}",
+                owned(entry),
+                entry.table_generation
+            ),
+        },
+        Effect::Forget { address } => format!("forget {address}"),
+        Effect::ResetCounters { vip_id } => format!("reset counters {vip_id}"),
+        Effect::Announce { address, .. } => format!("announce {address}"),
+        Effect::PublishTable(t) => {
+            let mut ids: Vec<u32> = t.table.clone();
+            ids.sort_unstable();
+            ids.dedup();
+            format!(
+                "publish slot {} gen {} backends {ids:?}",
+                t.table_slot, t.generation
+            )
+        }
+        Effect::ClearBackends(ids) => {
+            let mut ids = ids.clone();
+            ids.sort_unstable();
+            format!("clear backends {ids:?}")
+        }
+        Effect::SendAdvert { advert, .. } => {
+            format!("advert vrid {} priority {}", advert.vrid, advert.priority)
+        }
+        Effect::Solicit(addrs) => format!("solicit {addrs:?}"),
+        Effect::Notify { args, .. } => format!("notify {}", args.join(" ")),
+        Effect::Reply(Response::Done { message }) => format!("done: {message}"),
+        Effect::Reply(Response::Error { message }) => format!("error: {message}"),
+        Effect::Reply(Response::Status(_)) => "status".into(),
+        Effect::Stopped => "stopped".into(),
+    }
+}
+
+/// Feeds each row's input at its time (ms) and checks its effects, then
+/// the phase of the named VIP if the row gives one.
+fn play(node: &mut Node, rows: &[(u64, Input, &[&str])]) {
+    for (at, input, expected) in rows {
+        let shown = format!("{input:?}");
+        let effects: Vec<String> = node
+            .handle(Duration::from_millis(*at), input.clone())
+            .iter()
+            .map(line)
+            .collect();
+        assert_eq!(
+            effects, *expected,
+            "at {at} ms, input {shown}: effects differ (left: seen, right: expected)"
+        );
+    }
+}
+
+fn phase(node: &Node, name: &str) -> Phase {
+    node.vips()
+        .iter()
+        .find(|v| v.name() == name)
+        .expect("VIP")
+        .phase()
+}
+
+fn check(vip: &str, index: usize, healthy: bool) -> Input {
+    Input::Check {
+        key: CheckKey {
+            vip: vip.into(),
+            backend: None,
+            index,
+        },
+        healthy,
+        why: format!("check {index} {}", if healthy { "passes" } else { "fails" }),
+    }
+}
+
+fn advert(vrid: u8, priority: u8, interval_cs: u16) -> Input {
+    Input::Advert {
+        from: PEER,
+        advert: Advertisement {
+            vrid,
+            priority,
+            max_advert_interval_cs: interval_cs,
+            addresses: vec![Ipv4Addr::new(192, 0, 2, 100)],
+        },
+    }
+}
+
+const OPERATOR_VIP: &str = "[[vip]]\nname = \"web\"\naddress = \"192.0.2.100/24\"\n";
+
+#[test]
+fn operator_own_and_release() {
+    let mut n = node(OPERATOR_VIP);
+    play(
+        &mut n,
+        &[
+            (0, Input::Start, &[]),
+            (
+                10,
+                Input::Own("web".into()),
+                &[
+                    "take 192.0.2.100/24 lease 900ms",
+                    "done: web 192.0.2.100/24 is now owned by this node",
+                ],
+            ),
+            (
+                20,
+                Input::Own("192.0.2.100".into()),
+                &["done: web 192.0.2.100/24 is already owned by this node"],
+            ),
+            (
+                30,
+                Input::RenewLeases,
+                &["write 192.0.2.100/24 owned gen 0 lease 900ms"],
+            ),
+            (
+                40,
+                Input::RefreshAnnouncements,
+                &["announce 192.0.2.100/24"],
+            ),
+            (
+                50,
+                Input::Release("web".into()),
+                &[
+                    "release 192.0.2.100/24 not-owned",
+                    "done: web 192.0.2.100/24 released",
+                ],
+            ),
+            (
+                60,
+                Input::Release("web".into()),
+                &["done: web 192.0.2.100/24 was not owned by this node"],
+            ),
+            (70, Input::RenewLeases, &[]),
+            (
+                80,
+                Input::Own("db".into()),
+                &["error: no VIP named or addressed \"db\" in the config"],
+            ),
+        ],
+    );
+    assert_eq!(phase(&n, "web"), Phase::Standby);
+}
+
+#[test]
+fn a_failed_take_leaves_the_vip_unowned_and_unwanted() {
+    let mut n = node(OPERATOR_VIP);
+    play(
+        &mut n,
+        &[
+            (0, Input::Start, &[]),
+            (
+                10,
+                Input::Own("web".into()),
+                &[
+                    "take 192.0.2.100/24 lease 900ms",
+                    "done: web 192.0.2.100/24 is now owned by this node",
+                ],
+            ),
+            (
+                11,
+                Input::TakeFailed {
+                    address: Ipv4Addr::new(192, 0, 2, 100),
+                    error: "netlink said no".into(),
+                },
+                &[],
+            ),
+            // Unwanted now: a recovering check must not take it behind the
+            // operator's back.
+            (20, Input::RenewLeases, &[]),
+        ],
+    );
+    assert_eq!(phase(&n, "web"), Phase::Standby);
+    assert!(!n.vips()[0].operator_wants);
+}
+
+const CHECKED_VIP: &str = "[[vip]]\nname = \"web\"\naddress = \"192.0.2.100/24\"\nnotify = \"/usr/local/bin/notify\"\n[[vip.check]]\nkind = \"tcp\"\naddress = \"127.0.0.1:80\"\n";
+
+#[test]
+fn check_fault_and_recovery_of_an_operator_vip() {
+    let mut n = node(CHECKED_VIP);
+    play(
+        &mut n,
+        &[
+            // Unproven checks count as failing.
+            (0, Input::Start, &["notify web initialize fault"]),
+            (
+                10,
+                Input::Own("web".into()),
+                &[
+                    "done: web is in fault (fault: health checks not passed yet); it will be owned as soon as its checks pass",
+                ],
+            ),
+            (
+                20,
+                check("web", 0, true),
+                &["take 192.0.2.100/24 lease 900ms", "notify web fault owner"],
+            ),
+            (
+                30,
+                check("web", 0, false),
+                &["release 192.0.2.100/24 not-owned", "notify web owner fault"],
+            ),
+            (40, check("web", 0, false), &[]),
+        ],
+    );
+    assert_eq!(n.vips()[0].reason, "fault: check 0 fails");
+}
+
+#[test]
+fn link_loss_and_return() {
+    let mut n = node(OPERATOR_VIP);
+    play(
+        &mut n,
+        &[
+            (0, Input::Start, &[]),
+            (
+                10,
+                Input::Own("web".into()),
+                &[
+                    "take 192.0.2.100/24 lease 900ms",
+                    "done: web 192.0.2.100/24 is now owned by this node",
+                ],
+            ),
+            (
+                20,
+                Input::Link { up: false },
+                &["release 192.0.2.100/24 not-owned"],
+            ),
+            (25, Input::Link { up: false }, &[]),
+            (
+                30,
+                Input::Link { up: true },
+                &["take 192.0.2.100/24 lease 900ms"],
+            ),
+        ],
+    );
+    assert_eq!(phase(&n, "web"), Phase::Owner);
+}
+
+fn elected(priority: u8, extra: &str) -> String {
+    format!(
+        "[[vip]]\nname = \"web\"\naddress = \"192.0.2.100/24\"\nvrid = 51\npriority = {priority}\nadvert_interval_ms = 100\n{extra}"
+    )
+}
+
+#[test]
+fn vrrp_backup_to_master_and_back() {
+    // priority 150: Skew_Time = (256-150)/256 * 100 ms = 41.4 ms,
+    // Master_Down_Interval = 341.4 ms.
+    let mut n = node(&elected(150, ""));
+    play(
+        &mut n,
+        &[
+            (0, Input::Start, &[]),
+            (100, Input::Timer, &[]),
+            (
+                342,
+                Input::Timer,
+                &[
+                    "take 192.0.2.100/24 lease 341.40625ms",
+                    "advert vrid 51 priority 150",
+                    "write 192.0.2.100/24 owned gen 0 lease 341.40625ms",
+                ],
+            ),
+            (
+                442,
+                Input::Timer,
+                &[
+                    "advert vrid 51 priority 150",
+                    "write 192.0.2.100/24 owned gen 0 lease 341.40625ms",
+                ],
+            ),
+            // A higher priority takes over: we step down, and send one last
+            // advertisement so the winner knows to announce itself.
+            (
+                450,
+                advert(51, 200, 10),
+                &[
+                    "release 192.0.2.100/24 not-owned",
+                    "advert vrid 51 priority 150",
+                ],
+            ),
+            (500, advert(51, 200, 10), &[]),
+            // It stops: priority 0, we take over after Skew_Time.
+            (550, advert(51, 0, 10), &[]),
+            (
+                592,
+                Input::Timer,
+                &[
+                    "take 192.0.2.100/24 lease 341.40625ms",
+                    "advert vrid 51 priority 150",
+                    "write 192.0.2.100/24 owned gen 0 lease 341.40625ms",
+                ],
+            ),
+            // A lower-priority Master: split brain; we assert ourselves at once.
+            (
+                600,
+                advert(51, 100, 10),
+                &[
+                    "advert vrid 51 priority 150",
+                    "write 192.0.2.100/24 owned gen 0 lease 341.40625ms",
+                    "announce 192.0.2.100/24",
+                ],
+            ),
+        ],
+    );
+    assert_eq!(phase(&n, "web"), Phase::Master);
+    let counters = &n.vips()[0].election.as_ref().unwrap().counters;
+    assert_eq!((counters.became_master, counters.adverts_received), (2, 4));
+}
+
+#[test]
+fn a_weighted_check_lowers_the_advertised_priority_and_a_plain_one_faults() {
+    let checks = "[[vip.check]]\nkind = \"tcp\"\naddress = \"127.0.0.1:80\"\nweight = -60\n[[vip.check]]\nkind = \"tcp\"\naddress = \"127.0.0.1:81\"\n";
+    let mut n = node(&elected(150, checks));
+    play(
+        &mut n,
+        &[
+            // Both unproven: the plain check's failure is a fault.
+            (0, Input::Start, &[]),
+            // Only the weighted one fails: Backup, priority 150 - 60 = 90, so
+            // Master_Down_Interval = 300 + (256 - 90) / 256 * 100 = 364.84 ms.
+            (10, check("web", 1, true), &[]),
+            (370, Input::Timer, &[]),
+            (
+                375,
+                Input::Timer,
+                &[
+                    "take 192.0.2.100/24 lease 364.84375ms",
+                    "advert vrid 51 priority 90",
+                    "write 192.0.2.100/24 owned gen 0 lease 364.84375ms",
+                ],
+            ),
+            // The new priority goes out with the next advertisement.
+            (450, check("web", 0, true), &[]),
+            (
+                475,
+                Input::Timer,
+                &[
+                    "advert vrid 51 priority 150",
+                    "write 192.0.2.100/24 owned gen 0 lease 341.40625ms",
+                ],
+            ),
+            // A plain check fails: priority 0 so a Backup takes over at once.
+            (
+                500,
+                check("web", 1, false),
+                &[
+                    "advert vrid 51 priority 0",
+                    "write 192.0.2.100/24 owned gen 0 lease 341.40625ms",
+                    "release 192.0.2.100/24 not-owned",
+                ],
+            ),
+        ],
+    );
+    assert_eq!(phase(&n, "web"), Phase::Fault);
+}
+
+#[test]
+fn shutdown_keeps_the_vip_until_the_successor_advertises() {
+    let mut n = node(&elected(150, ""));
+    play(
+        &mut n,
+        &[
+            (0, Input::Start, &[]),
+            (
+                342,
+                Input::Timer,
+                &[
+                    "take 192.0.2.100/24 lease 341.40625ms",
+                    "advert vrid 51 priority 150",
+                    "write 192.0.2.100/24 owned gen 0 lease 341.40625ms",
+                ],
+            ),
+            // Priority 0, and the lease pushed forward to cover the wait.
+            (
+                400,
+                Input::Shutdown,
+                &[
+                    "advert vrid 51 priority 0",
+                    "write 192.0.2.100/24 owned gen 0 lease 341.40625ms",
+                ],
+            ),
+            (
+                420,
+                Input::Own("web".into()),
+                &["error: lbfo is shutting down"],
+            ),
+            (
+                430,
+                advert(51, 100, 10),
+                &["release 192.0.2.100/24 not-owned", "stopped"],
+            ),
+            (500, Input::Timer, &[]),
+        ],
+    );
+    assert!(n.stopped());
+}
+
+#[test]
+fn shutdown_without_a_successor_releases_at_the_deadline() {
+    let mut n = node(&elected(150, ""));
+    play(
+        &mut n,
+        &[
+            (0, Input::Start, &[]),
+            (
+                342,
+                Input::Timer,
+                &[
+                    "take 192.0.2.100/24 lease 341.40625ms",
+                    "advert vrid 51 priority 150",
+                    "write 192.0.2.100/24 owned gen 0 lease 341.40625ms",
+                ],
+            ),
+            (
+                400,
+                Input::Shutdown,
+                &[
+                    "advert vrid 51 priority 0",
+                    "write 192.0.2.100/24 owned gen 0 lease 341.40625ms",
+                ],
+            ),
+        ],
+    );
+    // One advertisement interval plus the margin.
+    assert_eq!(
+        n.next_deadline(),
+        Some(Duration::from_millis(400) + Duration::from_millis(100) + HANDOVER_MARGIN)
+    );
+    play(
+        &mut n,
+        &[(
+            600,
+            Input::Timer,
+            &["release 192.0.2.100/24 not-owned", "stopped"],
+        )],
+    );
+}
+
+const BALANCED: &str = "[[vip]]\nname = \"lb\"\naddress = \"192.0.2.100/24\"\nmode = \"balance\"\n[[vip.backend]]\naddress = \"198.51.100.1\"\n[[vip.backend]]\naddress = \"198.51.100.2\"\n";
+
+fn macs(addrs: &[(u8, u8)]) -> Input {
+    Input::Neighbours(
+        addrs
+            .iter()
+            .map(|&(last, mac)| (Ipv4Addr::new(198, 51, 100, last), [2, 0, 0, 0, 0, mac]))
+            .collect(),
+    )
+}
+
+#[test]
+fn backends_take_flows_once_their_macs_are_known_and_drain_stops_new_ones() {
+    let mut n = Node::new(config(BALANCED), true, None).unwrap();
+    let initial: Vec<String> = n.initial_effects().iter().map(line).collect();
+    assert_eq!(
+        initial,
+        [
+            format!("publish slot 0 gen 1 backends [{}]", u32::MAX),
+            "write 192.0.2.100/24 not-owned gen 1".into()
+        ]
+    );
+    play(
+        &mut n,
+        &[
+            (0, Input::Start, &[]),
+            (
+                10,
+                macs(&[(1, 1)]),
+                &[
+                    "publish slot 0 gen 0 backends [0]",
+                    "write 192.0.2.100/24 not-owned gen 0",
+                    "solicit [198.51.100.2]",
+                ],
+            ),
+            (
+                20,
+                macs(&[(1, 1), (2, 2)]),
+                &[
+                    "publish slot 0 gen 1 backends [0, 1]",
+                    "write 192.0.2.100/24 not-owned gen 1",
+                ],
+            ),
+            (30, macs(&[(1, 1), (2, 2)]), &[]),
+            (
+                40,
+                Input::Drain {
+                    backend: "198.51.100.2".into(),
+                    drained: true,
+                },
+                &[
+                    "publish slot 0 gen 0 backends [0]",
+                    "write 192.0.2.100/24 not-owned gen 0",
+                    "done: backend 198.51.100.2 drained (keeps its flows, gets no new ones) in lb",
+                ],
+            ),
+            (
+                50,
+                Input::Drain {
+                    backend: "198.51.100.9".into(),
+                    drained: true,
+                },
+                &["error: no balanced VIP has backend 198.51.100.9"],
+            ),
+        ],
+    );
+}
+
+fn reload(n: &mut Node, at: u64, text: &str) -> Vec<String> {
+    let plan = plan(n, config(text), Some(PRIMARY)).expect("reload plan");
+    n.handle(
+        Duration::from_millis(at),
+        Input::Reload {
+            plan: Box::new(plan),
+            healthy: HashSet::new(),
+        },
+    )
+    .iter()
+    .map(line)
+    .collect()
+}
+
+#[test]
+fn reload_adds_removes_and_changes_vips_and_backends() {
+    let two = format!(
+        "{OPERATOR_VIP}{}",
+        BALANCED.replace("192.0.2.100/24", "192.0.2.110/24")
+    );
+    let mut n = node(&two);
+    play(
+        &mut n,
+        &[
+            (0, Input::Start, &[]),
+            (
+                10,
+                Input::Own("web".into()),
+                &[
+                    "take 192.0.2.100/24 lease 900ms",
+                    "done: web 192.0.2.100/24 is now owned by this node",
+                ],
+            ),
+        ],
+    );
+    // web goes (released, then forgotten); lb keeps its slot and table pair
+    // and gets a third backend; api comes with a fresh counter slot.
+    let lb_only_more = format!(
+        "{}[[vip.backend]]\naddress = \"198.51.100.3\"\n[[vip]]\nname = \"api\"\naddress = \"192.0.2.101/24\"\n",
+        BALANCED.replace("192.0.2.100/24", "192.0.2.110/24")
+    );
+    assert_eq!(
+        reload(&mut n, 20, &lb_only_more),
+        [
+            "release 192.0.2.100/24 not-owned",
+            "forget 192.0.2.100/24",
+            "publish slot 0 gen 0 backends [4294967295]",
+            "write 192.0.2.110/24 not-owned gen 0",
+            "reset counters 1",
+            "write 192.0.2.101/24 not-owned gen 0",
+        ]
+    );
+    let names: Vec<&str> = n.vips().iter().map(Vip::name).collect();
+    assert_eq!(names, ["lb", "api"]);
+    assert_eq!(n.vips()[0].id, 2, "lb keeps its counter slot");
+    assert_eq!(n.vips()[1].id, 1, "api takes the free one");
+    let ids: Vec<u32> = n.vips()[0]
+        .balance
+        .as_ref()
+        .unwrap()
+        .backends
+        .iter()
+        .map(|b| b.id)
+        .collect();
+    assert_eq!(ids, [0, 1, 2], "backends that stay keep their ids");
+    // A backend leaves: its id is marked gone and not reused by this reload.
+    let one_backend = "[[vip]]\nname = \"lb\"\naddress = \"192.0.2.110/24\"\nmode = \"balance\"\n[[vip.backend]]\naddress = \"198.51.100.1\"\n[[vip.backend]]\naddress = \"198.51.100.4\"\n";
+    let effects = reload(&mut n, 30, one_backend);
+    assert_eq!(
+        effects[..3],
+        [
+            "forget 192.0.2.101/24",
+            "clear backends [1, 2]",
+            "publish slot 0 gen 1 backends [4294967295]",
+        ]
+    );
+    let ids: Vec<u32> = n.vips()[0]
+        .balance
+        .as_ref()
+        .unwrap()
+        .backends
+        .iter()
+        .map(|b| b.id)
+        .collect();
+    assert_eq!(
+        ids,
+        [0, 3],
+        "a new backend does not reuse an id retired by the same reload"
+    );
+}
+
+#[test]
+fn a_reload_changing_an_elected_vip_restarts_its_election() {
+    let mut n = node(&elected(150, ""));
+    play(&mut n, &[(0, Input::Start, &[])]);
+    play(
+        &mut n,
+        &[(
+            342,
+            Input::Timer,
+            &[
+                "take 192.0.2.100/24 lease 341.40625ms",
+                "advert vrid 51 priority 150",
+                "write 192.0.2.100/24 owned gen 0 lease 341.40625ms",
+            ],
+        )],
+    );
+    assert_eq!(
+        reload(&mut n, 400, &elected(120, "")),
+        [
+            "advert vrid 51 priority 0",
+            "write 192.0.2.100/24 owned gen 0 lease 341.40625ms",
+            "release 192.0.2.100/24 not-owned",
+            "forget 192.0.2.100/24",
+            "reset counters 1",
+            "write 192.0.2.100/24 not-owned gen 0",
+        ]
+    );
+    assert_eq!(phase(&n, "web"), Phase::Backup);
+}
+
+#[test]
+fn refused_reloads_change_nothing() {
+    let mut n = node(&format!("{OPERATOR_VIP}{BALANCED}").replace(
+        "name = \"lb\"\naddress = \"192.0.2.100/24\"",
+        "name = \"lb\"\naddress = \"192.0.2.110/24\"",
+    ));
+    play(
+        &mut n,
+        &[
+            (0, Input::Start, &[]),
+            (
+                10,
+                Input::Own("web".into()),
+                &[
+                    "take 192.0.2.100/24 lease 900ms",
+                    "done: web 192.0.2.100/24 is now owned by this node",
+                ],
+            ),
+        ],
+    );
+    let before = format!("{n:?}");
+    let refused = |text: String| {
+        plan(&n, config(&text), Some(PRIMARY))
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        refused(format!("xdp_mode = \"generic\"\n{OPERATOR_VIP}")),
+        "changing xdp_mode needs a restart"
+    );
+    // The case that failed half-way before plans existed: web goes, then
+    // the new backends need more ids than are free (every id in use or
+    // retired by this very reload).
+    let mut many = String::new();
+    for v in 0..lbfo_common::MAX_BALANCED_VIPS {
+        many.push_str(&format!(
+            "[[vip]]\nname = \"lb{v}\"\naddress = \"192.0.2.{}/24\"\nmode = \"balance\"\n",
+            120 + v
+        ));
+        for b in 0..256 {
+            many.push_str(&format!(
+                "[[vip.backend]]\naddress = \"198.51.{}.{}\"\n",
+                100 + b / 256,
+                b % 256
+            ));
+        }
+    }
+    let mut full = Node::new(config(&many), true, None).unwrap();
+    full.initial_effects();
+    let full_before = format!("{full:?}");
+    let moved = many.replace("198.51.100.", "203.0.113.");
+    let error = plan(
+        &full,
+        config(&moved[..moved.find("[[vip]]\nname = \"lb15\"").unwrap()]),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error, PlanError::NoBackendId { .. }),
+        "expected running out of backend ids, got {error}"
+    );
+    assert_eq!(
+        format!("{full:?}"),
+        full_before,
+        "a refused plan changes nothing"
+    );
+    assert_eq!(format!("{n:?}"), before, "a refused plan changes nothing");
+}

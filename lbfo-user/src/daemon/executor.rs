@@ -1,0 +1,175 @@
+//! Carries out the core's [`Effect`]s, in the order given, through the one
+//! [`Owner`] of the map, the addresses and the announcements. What the core
+//! must hear back (a take that failed) comes back as [`Input`]s.
+
+use std::{net::Ipv4Addr, sync::Arc, time::Duration};
+
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+use crate::{
+    control::Response,
+    core::{Effect, Input},
+    notify::run_notify,
+    ownership::Owner,
+    vrrp::socket::VrrpSocket,
+};
+
+/// What applying a batch of effects produced.
+#[derive(Default)]
+pub struct Applied {
+    /// To feed back to the core.
+    pub feedback: Vec<Input>,
+    /// Answers to the operator's command, if the batch had one.
+    pub replies: Vec<Response>,
+    /// Shutdown is complete.
+    pub stopped: bool,
+}
+
+pub struct Executor {
+    owner: Owner,
+    /// Open while any VIP is elected.
+    vrrp: Option<Arc<VrrpSocket>>,
+    /// Backends to resolve, for the neighbour task.
+    solicit: mpsc::UnboundedSender<Vec<Ipv4Addr>>,
+    tasks: TaskTracker,
+    notify_timeout: Duration,
+}
+
+impl Executor {
+    pub fn new(
+        owner: Owner,
+        vrrp: Option<Arc<VrrpSocket>>,
+        solicit: mpsc::UnboundedSender<Vec<Ipv4Addr>>,
+        tasks: TaskTracker,
+        notify_timeout: Duration,
+    ) -> Self {
+        Self {
+            owner,
+            vrrp,
+            solicit,
+            tasks,
+            notify_timeout,
+        }
+    }
+
+    pub fn owner(&self) -> &Owner {
+        &self.owner
+    }
+
+    pub fn owner_mut(&mut self) -> &mut Owner {
+        &mut self.owner
+    }
+
+    pub fn vrrp(&self) -> Option<&Arc<VrrpSocket>> {
+        self.vrrp.as_ref()
+    }
+
+    /// A reload brought the first elected VIP.
+    pub fn set_vrrp(&mut self, socket: Arc<VrrpSocket>) {
+        self.vrrp = Some(socket);
+    }
+
+    pub fn set_notify_timeout(&mut self, timeout: Duration) {
+        self.notify_timeout = timeout;
+    }
+
+    pub async fn apply(&mut self, effects: Vec<Effect>) -> Applied {
+        let mut applied = Applied::default();
+        // A take that failed turns the operator's "now owned" into an error.
+        let mut failed_take: Option<String> = None;
+        for effect in effects {
+            match effect {
+                Effect::Take {
+                    address,
+                    entry,
+                    lease,
+                    garp,
+                } => {
+                    let started = std::time::Instant::now();
+                    match self.owner.take(address, &entry, lease, garp).await {
+                        Ok(()) => {
+                            tracing::debug!(vip = %address, "took over in {:?}", started.elapsed())
+                        }
+                        Err(e) => {
+                            let error = e.to_string();
+                            failed_take = Some(format!("cannot take {address}: {error}"));
+                            applied.feedback.push(Input::TakeFailed {
+                                address: address.addr,
+                                error,
+                            });
+                        }
+                    }
+                }
+                Effect::Release { address, entry } => {
+                    if let Err(e) = self.owner.release(address, &entry).await {
+                        tracing::error!(vip = %address, "cannot release the VIP: {e}");
+                    }
+                }
+                Effect::Write {
+                    address,
+                    entry,
+                    lease,
+                } => {
+                    if let Err(e) = self.owner.write(address.addr, &entry, lease) {
+                        tracing::error!(vip = %address, "cannot write the map entry: {e}");
+                    }
+                }
+                Effect::Forget { address } => {
+                    if let Err(e) = self.owner.forget(address.addr) {
+                        tracing::error!(vip = %address, "cannot remove from the map: {e}");
+                    }
+                }
+                Effect::ResetCounters { vip_id } => {
+                    if let Err(e) = self.owner.reset_counters(vip_id) {
+                        tracing::warn!("cannot reset counters of slot {vip_id}: {e}");
+                    }
+                }
+                Effect::Announce { address, garp } => self.owner.announce(address.addr, garp),
+                Effect::PublishTable(update) => {
+                    if let Err(e) = self.owner.publish(&update) {
+                        tracing::error!(
+                            table = update.table_slot,
+                            "cannot publish the backend table: {e}"
+                        );
+                    }
+                }
+                Effect::ClearBackends(ids) => {
+                    if let Err(e) = self.owner.clear_backends(&ids) {
+                        tracing::error!("cannot mark removed backends gone: {e}");
+                    }
+                }
+                Effect::SendAdvert {
+                    advert,
+                    unicast_peers,
+                } => match &self.vrrp {
+                    Some(socket) => {
+                        if let Err(e) = socket.send_advert(&advert, &unicast_peers) {
+                            tracing::warn!(vrid = advert.vrid, "VRRP advertisement not sent: {e}");
+                        }
+                    }
+                    None => tracing::error!(vrid = advert.vrid, "no VRRP socket to advertise on"),
+                },
+                Effect::Solicit(backends) => {
+                    // The neighbour task asks the kernel; nothing here waits.
+                    let _ = self.solicit.send(backends);
+                }
+                Effect::Notify { script, args } => {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    drop(run_notify(&self.tasks, &script, &args, self.notify_timeout));
+                }
+                Effect::Reply(response) => applied.replies.push(match (response, &failed_take) {
+                    (Response::Done { .. }, Some(message)) => Response::Error {
+                        message: message.clone(),
+                    },
+                    (response, _) => response,
+                }),
+                Effect::Stopped => {
+                    self.owner.stop_announcing();
+                    applied.stopped = true;
+                }
+            }
+        }
+        applied
+    }
+}
