@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod fetcher;
 pub mod frames;
 pub mod http_server;
 pub mod keepalived;

@@ -103,7 +103,8 @@ impl LbfoNode {
             .context("running lbfo")
     }
 
-    fn cli_ok(&self, args: &[&str]) -> Result<String> {
+    /// [`LbfoNode::cli`], failing with lbfo's error if it does not succeed.
+    pub fn cli_ok(&self, args: &[&str]) -> Result<String> {
         let out = self.cli(args)?;
         if !out.status.success() {
             bail!(
@@ -125,6 +126,31 @@ impl LbfoNode {
     pub fn status(&self) -> Result<Status> {
         let text = self.cli_ok(&["status", "--json"])?;
         serde_json::from_str(&text).with_context(|| format!("status JSON: {text}"))
+    }
+
+    /// The state of VIP `name` (owner, standby, master, backup, fault), or
+    /// why it cannot be had.
+    pub fn vip_state(&self, name: &str) -> String {
+        match self.status() {
+            Ok(status) => status
+                .vips
+                .into_iter()
+                .find(|v| v.name == name)
+                .map(|v| v.state)
+                .unwrap_or_else(|| format!("(no VIP {name})")),
+            Err(e) => format!("(no status: {e:#})"),
+        }
+    }
+
+    /// Waits until VIP `name` is in state `want`; returns how long that took,
+    /// or fails with the state it is in instead.
+    pub fn wait_state(&self, name: &str, want: &str, within: Duration) -> Result<Duration> {
+        crate::lab::wait_for(
+            within,
+            &format!("{name} on {} to be {want}", self.host.name),
+            || Ok(self.vip_state(name) == want),
+        )
+        .map_err(|e| anyhow::anyhow!("{e} (it is {})", self.vip_state(name)))
     }
 
     /// SIGKILL: the daemon gets no chance to clean up.

@@ -55,8 +55,8 @@ pub struct ProbeReport {
 /// many requests (65 s at 1 ms), so each maps back to one request.
 const MAX_REQUESTS: usize = 1 << 16;
 
-/// Seconds since the epoch.
-fn wall_clock() -> f64 {
+/// Seconds since the epoch, the clock of probe and fetch send times.
+pub fn wall_clock() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("the clock is past 1970")
@@ -162,9 +162,6 @@ impl Prober {
     }
 }
 
-/// Runs of unanswered requests, measured between send times. A run still
-/// going when probing stopped lasts until then, so an outage that never
-/// ended is not mistaken for none; with no answer at all it is the whole run.
 fn report(sent_at: &[f64], answered_seqs: &[u16], started: f64, stopped: f64) -> ProbeReport {
     let mut answered = vec![false; sent_at.len()];
     for &seq in answered_seqs {
@@ -172,9 +169,21 @@ fn report(sent_at: &[f64], answered_seqs: &[u16], started: f64, stopped: f64) ->
             *a = true;
         }
     }
+    ProbeReport {
+        sent: sent_at.len() as u64,
+        answered: answered.iter().filter(|&&a| a).count() as u64,
+        outage: longest_outage(sent_at, &answered, started, stopped),
+    }
+}
+
+/// The longest run of unanswered requests (`answered[i]` for the request
+/// sent at `sent_at[i]`), measured between send times. A run still going
+/// when probing stopped lasts until then, so an outage that never ended is
+/// not mistaken for none; with nothing sent it is the whole run.
+pub fn longest_outage(sent_at: &[f64], answered: &[bool], started: f64, stopped: f64) -> Duration {
     let mut outage = 0f64;
     let mut unanswered_since: Option<f64> = None;
-    for (&at, &ok) in sent_at.iter().zip(&answered) {
+    for (&at, &ok) in sent_at.iter().zip(answered) {
         if ok {
             if let Some(since) = unanswered_since.take() {
                 outage = outage.max(at - since);
@@ -189,11 +198,7 @@ fn report(sent_at: &[f64], answered_seqs: &[u16], started: f64, stopped: f64) ->
     if let Some(since) = unanswered_since {
         outage = outage.max(stopped - since);
     }
-    ProbeReport {
-        sent: sent_at.len() as u64,
-        answered: answered.iter().filter(|&&a| a).count() as u64,
-        outage: Duration::from_secs_f64(outage.max(0.0)),
-    }
+    Duration::from_secs_f64(outage.max(0.0))
 }
 
 #[cfg(test)]

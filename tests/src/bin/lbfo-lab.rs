@@ -15,7 +15,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Client and two lbfo nodes in namespaces: ownership, gratuitous ARP, lease expiry.
+    /// Client and two lbfo nodes in namespaces: VRRP election, a failed HTTP
+    /// check moving the VIP by gratuitous ARP, kill -9 and lease expiry.
     Demo,
     /// An HTTP server for the lab whose behaviour follows a mode file
     /// (ok, error, slow, hang, close); see `lbfo_tests::http_server`.
