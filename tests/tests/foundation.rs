@@ -501,3 +501,62 @@ fn losing_the_link_is_a_fault_until_it_returns() {
     assert!(node.status().unwrap().link_up);
     assert_eq!(arp_answers(&client, 2), vec![n1.mac; 2]);
 }
+
+/// `lbfo status | head -n 1`: the reader goes away while the CLI still has
+/// more to write than the pipe holds (250 VIPs). The CLI must exit quietly with status 0
+/// (main.rs says why 0), in text and in JSON.
+#[test]
+fn status_into_a_closed_pipe_exits_quietly() {
+    use std::{io::Read as _, os::fd::AsRawFd as _, process::Stdio};
+
+    let (mut lab, _client, nodes) = lab(1);
+    // 250 VIPs: far more status than a pipe holds.
+    let mut config = "interface = \"eth0\"\nxdp_mode = \"native\"\n".to_string();
+    for i in 1..=250 {
+        config += &format!("\n[[vip]]\nname = \"vip{i}\"\naddress = \"198.51.100.{i}/24\"\n");
+    }
+    let node = LbfoNode::start(&mut lab, &nodes[0], &config).unwrap();
+    for args in [&["status"][..], &["status", "--json"]] {
+        let whole = node.cli(args).unwrap();
+        assert!(whole.status.success(), "lbfo {args:?}: {whole:?}");
+
+        let mut child = Command::new(lbfo_bin())
+            .args(args)
+            .arg("--socket")
+            .arg(&node.socket)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        // One page instead of the default 64 KiB, which the text of 250 VIPs
+        // (about 54 KB) would fit in.
+        // SAFETY: F_SETPIPE_SZ and F_GETPIPE_SZ only size a pipe this test owns.
+        let capacity = unsafe {
+            libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, 4096);
+            libc::fcntl(stdout.as_raw_fd(), libc::F_GETPIPE_SZ)
+        };
+        assert!(
+            capacity > 0,
+            "F_GETPIPE_SZ: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut head = [0u8; 100];
+        stdout.read_exact(&mut head).unwrap();
+        // Unless the output outgrows the pipe, the CLI could finish writing
+        // before the reader goes away, and this test would prove nothing.
+        assert!(
+            whole.stdout.len() > capacity as usize + head.len(),
+            "lbfo {args:?} prints {} bytes, no more than the pipe holds ({capacity})",
+            whole.stdout.len()
+        );
+        drop(stdout);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.is_empty(),
+            "lbfo {args:?} into a closed pipe must exit 0 and say nothing, got {} and stderr {stderr:?}",
+            out.status
+        );
+    }
+}
