@@ -1,8 +1,12 @@
 //! `lbfo`: the daemon (`lbfo run`) and its command-line client.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    io::{ErrorKind, Write as _},
+    path::PathBuf,
+    process::ExitCode,
+};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use lbfo::control::{self, DEFAULT_SOCKET, Request, Response};
 
@@ -72,6 +76,10 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader stopped reading (`lbfo status | head`): it has what it
+        // wanted, so this is success, not the shell's SIGPIPE status (141),
+        // which `set -o pipefail` scripts would take for lbfo failing.
+        Err(e) if e.is::<StdoutClosed>() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lbfo: error: {e:#}");
             ExitCode::FAILURE
@@ -84,24 +92,19 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Cmd::Run { config } => return lbfo::daemon::run(&config, &cli.socket).await,
         Cmd::CheckConfig { config } => {
             let c = lbfo::config::Config::load(&config)?;
-            println!(
-                "{}: ok ({} VIPs on {})",
+            return print(&format!(
+                "{}: ok ({} VIPs on {})\n",
                 config.display(),
                 c.vips.len(),
                 c.interface
-            );
-            return Ok(());
+            ));
         }
         Cmd::Status { json } => {
             return match control::request(&cli.socket, &Request::Status).await? {
                 Response::Status(status) if json => {
-                    println!("{}", serde_json::to_string_pretty(&status)?);
-                    Ok(())
+                    print(&(serde_json::to_string_pretty(&status)? + "\n"))
                 }
-                Response::Status(status) => {
-                    print!("{}", status.render());
-                    Ok(())
-                }
+                Response::Status(status) => print(&status.render()),
                 other => answer(other),
             };
         }
@@ -115,11 +118,25 @@ async fn dispatch(cli: Cli) -> Result<()> {
 
 fn answer(response: Response) -> Result<()> {
     match response {
-        Response::Done { message } => {
-            println!("{message}");
-            Ok(())
-        }
+        Response::Done { message } => print(&format!("{message}\n")),
         Response::Error { message } => bail!("{message}"),
         Response::Status(_) => bail!("unexpected status answer"),
+    }
+}
+
+/// Standard output is a pipe whose reader has gone away.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed")]
+struct StdoutClosed;
+
+/// Writes `text` to standard output. `println!` would panic when the reader
+/// has gone away; here that is [`StdoutClosed`], which `main` turns into a
+/// quiet exit. (Rust ignores SIGPIPE, so the write fails with EPIPE instead
+/// of the signal killing lbfo.)
+fn print(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        result => result.context("cannot write to standard output"),
     }
 }

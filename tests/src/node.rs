@@ -162,12 +162,19 @@ impl LbfoNode {
         Ok(())
     }
 
-    /// SIGTERM and wait for the exit status.
-    pub fn stop(&self, lab: &mut Lab) -> Result<std::process::ExitStatus> {
+    /// SIGTERM without waiting for the exit, so a test can watch the
+    /// graceful handover while lbfo shuts down; [`Lab::wait`] reaps it.
+    pub fn terminate(&self) -> Result<()> {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.pid as i32),
             nix::sys::signal::Signal::SIGTERM,
         )?;
+        Ok(())
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn stop(&self, lab: &mut Lab) -> Result<std::process::ExitStatus> {
+        self.terminate()?;
         lab.wait(self.pid, Duration::from_secs(10))
     }
 

@@ -24,8 +24,9 @@ const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 const VIP_CIDR: &str = "192.0.2.100/24";
 const VRID: u8 = 51;
 const PROBE_INTERVAL: Duration = Duration::from_millis(5);
-/// Slack for process scheduling, the probe interval, and ARP/GARP on the
-/// bridge, on a loaded 2-core machine.
+/// Slack for process scheduling, the probe interval, ARP/GARP on the bridge,
+/// and for seeing the new state (a poll every 5 ms, each a status request or
+/// an address dump), on a loaded 2-core machine.
 const SLACK: Duration = Duration::from_millis(100);
 
 fn lbfo_config(priority: u8, advert: Duration, extra: &str) -> String {
@@ -89,17 +90,22 @@ fn lbfo_150_is_master_over_keepalived_100_and_hands_over_gracefully() {
     );
     learn_vip(&client);
 
-    // Graceful stop: lbfo sends priority 0, keepalived takes over after its Skew_Time.
+    // Graceful stop: lbfo sends priority 0, keepalived takes over after its
+    // Skew_Time. lbfo waits for its successor before it exits, so the
+    // takeover is watched from the SIGTERM on, not from lbfo's exit.
     let prober = Prober::start(&client.ns, VIP, PROBE_INTERVAL, Duration::from_secs(10)).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let stopped = Instant::now();
-    let exit = lbfo.stop(&mut lab).unwrap();
+    lbfo.terminate().unwrap();
+    keepalived.wait_master(Duration::from_secs(3)).unwrap();
+    let took = stopped.elapsed();
+    let exit = lab.wait(lbfo.pid, Duration::from_secs(10)).unwrap();
     assert!(exit.success(), "lbfo exit: {exit}");
-    let took = keepalived.wait_master(Duration::from_secs(3)).unwrap();
     let bound = skew_time(advert, 100) + SLACK;
+    eprintln!("keepalived Master {took:?} after the SIGTERM to lbfo (bound {bound:?})");
     assert!(
-        stopped.elapsed().min(took) <= bound,
-        "keepalived became Master {took:?} after lbfo stopped; bound is Skew_Time + 100 ms = {bound:?}"
+        took <= bound,
+        "keepalived became Master {took:?} after lbfo was told to stop; bound is Skew_Time + 100 ms = {bound:?}"
     );
     std::thread::sleep(Duration::from_millis(300));
     let report = prober.finish().unwrap();
@@ -170,15 +176,18 @@ fn lbfo_100_takes_over_when_keepalived_150_loses_its_link() {
 
     let prober = Prober::start(&client.ns, VIP, PROBE_INTERVAL, Duration::from_secs(10)).unwrap();
     std::thread::sleep(Duration::from_millis(200));
+    // From just before the link goes down: the earliest the interval can start.
     let down = Instant::now();
     ip(&nodes[1].ns, &["link", "set", "eth0", "down"]).unwrap();
-    let took = wait_for(Duration::from_secs(3), "lbfo to become Master", || {
+    wait_for(Duration::from_secs(3), "lbfo to become Master", || {
         Ok(state(&lbfo) == "master")
     })
     .unwrap();
+    let took = down.elapsed();
     let bound = master_down_interval(advert, 100) + SLACK;
+    eprintln!("lbfo Master {took:?} after keepalived's link went down (bound {bound:?})");
     assert!(
-        down.elapsed().min(took) <= bound,
+        took <= bound,
         "lbfo became Master {took:?} after the link went down; bound is Master_Down_Interval + 100 ms = {bound:?}"
     );
     std::thread::sleep(Duration::from_millis(300));
@@ -252,16 +261,19 @@ fn two_lbfo_nodes_fail_over_on_link_down_and_preempt_back() {
 
     let prober = Prober::start(&client.ns, VIP, PROBE_INTERVAL, Duration::from_secs(10)).unwrap();
     std::thread::sleep(Duration::from_millis(200));
+    // From just before the link goes down: the earliest the interval can start.
     let down = Instant::now();
     ip(&hosts[0].ns, &["link", "set", "eth0", "down"]).unwrap();
-    let took = wait_state(&nodes[1], "master", Duration::from_secs(3));
+    wait_state(&nodes[1], "master", Duration::from_secs(3));
+    let took = down.elapsed();
     let bound = master_down_interval(advert, 100) + SLACK;
+    eprintln!("n2 Master {took:?} after n1's link went down (bound {bound:?})");
+    assert!(
+        took <= bound,
+        "n2 took over {took:?} after n1's link went down, bound {bound:?}"
+    );
     // n1 knows it has no link: fault, not a Master nobody can hear.
     wait_state(&nodes[0], "fault", Duration::from_secs(1));
-    assert!(
-        down.elapsed().min(took) <= bound,
-        "n2 took over after {took:?}, bound {bound:?}"
-    );
     std::thread::sleep(Duration::from_millis(300));
     let report = prober.finish().unwrap();
     let outage = report.outage;
@@ -327,11 +339,13 @@ fn three_lbfo_nodes_kill_9_moves_the_vip_to_the_next_priority() {
     std::thread::sleep(Duration::from_millis(200));
     let killed = Instant::now();
     nodes[0].kill9().unwrap();
-    let took = wait_state(&nodes[1], "master", Duration::from_secs(3));
+    wait_state(&nodes[1], "master", Duration::from_secs(3));
+    let took = killed.elapsed();
     let bound = master_down_interval(advert, 120) + SLACK;
+    eprintln!("n2 Master {took:?} after the kill -9 of n1 (bound {bound:?})");
     assert!(
-        killed.elapsed().min(took) <= bound,
-        "n2 took over after {took:?}, bound {bound:?}"
+        took <= bound,
+        "n2 took over {took:?} after the kill -9, bound {bound:?}"
     );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
@@ -451,14 +465,16 @@ fn a_failing_check_hands_the_vip_to_the_backup() {
     let (_lab, client, hosts, nodes, servers) = checked_pair(None);
     let prober = Prober::start(&client.ns, VIP, PROBE_INTERVAL, Duration::from_secs(10)).unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    servers[0].set_mode("error");
     let broke = Instant::now();
-    let took = wait_state(&nodes[1], "master", Duration::from_secs(3));
+    servers[0].set_mode("error");
+    wait_state(&nodes[1], "master", Duration::from_secs(3));
+    let took = broke.elapsed();
     // Two failed probes (fall), one more check interval to act, then the
     // Backup takes over Skew_Time after the priority-0 advertisement.
     let bound = 3 * Duration::from_millis(100) + skew_time(advert, 100) + SLACK;
+    eprintln!("n2 Master {took:?} after n1's check broke (bound {bound:?})");
     assert!(
-        took.min(broke.elapsed()) <= bound,
+        took <= bound,
         "n2 took over {took:?} after the check broke, bound {bound:?}"
     );
     assert_eq!(state(&nodes[0]), "fault");
@@ -482,12 +498,14 @@ fn a_failing_check_hands_the_vip_to_the_backup() {
 fn a_weighted_check_lowers_the_priority_and_the_backup_preempts() {
     let advert = Duration::from_millis(100);
     let (_lab, client, hosts, nodes, servers) = checked_pair(Some(-60));
-    servers[0].set_mode("error");
     let broke = Instant::now();
-    let took = wait_state(&nodes[1], "master", Duration::from_secs(3));
+    servers[0].set_mode("error");
+    wait_state(&nodes[1], "master", Duration::from_secs(3));
+    let took = broke.elapsed();
     let bound = 3 * Duration::from_millis(100) + advert + master_down_interval(advert, 100) + SLACK;
+    eprintln!("n2 Master {took:?} after n1's weighted check broke (bound {bound:?})");
     assert!(
-        took.min(broke.elapsed()) <= bound,
+        took <= bound,
         "n2 preempted {took:?} after the check broke, bound {bound:?}"
     );
     let status = nodes[0].status().unwrap();

@@ -289,24 +289,25 @@ fn an_address_configured_by_hand_is_never_removed() {
     );
 }
 
-/// Runs `lbfo run` expecting it to fail; returns its one-line error.
+/// Runs `lbfo run` in `ns` expecting it to fail; returns its one-line error.
+/// `as_nobody` runs it as the unprivileged user nobody instead of root.
 fn run_fails(
-    ns: Option<&str>,
+    ns: &str,
     config: &str,
     socket: &std::path::Path,
     lab: &Lab,
-    wrap: &[&str],
+    as_nobody: bool,
 ) -> String {
     let config_path = lab.file("bad.toml");
     std::fs::write(&config_path, config).unwrap();
-    let bin = lbfo_bin();
-    let mut cmd = match ns {
-        Some(ns) => netns_exec(ns, wrap.first().copied().unwrap_or(bin.to_str().unwrap())),
-        None => Command::new(wrap.first().copied().unwrap_or(bin.to_str().unwrap())),
+    let mut cmd = if as_nobody {
+        let mut cmd = netns_exec(ns, "setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(lbfo_bin());
+        cmd
+    } else {
+        netns_exec(ns, lbfo_bin().to_str().unwrap())
     };
-    if !wrap.is_empty() {
-        cmd.args(&wrap[1..]).arg(&bin);
-    }
     let out = cmd
         .args(["run", "-c"])
         .arg(&config_path)
@@ -338,46 +339,36 @@ fn bad_input_is_one_clear_line_and_nothing_is_applied() {
     let n1 = &nodes[0];
     let socket = lab.file("bad.sock");
     let good = basic_config("web", VIP_CIDR, 3000);
-    let cases: Vec<(Option<&str>, String, &[&str], &str)> = vec![
+    let cases: Vec<(&str, String, bool, &str)> = vec![
         (
-            Some(&n1.ns),
+            &n1.ns,
             "interface = \"eth0\"\nbogus = 1\n".into(),
-            &[],
+            false,
             "unknown field `bogus`",
         ),
         (
-            Some(&n1.ns),
+            &n1.ns,
             good.replace(VIP_CIDR, "2001:db8::100/64"),
-            &[],
+            false,
             "is not IPv4",
         ),
         (
-            Some(&n1.ns),
+            &n1.ns,
             good.replace("eth0", "nope0"),
-            &[],
+            false,
             "interface nope0 does not exist",
         ),
-        (
-            Some(&n1.ns),
-            good.clone(),
-            &[
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-            ],
-            "must run as root",
-        ),
+        (&n1.ns, good.clone(), true, "must run as root"),
         // A bridge has no native XDP support: the "kernel/driver without XDP" case.
         (
-            Some(lab.switch_ns()),
+            lab.switch_ns(),
             good.replace("eth0", "br0"),
-            &[],
+            false,
             "cannot attach XDP to br0",
         ),
     ];
-    for (ns, config, wrap, expected) in &cases {
-        let error = run_fails(*ns, config, &socket, &lab, wrap);
+    for (ns, config, as_nobody, expected) in &cases {
+        let error = run_fails(ns, config, &socket, &lab, *as_nobody);
         assert!(
             error.contains(expected),
             "expected an error containing {expected:?}, got {error:?}"
@@ -410,12 +401,12 @@ fn bad_input_is_one_clear_line_and_nothing_is_applied() {
 
     // A second daemon: on the same interface, or on the same socket.
     let first = LbfoNode::start(&mut lab, n1, &good).unwrap();
-    let error = run_fails(Some(&n1.ns), &good, &lab.file("other.sock"), &lab, &[]);
+    let error = run_fails(&n1.ns, &good, &lab.file("other.sock"), &lab, false);
     assert!(
         error.contains("already running on interface eth0"),
         "got {error:?}"
     );
-    let error = run_fails(Some(&nodes[1].ns), &good, &first.socket, &lab, &[]);
+    let error = run_fails(&nodes[1].ns, &good, &first.socket, &lab, false);
     assert!(error.contains("already serving"), "got {error:?}");
     assert_eq!(
         attached_xdp(&nodes[1].ns, "eth0").unwrap(),
@@ -509,4 +500,63 @@ fn losing_the_link_is_a_fault_until_it_returns() {
     assert!(has_vip_address(n1));
     assert!(node.status().unwrap().link_up);
     assert_eq!(arp_answers(&client, 2), vec![n1.mac; 2]);
+}
+
+/// `lbfo status | head -n 1`: the reader goes away while the CLI still has
+/// more to write than the pipe holds (250 VIPs). The CLI must exit quietly with status 0
+/// (main.rs says why 0), in text and in JSON.
+#[test]
+fn status_into_a_closed_pipe_exits_quietly() {
+    use std::{io::Read as _, os::fd::AsRawFd as _, process::Stdio};
+
+    let (mut lab, _client, nodes) = lab(1);
+    // 250 VIPs: far more status than a pipe holds.
+    let mut config = "interface = \"eth0\"\nxdp_mode = \"native\"\n".to_string();
+    for i in 1..=250 {
+        config += &format!("\n[[vip]]\nname = \"vip{i}\"\naddress = \"198.51.100.{i}/24\"\n");
+    }
+    let node = LbfoNode::start(&mut lab, &nodes[0], &config).unwrap();
+    for args in [&["status"][..], &["status", "--json"]] {
+        let whole = node.cli(args).unwrap();
+        assert!(whole.status.success(), "lbfo {args:?}: {whole:?}");
+
+        let mut child = Command::new(lbfo_bin())
+            .args(args)
+            .arg("--socket")
+            .arg(&node.socket)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        // One page instead of the default 64 KiB, which the text of 250 VIPs
+        // (about 54 KB) would fit in.
+        // SAFETY: F_SETPIPE_SZ and F_GETPIPE_SZ only size a pipe this test owns.
+        let capacity = unsafe {
+            libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, 4096);
+            libc::fcntl(stdout.as_raw_fd(), libc::F_GETPIPE_SZ)
+        };
+        assert!(
+            capacity > 0,
+            "F_GETPIPE_SZ: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut head = [0u8; 100];
+        stdout.read_exact(&mut head).unwrap();
+        // Unless the output outgrows the pipe, the CLI could finish writing
+        // before the reader goes away, and this test would prove nothing.
+        assert!(
+            whole.stdout.len() > capacity as usize + head.len(),
+            "lbfo {args:?} prints {} bytes, no more than the pipe holds ({capacity})",
+            whole.stdout.len()
+        );
+        drop(stdout);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.is_empty(),
+            "lbfo {args:?} into a closed pipe must exit 0 and say nothing, got {} and stderr {stderr:?}",
+            out.status
+        );
+    }
 }

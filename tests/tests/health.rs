@@ -17,7 +17,8 @@ const INTERVAL: Duration = Duration::from_millis(200);
 const TIMEOUT: Duration = Duration::from_millis(100);
 const RISE: u32 = 2;
 const FALL: u32 = 3;
-/// Scheduling and ARP slack on a loaded 2-core machine.
+/// Slack for scheduling, ARP and seeing the new state (a status request every
+/// 5 ms) on a loaded 2-core machine.
 const SLACK: Duration = Duration::from_millis(150);
 
 struct HealthLab {
@@ -112,11 +113,14 @@ fn a_failing_http_check_faults_the_vip_and_a_passing_one_brings_it_back() {
         ("slow", TIMEOUT),
         ("hang", TIMEOUT),
     ] {
+        let broke = Instant::now();
         server.set_mode(mode);
         // The fall-th failing probe starts within FALL intervals; release
         // follows within one more interval.
         let bound = INTERVAL * (FALL + 1) + per_probe + SLACK;
-        let took = wait_vip_state(&node, "web", "fault", bound * 2);
+        wait_vip_state(&node, "web", "fault", bound * 2);
+        let took = broke.elapsed();
+        eprintln!("{mode}: fault {took:?} after the server broke (bound {bound:?})");
         assert!(
             took <= bound,
             "{mode}: fault after {took:?}, bound {bound:?}"
@@ -140,11 +144,13 @@ fn a_failing_http_check_faults_the_vip_and_a_passing_one_brings_it_back() {
             "{mode}: the last error must be shown: {check:?}"
         );
 
-        server.set_mode("ok");
         let fixed = Instant::now();
-        let took = wait_vip_state(&node, "web", "owner", rise_bound * 2);
+        server.set_mode("ok");
+        wait_vip_state(&node, "web", "owner", rise_bound * 2);
+        let took = fixed.elapsed();
+        eprintln!("{mode}: owner {took:?} after the server was fixed (bound {rise_bound:?})");
         assert!(
-            took.min(fixed.elapsed()) <= rise_bound,
+            took <= rise_bound,
             "{mode}: back after {took:?}, bound {rise_bound:?}"
         );
         assert!(answered(&h.client), "{mode}: recovered owner answers again");

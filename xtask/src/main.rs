@@ -1,6 +1,8 @@
 //! `cargo xtask`: builds the eBPF object, runs the tests, the demo and the benchmarks.
 
 mod ebpf;
+#[cfg(test)]
+mod programs;
 
 use std::{path::PathBuf, process::Command};
 

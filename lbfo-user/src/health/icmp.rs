@@ -403,6 +403,7 @@ fn random_u64() -> u64 {
 mod tests {
     use super::*;
     use crate::health::testutil::{Netns, is_root};
+    use std::process::Command;
 
     const TOKEN: [u8; TOKEN_LEN] = *b"12345678";
 
@@ -592,7 +593,7 @@ mod tests {
             return;
         }
         let ns = Netns::create("icmp");
-        ns.exec(&["ip", "addr", "add", "192.0.2.10/32", "dev", "lo"]);
+        ns.exec(Command::new("ip").args(["addr", "add", "192.0.2.10/32", "dev", "lo"]));
         let socket = ns
             .enter(open_raw_socket)
             .expect("raw socket in the namespace");
@@ -606,11 +607,10 @@ mod tests {
             .await
             .expect("192.0.2.10 answers before the nftables rule");
 
-        ns.exec(&[
-            "nft",
+        ns.exec(Command::new("nft").arg(
             "add table inet hcheck; add chain inet hcheck input { type filter hook input priority 0; }; \
              add rule inet hcheck input icmp type echo-request drop",
-        ]);
+        ));
         let started = std::time::Instant::now();
         let err = client
             .ping(target, Instant::now() + t, t)

@@ -267,17 +267,22 @@ impl Netns {
         let _ = std::process::Command::new("ip")
             .args(["netns", "del", &name])
             .output();
-        run_cmd("ip", &["netns", "add", &name]);
+        run_cmd(std::process::Command::new("ip").args(["netns", "add", &name]));
         let ns = Self { name };
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns.exec(std::process::Command::new("ip").args(["link", "set", "lo", "up"]));
         ns
     }
 
-    /// Runs a command inside the namespace; panics with its output on failure.
-    pub(crate) fn exec(&self, argv: &[&str]) {
-        let mut args = vec!["netns", "exec", self.name.as_str()];
-        args.extend_from_slice(argv);
-        run_cmd("ip", &args);
+    /// Runs `command` inside the namespace (through `ip netns exec`); panics
+    /// with its output on failure. It takes a `Command` so that the program
+    /// is named where it is built, where xtask's check of ./x's list sees it.
+    pub(crate) fn exec(&self, command: &std::process::Command) {
+        run_cmd(
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &self.name])
+                .arg(command.get_program())
+                .args(command.get_args()),
+        );
     }
 
     /// Runs `f` on a thread that has entered the namespace: sockets it opens
@@ -306,14 +311,13 @@ impl Drop for Netns {
     }
 }
 
-fn run_cmd(program: &str, args: &[&str]) {
-    let out = std::process::Command::new(program)
-        .args(args)
+fn run_cmd(cmd: &mut std::process::Command) {
+    let out = cmd
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
-        "{program} {args:?} failed: {}{}",
+        "{cmd:?} failed: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

@@ -10,7 +10,7 @@ pub mod memory;
 pub mod throughput;
 pub mod xdp_cost;
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, process::Command};
 
 use anyhow::{Result, bail};
 
@@ -108,7 +108,7 @@ pub fn run_selected(effort: Effort, only: Option<&str>) -> Result<Vec<Section>> 
 /// Replaces `section` in an existing report (from its `## title` line to the
 /// next section), noting when it was re-run; appends it if it is missing.
 pub fn splice(report: &str, name: &str, section: &Section) -> String {
-    let date = command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
+    let date = command_line(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]));
     let body = format!(
         "## {}\n\n{}\n\n_This section was re-run alone (`cargo xtask bench --only {name}`) on {date}._\n\n",
         section.title,
@@ -134,7 +134,11 @@ pub fn report(sections: &[Section]) -> String {
         "Written by `cargo xtask bench` (as root). Every figure is a median of several rounds with the spread (min–max) beside it, and is given as a ratio against a baseline measured in the same run on the same machine: absolute times on shared machines drift, ratios hold.\n"
     );
     let _ = writeln!(out, "## Machine\n");
-    let _ = writeln!(out, "- kernel: `{}`", command_line("uname", &["-srm"]));
+    let _ = writeln!(
+        out,
+        "- kernel: `{}`",
+        command_line(Command::new("uname").arg("-srm"))
+    );
     let _ = writeln!(
         out,
         "- CPU: {} ({} cores)",
@@ -146,7 +150,7 @@ pub fn report(sections: &[Section]) -> String {
     let _ = writeln!(
         out,
         "- date: {}\n",
-        command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+        command_line(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
     );
     for s in sections {
         let _ = writeln!(out, "## {}\n\n{}", s.title, s.markdown);
@@ -154,10 +158,9 @@ pub fn report(sections: &[Section]) -> String {
     out
 }
 
-fn command_line(program: &str, args: &[&str]) -> String {
-    std::process::Command::new(program)
-        .args(args)
-        .output()
+/// The command's standard output, trimmed; empty if it cannot run.
+fn command_line(cmd: &mut Command) -> String {
+    cmd.output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
 }
