@@ -262,6 +262,42 @@ fn sigterm_releases_and_detaches() {
     );
 }
 
+/// The notify script of the last transition (owner -> standby on SIGTERM)
+/// runs to its end before the daemon exits, even when it takes a while.
+#[test]
+fn the_last_notify_script_runs_to_completion_on_sigterm() {
+    let (mut lab, _client, nodes) = lab(1);
+    let log = lab.file("notify.log");
+    let script = lab.file("notify.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nsleep 0.5\necho \"$1 $2 $3\" >> {}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = format!(
+        "interface = \"eth0\"\nxdp_mode = \"native\"\nlease_ms = 3000\nnotify_timeout_ms = 5000\n\n[[vip]]\nname = \"web\"\naddress = \"{VIP_CIDR}\"\nnotify = \"{}\"\n",
+        script.display()
+    );
+    let node = LbfoNode::start(&mut lab, &nodes[0], &config).unwrap();
+    node.own("web").unwrap();
+    let status = node.stop(&mut lab).unwrap();
+    assert!(status.success(), "exit 0 on SIGTERM, got {status}");
+    // Both scripts sleep, so they may finish in either order.
+    let seen = std::fs::read_to_string(&log).unwrap_or_default();
+    let mut seen: Vec<&str> = seen.lines().collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        ["web initialize owner", "web owner standby"],
+        "both transitions' scripts ran to their end before exit; log:\n{}",
+        node.log_text()
+    );
+}
+
 #[test]
 fn an_address_configured_by_hand_is_never_removed() {
     let (mut lab, client, nodes) = lab(1);

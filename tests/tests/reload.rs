@@ -18,7 +18,9 @@ fn balanced_vips(backend_net: &str) -> String {
             120 + v
         ));
         for b in 0..256 {
-            text.push_str(&format!("[[vip.backend]]\naddress = \"{backend_net}.{b}\"\n"));
+            text.push_str(&format!(
+                "[[vip.backend]]\naddress = \"{backend_net}.{b}\"\n"
+            ));
         }
     }
     text
@@ -90,7 +92,14 @@ fn a_reload_that_cannot_fit_is_refused_before_anything_changes() {
         "a refused reload leaves every VIP and backend as it was"
     );
     assert!(after.vips[0].lease_left_ms > 0, "web's lease still runs");
-    let answers = arping(&client.ns, &client.ifname, VIP, 2, Duration::from_millis(200)).unwrap();
+    let answers = arping(
+        &client.ns,
+        &client.ifname,
+        VIP,
+        2,
+        Duration::from_millis(200),
+    )
+    .unwrap();
     assert_eq!(
         answers,
         vec![nodes[0].mac; answers.len()],

@@ -929,12 +929,13 @@ impl Node {
         for vrid in &handover.pending {
             tracing::info!(vrid, "no successor advertised in time; releasing anyway");
         }
-        for vip in &mut self.vips {
+        for index in 0..self.vips.len() {
+            let vip = &mut self.vips[index];
             if vip.owned {
-                tracing::info!(vip = %vip.config.name, "released on shutdown");
                 vip.reason = "stopped: shutting down".into();
                 release(vip, out);
             }
+            self.log_transition(index, out);
         }
         out.push(Effect::Stopped);
         self.stopped = true;
