@@ -14,6 +14,7 @@ pub mod announce;
 pub mod arp;
 pub mod balance;
 pub mod balancer;
+pub mod checksum;
 pub mod clock;
 pub mod config;
 pub mod control;
