@@ -296,11 +296,11 @@ impl VipConfig {
             }
             _ => {}
         }
-        if self.backends.len() > crate::balance::maglev::MAX_BACKENDS {
+        if self.backends.len() > lbfo_common::MAX_BACKENDS_PER_VIP as usize {
             return Err(format!(
                 "vip {name:?} has {} backends; at most {} per VIP",
                 self.backends.len(),
-                crate::balance::maglev::MAX_BACKENDS
+                lbfo_common::MAX_BACKENDS_PER_VIP
             ));
         }
         let mut seen = HashSet::new();
