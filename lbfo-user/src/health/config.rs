@@ -41,8 +41,8 @@ pub const MIN_INTERVAL_MS: u64 = 10;
 pub const MAX_INTERVAL_MS: u64 = 3_600_000;
 /// Largest `rise` / `fall`.
 pub const MAX_RISE_FALL: u32 = 100;
-/// Largest weight magnitude: VRRP priorities live in 1..=254.
-pub const MAX_WEIGHT: i32 = 253;
+/// The most negative weight: it takes any priority of 1..=254 down to 1.
+pub const MIN_WEIGHT: i32 = -253;
 
 pub const DEFAULT_INTERVAL_MS: u64 = 1000;
 pub const DEFAULT_RISE: u32 = 2;
@@ -66,10 +66,9 @@ pub struct CheckConfig {
     pub rise: u32,
     /// Failures in a row that turn a healthy check unhealthy.
     pub fall: u32,
-    /// `None`: a failing check faults the VIP. `Some(w)`: keepalived's
-    /// convention, applied by the integrator: a negative weight lowers the
-    /// VRRP priority by `|w|` while the check is not healthy, a positive one
-    /// raises it by `w` while it is healthy.
+    /// `None`: a failing check faults the VIP. `Some(w)`, always negative
+    /// ([`MIN_WEIGHT`]`..=-1`): the VIP's VRRP priority is lowered by `|w|`
+    /// while the check is not healthy.
     pub weight: Option<i32>,
 }
 
@@ -178,11 +177,12 @@ impl CheckConfig {
             }
         }
         if let Some(w) = self.weight
-            && (w == 0 || w.abs() > MAX_WEIGHT)
+            && !(MIN_WEIGHT..=-1).contains(&w)
         {
             return Err(format!(
-                "weight = {w} is out of range (-{MAX_WEIGHT}..=-1 or 1..={MAX_WEIGHT}); \
-                 leave it out to fault the VIP instead"
+                "weight = {w} is not in {MIN_WEIGHT}..=-1: only negative weights are accepted \
+                 (a failing check lowers the VRRP priority by -weight); leave it out to fault \
+                 the VIP instead"
             ));
         }
         match &self.kind {
@@ -850,11 +850,15 @@ url = "http://192.0.2.1/"
             ),
             (
                 "kind = \"tcp\"\naddress = \"192.0.2.1:80\"\nweight = 0",
-                "weight = 0 is out of range",
+                "weight = 0 is not in -253..=-1: only negative weights are accepted",
+            ),
+            (
+                "kind = \"tcp\"\naddress = \"192.0.2.1:80\"\nweight = 20",
+                "weight = 20 is not in -253..=-1: only negative weights are accepted",
             ),
             (
                 "kind = \"tcp\"\naddress = \"192.0.2.1:80\"\nweight = -300",
-                "weight = -300 is out of range",
+                "weight = -300 is not in -253..=-1: only negative weights are accepted",
             ),
             (
                 "kind = \"tcp\"\naddress = \"192.0.2.1:80\"\nintervall_ms = 500",

@@ -13,5 +13,7 @@ pub mod packet;
 pub mod socket;
 pub mod timer;
 
-pub use machine::{Action, Event, InstanceConfig, InvalidConfig, Machine, PeerMaster, State};
+pub use machine::{
+    Action, Event, InstanceConfig, InvalidConfig, Machine, PeerMaster, State, validate_settings,
+};
 pub use packet::{Advertisement, IPPROTO_VRRP, Reject, VRRP_MULTICAST, VRRP_TTL};
