@@ -1,20 +1,16 @@
-//! What an operator writes for one health check (`[[vip.check]]`, later
+//! What an operator writes for one health check (`[[vip.check]]` or
 //! `[[vip.backend.check]]`) and its validation.
 //!
-//! The TOML table is read into a flat [`RawCheck`] that knows every field of
+//! The TOML table is read into a flat `RawCheck` that knows every field of
 //! every kind (so `deny_unknown_fields` still catches typos), then turned into
 //! the typed [`CheckConfig`] by `TryFrom`. Every message is one line naming
 //! the field and what to change.
 //!
-//! Two ways to embed checks in the daemon's config:
-//!
-//! - `check: Vec<CheckConfig>`: simplest. Errors tied to one field (unknown
-//!   field or kind, wrong type) carry that field's position; errors found
-//!   only once the whole table is read (missing or misplaced fields, ranges)
-//!   are placed by the TOML parser at the start of the array, i.e. the first
-//!   `[[vip.check]]` of that VIP.
-//! - `check: Vec<SpannedCheck>` and then [`CheckConfig::from_spanned`]: every
-//!   error comes with the position of the very table it is about.
+//! The daemon's config embeds checks as `check: Vec<CheckConfig>`. Errors
+//! tied to one field (unknown field or kind, wrong type) carry that field's
+//! position; errors found only once the whole table is read (missing or
+//! misplaced fields, ranges) are placed by the TOML parser at the start of
+//! the array, i.e. the first `[[vip.check]]` of that VIP.
 //!
 //! ```toml
 //! [[vip.check]]
@@ -134,7 +130,8 @@ pub struct StatusRanges {
 
 impl CheckConfig {
     /// A check with the default interval, timeout, rise and fall.
-    pub fn new(kind: CheckKind) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(kind: CheckKind) -> Self {
         Self {
             kind,
             interval: Duration::from_millis(DEFAULT_INTERVAL_MS),
@@ -151,7 +148,8 @@ impl CheckConfig {
     }
 
     /// Checks the invariants the engine relies on. Configs read from TOML
-    /// have passed this already; it is public for configs built in code.
+    /// have passed this already; [`super::HealthChecker::sync`] checks again
+    /// for configs built in code.
     pub fn validate(&self) -> Result<(), String> {
         let interval_ms = self.interval.as_millis();
         let timeout_ms = self.timeout.as_millis();
@@ -395,7 +393,7 @@ fn validate_command(command: &[String]) -> Result<(), String> {
 /// the conversion can say which field is missing or does not belong.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawCheck {
+struct RawCheck {
     kind: KindName,
     interval_ms: Option<u64>,
     timeout_ms: Option<u64>,
@@ -414,19 +412,6 @@ pub struct RawCheck {
     host: Option<String>,
     // exec
     command: Option<Vec<String>>,
-}
-
-/// A check table with its position in the config text (the byte range of
-/// its `[[…check]]` header, or of the inline table).
-pub type SpannedCheck = toml::Spanned<RawCheck>;
-
-impl CheckConfig {
-    /// Converts a table read as [`SpannedCheck`]; an error comes with the
-    /// table's byte range in the config text, to turn into `file:line`.
-    pub fn from_spanned(table: SpannedCheck) -> Result<Self, (std::ops::Range<usize>, String)> {
-        let span = table.span();
-        Self::try_from(table.into_inner()).map_err(|message| (span, message))
-    }
 }
 
 /// `kind = "…"`: a serde enum, so an unknown kind is reported at the line
@@ -584,6 +569,18 @@ mod tests {
         check: Vec<CheckConfig>,
     }
 
+    /// A check table with its position in the text (the byte range of its
+    /// `[[check]]` header, or of the inline table), so each error can be
+    /// checked against the very table it is about.
+    type SpannedCheck = toml::Spanned<RawCheck>;
+
+    /// Converts a table read as [`SpannedCheck`]; an error comes with the
+    /// table's byte range in the text.
+    fn from_spanned(table: SpannedCheck) -> Result<CheckConfig, (std::ops::Range<usize>, String)> {
+        let span = table.span();
+        CheckConfig::try_from(table.into_inner()).map_err(|message| (span, message))
+    }
+
     /// Checks embedded with their positions.
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -605,7 +602,7 @@ mod tests {
         doc.check
             .into_iter()
             .map(|t| {
-                CheckConfig::from_spanned(t)
+                from_spanned(t)
                     .map_err(|(span, message)| format!("{}: {message}", line_of(text, span.start)))
             })
             .collect()

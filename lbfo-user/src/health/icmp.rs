@@ -39,7 +39,7 @@ use tokio::{
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, warn};
 
-use super::probe::ProbeError;
+use super::error::ProbeError;
 use crate::checksum;
 
 const ECHO_REPLY: u8 = 0;
