@@ -140,6 +140,7 @@ pub struct BackendConfig {
 }
 
 /// The VRRP keys of a `[[vip]]`; the same names and meanings as keepalived's.
+/// Their ranges are the state machine's ([`crate::vrrp::validate_settings`]).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct VrrpConfig {
     /// Virtual router id, 1..=255, the same on every node sharing the VIP.
@@ -248,18 +249,14 @@ impl VipConfig {
     fn validate_checks(&self) -> Result<(), String> {
         let name = &self.name;
         for check in &self.checks {
-            match check.weight {
-                Some(w) if self.vrrp.vrid.is_none() => {
-                    return Err(format!(
-                        "vip {name:?}: check weight {w} only applies to VIPs with a vrid (it lowers the VRRP priority)"
-                    ));
-                }
-                Some(w) if w >= 0 => {
-                    return Err(format!(
-                        "vip {name:?}: check weight {w} must be negative (weight = -N lowers the priority by N while the check fails)"
-                    ));
-                }
-                _ => {}
+            // The weight's own range is the check's rule (health::config);
+            // here only whether this VIP can use one.
+            if let Some(w) = check.weight
+                && self.vrrp.vrid.is_none()
+            {
+                return Err(format!(
+                    "vip {name:?}: check weight {w} only applies to VIPs with a vrid (it lowers the VRRP priority)"
+                ));
             }
         }
         for b in &self.backends {
@@ -296,11 +293,11 @@ impl VipConfig {
             }
             _ => {}
         }
-        if self.backends.len() > crate::balance::maglev::MAX_BACKENDS {
+        if self.backends.len() > lbfo_common::MAX_BACKENDS_PER_VIP as usize {
             return Err(format!(
                 "vip {name:?} has {} backends; at most {} per VIP",
                 self.backends.len(),
-                crate::balance::maglev::MAX_BACKENDS
+                lbfo_common::MAX_BACKENDS_PER_VIP
             ));
         }
         let mut seen = HashSet::new();
@@ -338,25 +335,11 @@ impl VrrpConfig {
             }
             return Ok(());
         };
-        if vrid == 0 {
-            return Err(format!("vip {vip:?}: vrid must be 1..=255"));
-        }
+        crate::vrrp::validate_settings(vrid, self.priority, self.advert_interval())
+            .map_err(|e| format!("vip {vip:?}: {e}"))?;
         if !vrids.insert(vrid) {
             return Err(format!(
                 "vrid {vrid} is used by two VIPs; each VIP needs its own"
-            ));
-        }
-        if self.priority == 0 {
-            return Err(format!(
-                "vip {vip:?}: priority must be 1..=255 (0 is what a Master sends when it gives up)"
-            ));
-        }
-        if !(10..=40_950).contains(&self.advert_interval_ms)
-            || !self.advert_interval_ms.is_multiple_of(10)
-        {
-            return Err(format!(
-                "vip {vip:?}: advert_interval_ms = {} must be 10..=40950 in steps of 10",
-                self.advert_interval_ms
             ));
         }
         if self.preempt_delay_ms > 3_600_000 {
@@ -590,7 +573,15 @@ address = "192.0.2.100/24"
             ),
             (
                 "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrid = 5\nadvert_interval_ms = 15\n",
-                "advert_interval_ms = 15 must be 10..=40950 in steps of 10",
+                "lbfo.toml: vip \"a\": advert interval 15ms is not a multiple of 10ms",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrid = 5\nadvert_interval_ms = 40960\n",
+                "lbfo.toml: vip \"a\": advert interval 40.96s is outside 10ms..=40.95s",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrid = 0\n",
+                "lbfo.toml: vip \"a\": vrid 0 is not valid; use 1..=255",
             ),
             (
                 "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrid = 5\n[[vip]]\nname = \"b\"\naddress = \"192.0.2.2\"\nvrid = 5\n",
@@ -598,7 +589,7 @@ address = "192.0.2.100/24"
             ),
             (
                 "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrid = 5\npriority = 0\n",
-                "priority must be 1..=255",
+                "lbfo.toml: vip \"a\": priority 0 is reserved for a Master giving up; use 1..=255",
             ),
             (
                 "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrid = 5\nprority = 7\n",
@@ -688,7 +679,7 @@ address = "192.0.2.100/24"
             ),
             (
                 format!("{base}vrid = 5\n{check}weight = 20\n"),
-                "must be negative",
+                "lbfo.toml:6: weight = 20 is not in -253..=-1: only negative weights are accepted",
             ),
             (
                 format!("{base}notify = \"notify.sh\"\n"),

@@ -24,17 +24,68 @@ const CLOCK_PROGRAM: &str = "lbfo_clock";
 /// Name of the XDP entry point (also its name in the kernel, e.g. in `bpftool prog`).
 pub const PROGRAM_NAME: &str = "lbfo_xdp";
 
+/// What went wrong with the XDP program or its maps. Only [`Load`] is about
+/// start-up; the others happen while the program runs and name the map or
+/// program, the operation and the kernel's answer.
+///
+/// Each message is complete on one line: aya's errors leave the OS error to
+/// their `source()`, so it is written into the message here instead of being
+/// kept as a source (which `{:#}` would print a second time).
+///
+/// [`Load`]: DatapathError::Load
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
     #[error(
         "cannot load the XDP program into the kernel (is this kernel built with BPF and XDP support, and are you root?): {0}"
     )]
     Load(String),
-    #[error("XDP map {map}: {source}")]
+    #[error("XDP map {map}: {op}: {}", with_causes(.error))]
     Map {
         map: &'static str,
-        source: aya::maps::MapError,
+        /// What was being done, like "writing an entry".
+        op: &'static str,
+        error: aya::maps::MapError,
     },
+    /// A run of one of lbfo's programs through `BPF_PROG_TEST_RUN`.
+    #[error("running XDP program {program} ({purpose}): {}", with_causes(.error))]
+    TestRun {
+        program: &'static str,
+        purpose: &'static str,
+        error: aya::programs::ProgramError,
+    },
+    #[error("cannot memory-map {len} bytes at offset {offset} of XDP map {map}: {error}")]
+    Mmap {
+        map: &'static str,
+        offset: usize,
+        len: usize,
+        error: std::io::Error,
+    },
+    /// Per-CPU maps take one value per possible CPU.
+    #[error("cannot count the possible CPUs (reading {path}): {error}")]
+    CpuCount {
+        path: &'static str,
+        error: std::io::Error,
+    },
+    #[error("building per-CPU values for XDP map {map}: {error}")]
+    PerCpuValues {
+        map: &'static str,
+        error: std::io::Error,
+    },
+}
+
+/// `error` and its causes on one line, each cause once.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let more = e.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = e.source();
+    }
+    text
 }
 
 pub struct Datapath {
@@ -48,8 +99,12 @@ pub struct Datapath {
     prog_id: u32,
 }
 
-fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
-    move |source| DatapathError::Map { map, source }
+/// Map operations for [`DatapathError::Map`] that recur.
+const OPEN: &str = "opening it as its expected type";
+const READ: &str = "reading an entry";
+
+fn map_error(map: &'static str, op: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
+    move |error| DatapathError::Map { map, op, error }
 }
 
 /// The map key for a VIP address (wire-order bytes, see [`VipKey`]).
@@ -62,11 +117,12 @@ impl Datapath {
     pub fn load() -> Result<Self, DatapathError> {
         // A failure here only means memory is accounted to the cgroup instead.
         let _ = raise_memlock_limit();
-        let load = |e: &dyn std::fmt::Display| DatapathError::Load(e.to_string());
+        let load = |e: &dyn std::error::Error| DatapathError::Load(with_causes(e));
+        let missing = |what: &str| DatapathError::Load(format!("object has no {what}"));
         let mut ebpf = EbpfLoader::new().load(XDP_OBJECT).map_err(|e| load(&e))?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
-            .ok_or_else(|| load(&"object has no lbfo_xdp program"))?
+            .ok_or_else(|| missing("lbfo_xdp program"))?
             .try_into()
             .map_err(|e| load(&e))?;
         program.load().map_err(|e| load(&e))?;
@@ -74,7 +130,7 @@ impl Datapath {
         // Reads the tick counter leases are written in (see `lbfo_clock`).
         let clock: &mut Xdp = ebpf
             .program_mut(CLOCK_PROGRAM)
-            .ok_or_else(|| load(&"object has no lbfo_clock program"))?
+            .ok_or_else(|| missing("lbfo_clock program"))?
             .try_into()
             .map_err(|e| load(&e))?;
         clock.load().map_err(|e| load(&e))?;
@@ -83,19 +139,19 @@ impl Datapath {
             ebpf.take_map(name)
                 .ok_or_else(|| DatapathError::Load(format!("object has no {name} map")))
         };
-        let vips = HashMap::try_from(take(&mut ebpf, "VIPS")?).map_err(map_error("VIPS"))?;
+        let vips = HashMap::try_from(take(&mut ebpf, "VIPS")?).map_err(map_error("VIPS", OPEN))?;
         let counters = PerCpuArray::try_from(take(&mut ebpf, "VIP_COUNTERS")?)
-            .map_err(map_error("VIP_COUNTERS"))?;
+            .map_err(map_error("VIP_COUNTERS", OPEN))?;
         let maglev = match take(&mut ebpf, "MAGLEV")? {
             aya::maps::Map::Array(data) => MappedTables::new(data)?,
             _ => return Err(DatapathError::Load("MAGLEV is not an array".into())),
         };
         let backends =
-            Array::try_from(take(&mut ebpf, "BACKENDS")?).map_err(map_error("BACKENDS"))?;
-        let conntrack =
-            HashMap::try_from(take(&mut ebpf, "CONNTRACK")?).map_err(map_error("CONNTRACK"))?;
+            Array::try_from(take(&mut ebpf, "BACKENDS")?).map_err(map_error("BACKENDS", OPEN))?;
+        let conntrack = HashMap::try_from(take(&mut ebpf, "CONNTRACK")?)
+            .map_err(map_error("CONNTRACK", OPEN))?;
         let backend_counters = PerCpuArray::try_from(take(&mut ebpf, "BACKEND_COUNTERS")?)
-            .map_err(map_error("BACKEND_COUNTERS"))?;
+            .map_err(map_error("BACKEND_COUNTERS", OPEN))?;
         Ok(Self {
             ebpf,
             vips,
@@ -144,7 +200,11 @@ impl Datapath {
                 repeat: 1,
                 ..Default::default()
             })
-            .map_err(|e| DatapathError::Load(format!("reading the tick counter: {e}")))?;
+            .map_err(|error| DatapathError::TestRun {
+                program: CLOCK_PROGRAM,
+                purpose: "reading the kernel's tick counter",
+                error,
+            })?;
         Ok(u64::from_ne_bytes(out[..8].try_into().expect("8 bytes")))
     }
 
@@ -153,13 +213,13 @@ impl Datapath {
     pub fn set_vip(&mut self, addr: Ipv4Addr, state: &VipState) -> Result<(), DatapathError> {
         self.vips
             .insert(&vip_key(addr), state, 0)
-            .map_err(map_error("VIPS"))
+            .map_err(map_error("VIPS", "writing an entry"))
     }
 
     pub fn remove_vip(&mut self, addr: Ipv4Addr) -> Result<(), DatapathError> {
         match self.vips.remove(&vip_key(addr)) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_error("VIPS")(e)),
+            Err(e) => Err(map_error("VIPS", "removing an entry")(e)),
         }
     }
 
@@ -172,7 +232,7 @@ impl Datapath {
         let per_cpu = self
             .counters
             .get(&vip_id, 0)
-            .map_err(map_error("VIP_COUNTERS"))?;
+            .map_err(map_error("VIP_COUNTERS", READ))?;
         let mut sum = VipCounters::default();
         for c in per_cpu.iter() {
             sum.add(c);
@@ -183,13 +243,16 @@ impl Datapath {
     /// Zeroes a VIP id's counters (the id is being given to another VIP).
     pub fn reset_counters(&mut self, vip_id: u32) -> Result<(), DatapathError> {
         let cpus = aya::util::nr_cpus()
-            .map_err(|(_, e)| DatapathError::Load(format!("counting CPUs: {e}")))?;
+            .map_err(|(path, error)| DatapathError::CpuCount { path, error })?;
         let zeros =
             aya::maps::PerCpuValues::try_from(vec![VipCounters::default(); cpus.get() as usize])
-                .map_err(|e| DatapathError::Load(format!("per-CPU values: {e}")))?;
+                .map_err(|error| DatapathError::PerCpuValues {
+                    map: "VIP_COUNTERS",
+                    error,
+                })?;
         self.counters
             .set(vip_id, zeros, 0)
-            .map_err(map_error("VIP_COUNTERS"))
+            .map_err(map_error("VIP_COUNTERS", "zeroing an entry"))
     }
 
     /// Writes one whole Maglev table (backend ids) into a VIP's table slot
@@ -220,11 +283,13 @@ impl Datapath {
     pub fn set_backend(&mut self, id: u32, backend: &Backend) -> Result<(), DatapathError> {
         self.backends
             .set(id, backend, 0)
-            .map_err(map_error("BACKENDS"))
+            .map_err(map_error("BACKENDS", "writing an entry"))
     }
 
     pub fn backend(&self, id: u32) -> Result<Backend, DatapathError> {
-        self.backends.get(&id, 0).map_err(map_error("BACKENDS"))
+        self.backends
+            .get(&id, 0)
+            .map_err(map_error("BACKENDS", READ))
     }
 
     /// Counters for a backend id, summed over CPUs.
@@ -232,7 +297,7 @@ impl Datapath {
         let per_cpu = self
             .backend_counters
             .get(&id, 0)
-            .map_err(map_error("BACKEND_COUNTERS"))?;
+            .map_err(map_error("BACKEND_COUNTERS", READ))?;
         let mut sum = BackendCounters::default();
         for c in per_cpu.iter() {
             sum.add(c);
@@ -260,7 +325,7 @@ impl Datapath {
         for key in keys {
             match self.conntrack.remove(&key) {
                 Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_error("CONNTRACK")(e)),
+                Err(e) => return Err(map_error("CONNTRACK", "removing an entry")(e)),
             }
         }
         Ok(())
@@ -301,10 +366,12 @@ impl MappedTables {
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(DatapathError::Load(format!(
-                "cannot map the MAGLEV array: {}",
-                std::io::Error::last_os_error()
-            )));
+            return Err(DatapathError::Mmap {
+                map: "MAGLEV",
+                offset: map_start,
+                len: map_len,
+                error: std::io::Error::last_os_error(),
+            });
         }
         // SAFETY: the mapping covers [map_start, map_start + map_len), which
         // contains every slot written here; MaglevSlot is 8-byte aligned data.
@@ -333,4 +400,83 @@ fn raise_memlock_limit() -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use aya::{maps::MapError, programs::ProgramError, sys::SyscallError};
+
+    use super::*;
+
+    fn eperm(call: &'static str) -> SyscallError {
+        SyscallError {
+            call,
+            io_error: io::Error::from_raw_os_error(libc::EPERM),
+        }
+    }
+
+    #[test]
+    fn runtime_failures_name_what_failed_and_the_os_error_on_one_line() {
+        let os_error = io::Error::from_raw_os_error(libc::EPERM).to_string();
+        let cases = [
+            (
+                DatapathError::TestRun {
+                    program: CLOCK_PROGRAM,
+                    purpose: "reading the kernel's tick counter",
+                    error: ProgramError::SyscallError(eperm("bpf_prog_test_run")),
+                },
+                "running XDP program lbfo_clock (reading the kernel's tick counter): \
+                 `bpf_prog_test_run` failed",
+            ),
+            (
+                DatapathError::Map {
+                    map: "VIPS",
+                    op: "writing an entry",
+                    error: MapError::SyscallError(eperm("bpf_map_update_elem")),
+                },
+                "XDP map VIPS: writing an entry: `bpf_map_update_elem` failed",
+            ),
+            (
+                DatapathError::Mmap {
+                    map: "MAGLEV",
+                    offset: 4096,
+                    len: 528_384,
+                    error: io::Error::from_raw_os_error(libc::EPERM),
+                },
+                "cannot memory-map 528384 bytes at offset 4096 of XDP map MAGLEV",
+            ),
+        ];
+        for (error, what) in cases {
+            let message = error.to_string();
+            assert_eq!(
+                message,
+                format!("{what}: {os_error}"),
+                "the message must say what failed and the OS error, once"
+            );
+            assert!(
+                !message.contains("load") && !message.contains('\n'),
+                "a runtime failure is not a load failure, on one line: {message:?}"
+            );
+            assert!(
+                std::error::Error::source(&error).is_none(),
+                "the OS error is in the message; as a source too, {{:#}} would print it twice"
+            );
+        }
+    }
+
+    #[test]
+    fn causes_are_joined_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading: {0}")]
+        struct Repeats(#[source] io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading")]
+        struct Leaves(#[source] io::Error);
+        let enoent = || io::Error::from_raw_os_error(libc::ENOENT);
+        let expected = format!("reading: {}", enoent());
+        assert_eq!(with_causes(&Repeats(enoent())), expected);
+        assert_eq!(with_causes(&Leaves(enoent())), expected);
+    }
 }

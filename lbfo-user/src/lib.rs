@@ -15,6 +15,7 @@
 pub mod announce;
 pub mod arp;
 pub mod balance;
+pub mod checksum;
 pub mod clock;
 pub mod config;
 pub mod control;

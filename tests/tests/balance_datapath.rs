@@ -75,9 +75,9 @@ impl Balanced {
     /// Builds the table from the eligible backends, writes it into the
     /// inactive generation and flips the VIP to it.
     fn install_table(&mut self, eligible: &[usize]) {
-        let input: Vec<maglev::Backend> = eligible
+        let input: Vec<maglev::Member> = eligible
             .iter()
-            .map(|&i| maglev::Backend {
+            .map(|&i| maglev::Member {
                 addr: backend_addr(i),
                 weight: self.weights[i],
             })

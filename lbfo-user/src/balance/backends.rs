@@ -160,9 +160,9 @@ impl BalancedVip {
             .iter()
             .filter(|b| b.accepts_new_flows())
             .collect();
-        let input: Vec<maglev::Backend> = eligible
+        let input: Vec<maglev::Member> = eligible
             .iter()
-            .map(|b| maglev::Backend {
+            .map(|b| maglev::Member {
                 addr: b.address,
                 weight: b.weight,
             })

@@ -86,25 +86,13 @@ use std::{
     net::Ipv4Addr,
 };
 
+use lbfo_common::{MAGLEV_TABLE_SIZE, MAX_BACKENDS_PER_VIP};
 use twox_hash::XxHash64;
 
-/// Slots in a VIP's table. A prime, as the permutations require.
-///
-/// The paper wants `M` much larger than the number of backends `N` (at least
-/// `100 * N` keeps the imbalance between backends under 1%, and a larger
-/// ratio also lowers disruption). 65,537 (`2^16 + 1`) is 256 times
-/// [`MAX_BACKENDS`], so even a full VIP's backends differ by at most one slot
-/// in 256 (0.4%). It costs 256 KiB per VIP in a map of `u32` values and about
-/// 5 ms to build for 256 backends in a release build.
-pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
-
-/// Backends one VIP may have (counting those of weight 0).
-pub const MAX_BACKENDS: usize = 256;
-
 /// Marks a slot no backend has claimed yet. Never a backend index: those are
-/// below [`MAX_BACKENDS`].
+/// below [`MAX_BACKENDS_PER_VIP`].
 const FREE: u16 = u16::MAX;
-const _: () = assert!(MAX_BACKENDS <= FREE as usize);
+const _: () = assert!(MAX_BACKENDS_PER_VIP <= FREE as u32);
 
 /// Seeds of the two hashes of a backend's address. Part of the table's
 /// definition: changing them moves nearly every flow of every VIP, and makes
@@ -112,9 +100,10 @@ const _: () = assert!(MAX_BACKENDS <= FREE as usize);
 const OFFSET_SEED: u64 = u64::from_be_bytes(*b"lbfo-off");
 const SKIP_SEED: u64 = u64::from_be_bytes(*b"lbfo-skp");
 
-/// One backend of a VIP.
+/// One backend of a VIP as the table sees it: an address and a weight.
+/// (The backend's entry in the data plane is `lbfo_common::Backend`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Backend {
+pub struct Member {
     /// The backend's identity: its preference list is derived from this
     /// address alone, so it must be the same on every lbfo node.
     pub addr: Ipv4Addr,
@@ -125,9 +114,9 @@ pub struct Backend {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MaglevError {
-    #[error("Maglev table size {0} is not a prime (try {DEFAULT_TABLE_SIZE})")]
+    #[error("Maglev table size {0} is not a prime (try {MAGLEV_TABLE_SIZE})")]
     SizeNotPrime(u32),
-    #[error("{0} backends for one VIP, more than the {MAX_BACKENDS} lbfo supports")]
+    #[error("{0} backends for one VIP, more than the {MAX_BACKENDS_PER_VIP} lbfo supports")]
     TooManyBackends(usize),
     #[error("backend {0} is listed more than once")]
     DuplicateBackend(Ipv4Addr),
@@ -161,15 +150,15 @@ pub fn is_prime(n: u32) -> bool {
 ///
 /// Returns `Ok(None)` when no backend has a weight above 0: there is nobody
 /// to send new flows to. Fails if `size` is not a prime (see [`is_prime`]),
-/// if there are more than [`MAX_BACKENDS`] backends, or if an address appears
+/// if there are more than [`MAX_BACKENDS_PER_VIP`] backends, or if an address appears
 /// twice (their preference lists would be identical and the table ambiguous).
-/// Allocates `2 * size` bytes: pass [`DEFAULT_TABLE_SIZE`] unless the data
-/// plane's map was sized otherwise.
-pub fn build_table(backends: &[Backend], size: u32) -> Result<Option<Vec<u16>>, MaglevError> {
+/// Allocates `2 * size` bytes. The data plane's tables have
+/// [`MAGLEV_TABLE_SIZE`] slots; other primes are for tests.
+pub fn build_table(backends: &[Member], size: u32) -> Result<Option<Vec<u16>>, MaglevError> {
     if !is_prime(size) {
         return Err(MaglevError::SizeNotPrime(size));
     }
-    if backends.len() > MAX_BACKENDS {
+    if backends.len() > MAX_BACKENDS_PER_VIP as usize {
         return Err(MaglevError::TooManyBackends(backends.len()));
     }
 
@@ -181,7 +170,7 @@ pub fn build_table(backends: &[Backend], size: u32) -> Result<Option<Vec<u16>>, 
         .map(|(index, backend)| Ranked {
             addr: backend.addr,
             weight: backend.weight,
-            // Lossless: index < backends.len() <= MAX_BACKENDS < FREE.
+            // Lossless: index < backends.len() <= MAX_BACKENDS_PER_VIP < FREE.
             index: index as u16,
         })
         .collect();
@@ -318,23 +307,23 @@ mod tests {
 
     use super::*;
 
-    fn backend(i: u32, weight: u32) -> Backend {
-        Backend {
+    fn backend(i: u32, weight: u32) -> Member {
+        Member {
             // 10.0.x.y: any fixed, distinct addresses will do.
             addr: Ipv4Addr::from(0x0a00_0000 | i),
             weight,
         }
     }
 
-    fn with_weights(weights: &[u32]) -> Vec<Backend> {
+    fn with_weights(weights: &[u32]) -> Vec<Member> {
         (1u32..).zip(weights).map(|(i, &w)| backend(i, w)).collect()
     }
 
-    fn equal(n: u32) -> Vec<Backend> {
+    fn equal(n: u32) -> Vec<Member> {
         (1..=n).map(|i| backend(i, 1)).collect()
     }
 
-    fn build(backends: &[Backend], size: u32) -> Vec<u16> {
+    fn build(backends: &[Member], size: u32) -> Vec<u16> {
         match build_table(backends, size) {
             Ok(Some(table)) => table,
             other => panic!("expected a table for {backends:?}, got {other:?}"),
@@ -343,7 +332,7 @@ mod tests {
 
     /// The table as slot -> backend address, which must not depend on the
     /// input order.
-    fn owners(table: &[u16], backends: &[Backend]) -> Vec<Ipv4Addr> {
+    fn owners(table: &[u16], backends: &[Member]) -> Vec<Ipv4Addr> {
         table
             .iter()
             .enumerate()
@@ -370,7 +359,7 @@ mod tests {
     fn assert_shares(
         what: &str,
         counts: &[usize],
-        backends: &[Backend],
+        backends: &[Member],
         total: usize,
         tolerance: f64,
     ) {
@@ -410,14 +399,10 @@ mod tests {
     }
 
     #[test]
-    fn default_size_is_prime_and_large_enough() {
+    fn table_size_is_prime() {
         assert!(
-            is_prime(DEFAULT_TABLE_SIZE),
-            "{DEFAULT_TABLE_SIZE} is not prime"
-        );
-        assert!(
-            DEFAULT_TABLE_SIZE as usize >= 100 * MAX_BACKENDS,
-            "table of {DEFAULT_TABLE_SIZE} is under 100 x {MAX_BACKENDS} backends"
+            is_prime(MAGLEV_TABLE_SIZE),
+            "{MAGLEV_TABLE_SIZE} is not prime"
         );
     }
 
@@ -467,12 +452,14 @@ mod tests {
 
     #[test]
     fn rejects_too_many_and_duplicate_backends() {
-        let too_many = equal(MAX_BACKENDS as u32 + 1);
+        let too_many = equal(MAX_BACKENDS_PER_VIP + 1);
         assert_eq!(
-            build_table(&too_many, DEFAULT_TABLE_SIZE),
-            Err(MaglevError::TooManyBackends(MAX_BACKENDS + 1))
+            build_table(&too_many, MAGLEV_TABLE_SIZE),
+            Err(MaglevError::TooManyBackends(
+                MAX_BACKENDS_PER_VIP as usize + 1
+            ))
         );
-        assert!(build_table(&equal(MAX_BACKENDS as u32), DEFAULT_TABLE_SIZE).is_ok());
+        assert!(build_table(&equal(MAX_BACKENDS_PER_VIP), MAGLEV_TABLE_SIZE).is_ok());
 
         // Duplicates are caught even when one copy has weight 0.
         let mut backends = equal(4);
@@ -485,9 +472,9 @@ mod tests {
 
     #[test]
     fn no_weighted_backend_gives_no_table() {
-        assert_eq!(build_table(&[], DEFAULT_TABLE_SIZE), Ok(None));
+        assert_eq!(build_table(&[], MAGLEV_TABLE_SIZE), Ok(None));
         assert_eq!(
-            build_table(&with_weights(&[0, 0, 0]), DEFAULT_TABLE_SIZE),
+            build_table(&with_weights(&[0, 0, 0]), MAGLEV_TABLE_SIZE),
             Ok(None)
         );
     }
@@ -495,7 +482,7 @@ mod tests {
     #[test]
     fn single_backend_owns_every_slot() {
         let backends = with_weights(&[0, 5, 0]);
-        let table = build(&backends, DEFAULT_TABLE_SIZE);
+        let table = build(&backends, MAGLEV_TABLE_SIZE);
         assert!(table.iter().all(|&i| i == 1), "a slot is not backend 1");
         let table = build(&equal(1), 13);
         assert_eq!(table, vec![0; 13]);
@@ -504,14 +491,14 @@ mod tests {
     #[test]
     fn weight_zero_is_the_same_as_absent() {
         let mut backends = with_weights(&[1, 2, 3, 1, 1]);
-        let full = owners(&build(&backends, DEFAULT_TABLE_SIZE), &backends);
+        let full = owners(&build(&backends, MAGLEV_TABLE_SIZE), &backends);
         backends[2].weight = 0;
-        let drained = build(&backends, DEFAULT_TABLE_SIZE);
+        let drained = build(&backends, MAGLEV_TABLE_SIZE);
         assert!(!drained.contains(&2), "backend of weight 0 owns a slot");
-        let without: Vec<Backend> = backends.iter().copied().filter(|b| b.weight > 0).collect();
+        let without: Vec<Member> = backends.iter().copied().filter(|b| b.weight > 0).collect();
         assert_eq!(
             owners(&drained, &backends),
-            owners(&build(&without, DEFAULT_TABLE_SIZE), &without),
+            owners(&build(&without, MAGLEV_TABLE_SIZE), &without),
             "weight 0 and removal give different tables"
         );
         assert_ne!(full, owners(&drained, &backends));
@@ -519,7 +506,7 @@ mod tests {
 
     #[test]
     fn every_slot_filled_and_shares_follow_weights() {
-        let cases: [(&str, Vec<Backend>); 6] = [
+        let cases: [(&str, Vec<Member>); 6] = [
             ("3 equal", equal(3)),
             ("10 equal", equal(10)),
             ("256 equal", equal(256)),
@@ -528,10 +515,10 @@ mod tests {
             ("weights 100,150,1000,7", with_weights(&[100, 150, 1000, 7])),
         ];
         for (what, backends) in cases {
-            let table = build(&backends, DEFAULT_TABLE_SIZE);
+            let table = build(&backends, MAGLEV_TABLE_SIZE);
             assert_eq!(
                 table.len(),
-                DEFAULT_TABLE_SIZE as usize,
+                MAGLEV_TABLE_SIZE as usize,
                 "{what}: table length"
             );
             assert!(!table.contains(&FREE), "{what}: a slot was left empty");
@@ -546,8 +533,8 @@ mod tests {
         let small = with_weights(&[1, 2, 3]);
         let large = with_weights(&[1000, 2000, 3000]);
         assert_eq!(
-            build(&small, DEFAULT_TABLE_SIZE),
-            build(&large, DEFAULT_TABLE_SIZE)
+            build(&small, MAGLEV_TABLE_SIZE),
+            build(&large, MAGLEV_TABLE_SIZE)
         );
     }
 
@@ -556,7 +543,7 @@ mod tests {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
         for weights in [vec![1; 10], vec![1, 2, 3, 0, 5, 8, 13, 2, 1, 4]] {
             let backends = with_weights(&weights);
-            let reference = owners(&build(&backends, DEFAULT_TABLE_SIZE), &backends);
+            let reference = owners(&build(&backends, MAGLEV_TABLE_SIZE), &backends);
             let mut shuffled = backends.clone();
             for round in 0..5 {
                 // Fisher-Yates with the seeded generator.
@@ -564,7 +551,7 @@ mod tests {
                     let j = (rng.next_u64() % (i as u64 + 1)) as usize;
                     shuffled.swap(i, j);
                 }
-                let seen = owners(&build(&shuffled, DEFAULT_TABLE_SIZE), &shuffled);
+                let seen = owners(&build(&shuffled, MAGLEV_TABLE_SIZE), &shuffled);
                 let differing = reference.iter().zip(&seen).filter(|(a, b)| a != b).count();
                 assert_eq!(
                     differing, 0,
@@ -575,7 +562,7 @@ mod tests {
             reversed.reverse();
             assert_eq!(
                 reference,
-                owners(&build(&reversed, DEFAULT_TABLE_SIZE), &reversed)
+                owners(&build(&reversed, MAGLEV_TABLE_SIZE), &reversed)
             );
         }
     }
@@ -593,13 +580,13 @@ mod tests {
     fn removing_a_backend_moves_few_other_slots() {
         for n in [3u32, 5, 10, 50] {
             let backends = equal(n);
-            let before = owners(&build(&backends, DEFAULT_TABLE_SIZE), &backends);
+            let before = owners(&build(&backends, MAGLEV_TABLE_SIZE), &backends);
             let (mut worst, mut sum) = (0.0f64, 0.0f64);
             for removed in 0..backends.len() {
                 let gone = backends[removed].addr;
                 let mut survivors = backends.clone();
                 survivors.remove(removed);
-                let after = owners(&build(&survivors, DEFAULT_TABLE_SIZE), &survivors);
+                let after = owners(&build(&survivors, MAGLEV_TABLE_SIZE), &survivors);
 
                 // Every slot of the removed backend now belongs to a survivor
                 // (owners() already proved indices are in range).
@@ -634,7 +621,7 @@ mod tests {
     fn adding_a_backend_moves_few_other_slots() {
         for n in [3u32, 5, 10, 50] {
             let backends = equal(n);
-            let before = owners(&build(&backends, DEFAULT_TABLE_SIZE), &backends);
+            let before = owners(&build(&backends, MAGLEV_TABLE_SIZE), &backends);
             let (mut worst, mut sum) = (0.0f64, 0.0f64);
             // Several newcomers, each added alone, so one lucky address
             // cannot make the test pass.
@@ -643,7 +630,7 @@ mod tests {
                 let added = backend(1000 + k, 1);
                 let mut grown = backends.clone();
                 grown.push(added);
-                let table = build(&grown, DEFAULT_TABLE_SIZE);
+                let table = build(&grown, MAGLEV_TABLE_SIZE);
                 let after = owners(&table, &grown);
 
                 // The newcomer takes its fair share, from everyone.
@@ -682,12 +669,12 @@ mod tests {
     #[test]
     fn removing_a_weighted_backend_moves_few_other_slots() {
         let backends = with_weights(&[1, 2, 3, 1, 5, 2, 8, 1, 1, 4]);
-        let before = owners(&build(&backends, DEFAULT_TABLE_SIZE), &backends);
+        let before = owners(&build(&backends, MAGLEV_TABLE_SIZE), &backends);
         let mut worst = 0.0f64;
         for removed in 0..backends.len() {
             let mut survivors = backends.clone();
             survivors.remove(removed);
-            let after = owners(&build(&survivors, DEFAULT_TABLE_SIZE), &survivors);
+            let after = owners(&build(&survivors, MAGLEV_TABLE_SIZE), &survivors);
             let (fraction, considered) = collateral_moves(&before, &after, backends[removed].addr);
             assert!(
                 fraction <= COLLATERAL_LIMIT,
@@ -712,12 +699,12 @@ mod tests {
         // ~3 sigma for the smallest share here.
         for weights in [vec![1, 1, 1], vec![1, 1, 1, 1, 1], vec![1, 2, 3]] {
             let backends = with_weights(&weights);
-            let table = build(&backends, DEFAULT_TABLE_SIZE);
+            let table = build(&backends, MAGLEV_TABLE_SIZE);
             let mut rng = Xoshiro256PlusPlus::seed_from_u64(0x6c62_666f);
             let mut counts = vec![0usize; backends.len()];
             for _ in 0..FLOWS {
                 // What the XDP program does with a flow's 32-bit hash.
-                let slot = rng.next_u32() % DEFAULT_TABLE_SIZE;
+                let slot = rng.next_u32() % MAGLEV_TABLE_SIZE;
                 counts[usize::from(table[slot as usize])] += 1;
             }
             println!("weights {weights:?}: flows per backend {counts:?}");
@@ -738,10 +725,10 @@ mod tests {
         // a few million simple steps: ~5 ms in release and ~35 ms
         // unoptimised on 2 shared cores (measured), well under 2 s
         // even unoptimised on a slow machine.
-        let weights: Vec<u32> = (0..MAX_BACKENDS as u32).map(|i| 1 + i % 4).collect();
+        let weights: Vec<u32> = (0..MAX_BACKENDS_PER_VIP).map(|i| 1 + i % 4).collect();
         let backends = with_weights(&weights);
         let start = Instant::now();
-        let table = build(&backends, DEFAULT_TABLE_SIZE);
+        let table = build(&backends, MAGLEV_TABLE_SIZE);
         let elapsed = start.elapsed();
         println!(
             "{} slots for {} backends built in {elapsed:?}",
@@ -764,7 +751,7 @@ mod tests {
         assert_eq!(build(&backends, 13), GOLDEN_13);
         let fingerprint = XxHash64::oneshot(
             0,
-            &build(&equal(10), DEFAULT_TABLE_SIZE)
+            &build(&equal(10), MAGLEV_TABLE_SIZE)
                 .iter()
                 .flat_map(|i| i.to_le_bytes())
                 .collect::<Vec<u8>>(),

@@ -1,20 +1,16 @@
-//! What an operator writes for one health check (`[[vip.check]]`, later
+//! What an operator writes for one health check (`[[vip.check]]` or
 //! `[[vip.backend.check]]`) and its validation.
 //!
-//! The TOML table is read into a flat [`RawCheck`] that knows every field of
+//! The TOML table is read into a flat `RawCheck` that knows every field of
 //! every kind (so `deny_unknown_fields` still catches typos), then turned into
 //! the typed [`CheckConfig`] by `TryFrom`. Every message is one line naming
 //! the field and what to change.
 //!
-//! Two ways to embed checks in the daemon's config:
-//!
-//! - `check: Vec<CheckConfig>`: simplest. Errors tied to one field (unknown
-//!   field or kind, wrong type) carry that field's position; errors found
-//!   only once the whole table is read (missing or misplaced fields, ranges)
-//!   are placed by the TOML parser at the start of the array, i.e. the first
-//!   `[[vip.check]]` of that VIP.
-//! - `check: Vec<SpannedCheck>` and then [`CheckConfig::from_spanned`]: every
-//!   error comes with the position of the very table it is about.
+//! The daemon's config embeds checks as `check: Vec<CheckConfig>`. Errors
+//! tied to one field (unknown field or kind, wrong type) carry that field's
+//! position; errors found only once the whole table is read (missing or
+//! misplaced fields, ranges) are placed by the TOML parser at the start of
+//! the array, i.e. the first `[[vip.check]]` of that VIP.
 //!
 //! ```toml
 //! [[vip.check]]
@@ -41,8 +37,8 @@ pub const MIN_INTERVAL_MS: u64 = 10;
 pub const MAX_INTERVAL_MS: u64 = 3_600_000;
 /// Largest `rise` / `fall`.
 pub const MAX_RISE_FALL: u32 = 100;
-/// Largest weight magnitude: VRRP priorities live in 1..=254.
-pub const MAX_WEIGHT: i32 = 253;
+/// The most negative weight: it takes any priority of 1..=254 down to 1.
+pub const MIN_WEIGHT: i32 = -253;
 
 pub const DEFAULT_INTERVAL_MS: u64 = 1000;
 pub const DEFAULT_RISE: u32 = 2;
@@ -66,10 +62,9 @@ pub struct CheckConfig {
     pub rise: u32,
     /// Failures in a row that turn a healthy check unhealthy.
     pub fall: u32,
-    /// `None`: a failing check faults the VIP. `Some(w)`: keepalived's
-    /// convention, applied by the integrator: a negative weight lowers the
-    /// VRRP priority by `|w|` while the check is not healthy, a positive one
-    /// raises it by `w` while it is healthy.
+    /// `None`: a failing check faults the VIP. `Some(w)`, always negative
+    /// ([`MIN_WEIGHT`]`..=-1`): the VIP's VRRP priority is lowered by `|w|`
+    /// while the check is not healthy.
     pub weight: Option<i32>,
 }
 
@@ -135,7 +130,8 @@ pub struct StatusRanges {
 
 impl CheckConfig {
     /// A check with the default interval, timeout, rise and fall.
-    pub fn new(kind: CheckKind) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(kind: CheckKind) -> Self {
         Self {
             kind,
             interval: Duration::from_millis(DEFAULT_INTERVAL_MS),
@@ -152,7 +148,8 @@ impl CheckConfig {
     }
 
     /// Checks the invariants the engine relies on. Configs read from TOML
-    /// have passed this already; it is public for configs built in code.
+    /// have passed this already; [`super::HealthChecker::sync`] checks again
+    /// for configs built in code.
     pub fn validate(&self) -> Result<(), String> {
         let interval_ms = self.interval.as_millis();
         let timeout_ms = self.timeout.as_millis();
@@ -178,11 +175,12 @@ impl CheckConfig {
             }
         }
         if let Some(w) = self.weight
-            && (w == 0 || w.abs() > MAX_WEIGHT)
+            && !(MIN_WEIGHT..=-1).contains(&w)
         {
             return Err(format!(
-                "weight = {w} is out of range (-{MAX_WEIGHT}..=-1 or 1..={MAX_WEIGHT}); \
-                 leave it out to fault the VIP instead"
+                "weight = {w} is not in {MIN_WEIGHT}..=-1: only negative weights are accepted \
+                 (a failing check lowers the VRRP priority by -weight); leave it out to fault \
+                 the VIP instead"
             ));
         }
         match &self.kind {
@@ -395,7 +393,7 @@ fn validate_command(command: &[String]) -> Result<(), String> {
 /// the conversion can say which field is missing or does not belong.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawCheck {
+struct RawCheck {
     kind: KindName,
     interval_ms: Option<u64>,
     timeout_ms: Option<u64>,
@@ -414,19 +412,6 @@ pub struct RawCheck {
     host: Option<String>,
     // exec
     command: Option<Vec<String>>,
-}
-
-/// A check table with its position in the config text (the byte range of
-/// its `[[…check]]` header, or of the inline table).
-pub type SpannedCheck = toml::Spanned<RawCheck>;
-
-impl CheckConfig {
-    /// Converts a table read as [`SpannedCheck`]; an error comes with the
-    /// table's byte range in the config text, to turn into `file:line`.
-    pub fn from_spanned(table: SpannedCheck) -> Result<Self, (std::ops::Range<usize>, String)> {
-        let span = table.span();
-        Self::try_from(table.into_inner()).map_err(|message| (span, message))
-    }
 }
 
 /// `kind = "…"`: a serde enum, so an unknown kind is reported at the line
@@ -584,6 +569,18 @@ mod tests {
         check: Vec<CheckConfig>,
     }
 
+    /// A check table with its position in the text (the byte range of its
+    /// `[[check]]` header, or of the inline table), so each error can be
+    /// checked against the very table it is about.
+    type SpannedCheck = toml::Spanned<RawCheck>;
+
+    /// Converts a table read as [`SpannedCheck`]; an error comes with the
+    /// table's byte range in the text.
+    fn from_spanned(table: SpannedCheck) -> Result<CheckConfig, (std::ops::Range<usize>, String)> {
+        let span = table.span();
+        CheckConfig::try_from(table.into_inner()).map_err(|message| (span, message))
+    }
+
     /// Checks embedded with their positions.
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -605,7 +602,7 @@ mod tests {
         doc.check
             .into_iter()
             .map(|t| {
-                CheckConfig::from_spanned(t)
+                from_spanned(t)
                     .map_err(|(span, message)| format!("{}: {message}", line_of(text, span.start)))
             })
             .collect()
@@ -850,11 +847,15 @@ url = "http://192.0.2.1/"
             ),
             (
                 "kind = \"tcp\"\naddress = \"192.0.2.1:80\"\nweight = 0",
-                "weight = 0 is out of range",
+                "weight = 0 is not in -253..=-1: only negative weights are accepted",
+            ),
+            (
+                "kind = \"tcp\"\naddress = \"192.0.2.1:80\"\nweight = 20",
+                "weight = 20 is not in -253..=-1: only negative weights are accepted",
             ),
             (
                 "kind = \"tcp\"\naddress = \"192.0.2.1:80\"\nweight = -300",
-                "weight = -300 is out of range",
+                "weight = -300 is not in -253..=-1: only negative weights are accepted",
             ),
             (
                 "kind = \"tcp\"\naddress = \"192.0.2.1:80\"\nintervall_ms = 500",

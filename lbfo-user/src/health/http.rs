@@ -48,7 +48,7 @@ use tokio::{
 use tokio_rustls::TlsConnector;
 use tracing::{info, warn};
 
-use super::{config::HttpCheck, probe::ProbeError, tcp};
+use super::{config::HttpCheck, error::ProbeError, tcp};
 
 /// How much of a body `body_contains` looks at. Health endpoints answer in a
 /// few bytes; reading further only costs memory and time on every probe.

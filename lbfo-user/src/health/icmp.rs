@@ -39,7 +39,8 @@ use tokio::{
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, warn};
 
-use super::probe::ProbeError;
+use super::error::ProbeError;
+use crate::checksum;
 
 const ECHO_REPLY: u8 = 0;
 const DEST_UNREACHABLE: u8 = 3;
@@ -297,7 +298,7 @@ pub fn echo_request(id: u16, seq: u16, token: &[u8; TOKEN_LEN]) -> Vec<u8> {
     p[6..8].copy_from_slice(&seq.to_be_bytes());
     p[8..8 + TOKEN_LEN].copy_from_slice(token);
     p[8 + TOKEN_LEN..].copy_from_slice(b"lbfo-hc\0");
-    let sum = checksum(&p);
+    let sum = checksum::internet(&[&p]);
     p[2..4].copy_from_slice(&sum.to_be_bytes());
     p
 }
@@ -307,7 +308,7 @@ pub fn echo_request(id: u16, seq: u16, token: &[u8; TOKEN_LEN]) -> Vec<u8> {
 /// one of our echo requests.
 pub fn parse_packet(packet: &[u8], token: &[u8; TOKEN_LEN]) -> Option<(ProbeKey, Reply)> {
     let (src, icmp) = split_ipv4(packet)?;
-    if icmp.len() < 8 || checksum(icmp) != 0 {
+    if icmp.len() < 8 || checksum::internet(&[icmp]) != 0 {
         return None;
     }
     let (kind, code) = (icmp[0], icmp[1]);
@@ -375,23 +376,6 @@ fn error_reason(kind: u8, code: u8) -> String {
     }
 }
 
-/// The Internet checksum (RFC 1071). Over a packet that carries its own
-/// checksum it yields 0.
-pub(crate) fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let (pairs, rest) = data.as_chunks::<2>();
-    for pair in pairs {
-        sum += u32::from(u16::from_be_bytes(*pair));
-    }
-    if let [last] = rest {
-        sum += u32::from(*last) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 fn random_u64() -> u64 {
     // RandomState is seeded from the OS's randomness per process.
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -422,7 +406,7 @@ mod tests {
         let mut p = echo_request(id, seq, token);
         p[0] = ECHO_REPLY;
         p[2..4].copy_from_slice(&[0, 0]);
-        let sum = checksum(&p);
+        let sum = checksum::internet(&[&p]);
         p[2..4].copy_from_slice(&sum.to_be_bytes());
         p
     }
@@ -436,14 +420,13 @@ mod tests {
     }
 
     #[test]
-    fn checksum_matches_rfc1071_example_and_verifies() {
-        // RFC 1071 section 3 example words sum to 0xddf2; checksum is its complement.
-        assert_eq!(
-            checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
-            !0xddf2
-        );
+    fn echo_request_carries_its_checksum() {
         let p = echo_request(0x1234, 7, &TOKEN);
-        assert_eq!(checksum(&p), 0, "a packet with its checksum sums to zero");
+        assert_eq!(
+            checksum::internet(&[&p]),
+            0,
+            "a packet with its checksum sums to zero"
+        );
         assert_eq!(p[0], ECHO_REQUEST);
         assert_eq!(&p[4..8], &[0x12, 0x34, 0, 7]);
     }
@@ -494,7 +477,7 @@ mod tests {
         let quoted = ipv4([192, 0, 2, 1], [192, 0, 2, 9], &request);
         let mut icmp = vec![DEST_UNREACHABLE, 1, 0, 0, 0, 0, 0, 0];
         icmp.extend_from_slice(&quoted[..28]);
-        let sum = checksum(&icmp);
+        let sum = checksum::internet(&[&icmp]);
         icmp[2..4].copy_from_slice(&sum.to_be_bytes());
         let packet = ipv4([192, 0, 2, 254], [192, 0, 2, 1], &icmp);
         assert_eq!(

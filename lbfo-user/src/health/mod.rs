@@ -1,8 +1,10 @@
-//! Health checks: is the service behind a VIP (later: a backend) working?
+//! Health checks: is the service behind a VIP, or a backend of a balanced
+//! VIP, working?
 //!
 //! Parts, in the order a check passes through them:
 //!
-//! - [`config`]: what an operator writes (`[[vip.check]]`) and its validation.
+//! - [`config`]: what an operator writes (`[[vip.check]]`,
+//!   `[[vip.backend.check]]`) and its validation.
 //! - [`HealthChecker`] ([`scheduler`]): one tokio task per check, probing on a
 //!   fixed cadence; add, remove and replace checks at run time with
 //!   [`HealthChecker::sync`].
@@ -41,6 +43,7 @@
 //! ```
 
 pub mod config;
+mod error;
 pub mod exec;
 pub mod http;
 pub mod icmp;
@@ -59,7 +62,6 @@ use std::{
 
 pub use config::{CheckConfig, CheckKind};
 pub use exec::ExecError;
-pub use probe::ProbeError;
 pub use rise_fall::{HealthState, RiseFall, Transition};
 pub use scheduler::{HealthChecker, StatusBoard, SyncError, SyncReport};
 

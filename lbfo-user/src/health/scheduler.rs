@@ -35,7 +35,8 @@ use tracing::{debug, info, warn};
 use super::{
     CheckId, CheckStatus, HealthEvent, ProbeResult,
     config::CheckConfig,
-    probe::{ProbeError, Probers},
+    error::ProbeError,
+    probe::Probers,
     rise_fall::{HealthState, RiseFall},
 };
 
@@ -73,7 +74,8 @@ impl StatusBoard {
     }
 
     /// Every check, in id order.
-    pub fn snapshot(&self) -> Vec<(CheckId, CheckStatus)> {
+    #[cfg(test)]
+    fn snapshot(&self) -> Vec<(CheckId, CheckStatus)> {
         let checks = self.checks.read().expect("status board lock");
         checks
             .iter()
@@ -209,17 +211,15 @@ impl HealthChecker {
     }
 
     /// The config a check runs with.
-    pub fn config(&self, id: &CheckId) -> Option<&CheckConfig> {
+    #[cfg(test)]
+    fn config(&self, id: &CheckId) -> Option<&CheckConfig> {
         self.running.get(id).map(|r| &*r.config)
     }
 
     /// Number of checks running.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.running.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.running.is_empty()
     }
 
     /// Stops every check and waits until their tasks have ended (probes in

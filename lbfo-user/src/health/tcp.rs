@@ -11,7 +11,7 @@ use tokio::{
     time::{Instant, timeout_at},
 };
 
-use super::{config::HostPort, probe::ProbeError};
+use super::{config::HostPort, error::ProbeError};
 
 pub(crate) async fn probe(
     address: &HostPort,

@@ -58,22 +58,7 @@ impl InstanceConfig {
     }
 
     fn validate(&self) -> Result<(), InvalidConfig> {
-        if self.vrid == 0 {
-            return Err(InvalidConfig::Vrid);
-        }
-        if self.priority == 0 {
-            return Err(InvalidConfig::Priority);
-        }
-        let interval = self.advert_interval;
-        if !(MIN_ADVERT_INTERVAL..=MAX_ADVERT_INTERVAL).contains(&interval) {
-            return Err(InvalidConfig::IntervalRange(interval));
-        }
-        if !interval
-            .as_nanos()
-            .is_multiple_of(u128::from(NANOS_PER_CENTISECOND))
-        {
-            return Err(InvalidConfig::IntervalResolution(interval));
-        }
+        validate_settings(self.vrid, self.priority, self.advert_interval)?;
         if self.addresses.is_empty() {
             return Err(InvalidConfig::NoAddresses);
         }
@@ -89,15 +74,42 @@ impl InstanceConfig {
     }
 }
 
+/// The rules for the values an operator chooses for a virtual router: the
+/// VRID, the priority and the advertisement interval. [`Machine::new`]
+/// applies them, and the config file is checked with them before the daemon
+/// starts, so both refuse the same values with the same words.
+pub fn validate_settings(
+    vrid: u8,
+    priority: u8,
+    advert_interval: Duration,
+) -> Result<(), InvalidConfig> {
+    if vrid == 0 {
+        return Err(InvalidConfig::Vrid);
+    }
+    if priority == 0 {
+        return Err(InvalidConfig::Priority);
+    }
+    if !(MIN_ADVERT_INTERVAL..=MAX_ADVERT_INTERVAL).contains(&advert_interval) {
+        return Err(InvalidConfig::IntervalRange(advert_interval));
+    }
+    if !advert_interval
+        .as_nanos()
+        .is_multiple_of(u128::from(NANOS_PER_CENTISECOND))
+    {
+        return Err(InvalidConfig::IntervalResolution(advert_interval));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidConfig {
-    #[error("VRID 0 is not valid; use 1..=255")]
+    #[error("vrid 0 is not valid; use 1..=255")]
     Vrid,
     #[error("priority 0 is reserved for a Master giving up; use 1..=255")]
     Priority,
-    #[error("advert interval {0:?} is outside 10 ms..=40.95 s")]
+    #[error("advert interval {0:?} is outside {MIN_ADVERT_INTERVAL:?}..={MAX_ADVERT_INTERVAL:?}")]
     IntervalRange(Duration),
-    #[error("advert interval {0:?} is not a whole number of centiseconds")]
+    #[error("advert interval {0:?} is not a multiple of 10ms (advertisements carry centiseconds)")]
     IntervalResolution(Duration),
     #[error("no virtual addresses")]
     NoAddresses,

@@ -16,5 +16,7 @@ pub mod socket;
 pub mod timer;
 
 pub use instance::{Instance, VrrpCounters};
-pub use machine::{Action, Event, InstanceConfig, InvalidConfig, Machine, PeerMaster, State};
+pub use machine::{
+    Action, Event, InstanceConfig, InvalidConfig, Machine, PeerMaster, State, validate_settings,
+};
 pub use packet::{Advertisement, IPPROTO_VRRP, Reject, VRRP_MULTICAST, VRRP_TTL};

@@ -200,8 +200,8 @@ impl Advertisement {
     }
 }
 
-/// The Internet checksum (RFC 1071) over the IPv4 pseudo-header (source,
-/// destination, zero, protocol 112, VRRP length) followed by `payload`.
+/// The Internet checksum over the IPv4 pseudo-header (source, destination,
+/// zero, protocol 112, VRRP length) followed by `payload`.
 fn checksum(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> u16 {
     // The length word is 16 bits; a payload that large cannot have passed
     // the length check nor come from `encode`, and wrapping only makes the
@@ -212,24 +212,7 @@ fn checksum(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> u16 {
     pseudo[4..8].copy_from_slice(&dst.octets());
     pseudo[9] = IPPROTO_VRRP;
     pseudo[10..12].copy_from_slice(&len.to_be_bytes());
-    let mut sum = words(&pseudo) + words(payload);
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// Sum of big-endian 16-bit words, an odd last byte padded with zero.
-fn words(bytes: &[u8]) -> u32 {
-    bytes
-        .chunks(2)
-        .map(|pair| {
-            u32::from(u16::from_be_bytes([
-                pair[0],
-                pair.get(1).copied().unwrap_or(0),
-            ]))
-        })
-        .sum()
+    crate::checksum::internet(&[&pseudo, payload])
 }
 
 #[cfg(test)]

@@ -190,8 +190,8 @@ fn per_call(program: &Xdp, frame: &[u8], calls: usize, new_flows: bool) -> Resul
 
 /// A balanced VIP over three backends, its table built by lbfo's builder.
 fn balance_over_three_backends(tester: &mut XdpTester, lease: u64) -> Result<()> {
-    let backends: Vec<maglev::Backend> = (0..3)
-        .map(|i| maglev::Backend {
+    let backends: Vec<maglev::Member> = (0..3)
+        .map(|i| maglev::Member {
             addr: Ipv4Addr::new(192, 0, 2, 21 + i),
             weight: 1,
         })
