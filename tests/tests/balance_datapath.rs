@@ -3,12 +3,13 @@
 //! written by lbfo's own map code. A backend is recognised by the
 //! destination MAC of the frame the program sends out.
 
-use std::net::Ipv4Addr;
+use std::{collections::HashMap, net::Ipv4Addr};
 
-use lbfo::balance::maglev;
-use lbfo_common::{
-    BACKEND_ACCEPTS_NEW, BACKEND_PRESENT, Backend, MAGLEV_TABLE_SIZE, NO_BACKEND, VipMode, VipState,
+use lbfo::{
+    balance::{BackendIds, BalancedVip},
+    config::BackendConfig,
 };
+use lbfo_common::{Backend, VipMode, VipState};
 use lbfo_tests::{
     frames::{ethernet, ipv4, tcp_frame, udp_frame},
     xdp_tester::{Action, XdpTester},
@@ -27,23 +28,40 @@ fn backend_addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(192, 0, 2, 21 + i as u8)
 }
 
-/// A balanced VIP with backends 0..n (backend id = index).
+fn config(i: usize, weight: u32) -> BackendConfig {
+    BackendConfig {
+        address: backend_addr(i),
+        weight,
+        checks: Vec::new(),
+    }
+}
+
+/// A balanced VIP with backends 0..n (backend id = index), kept by the
+/// daemon's own `BalancedVip` and published through `Datapath::publish`,
+/// the path the daemon uses.
 struct Balanced {
     tester: XdpTester,
     weights: Vec<u32>,
-    generation: u8,
+    vip: BalancedVip,
+    ids: BackendIds,
 }
 
 impl Balanced {
     fn new(weights: &[u32]) -> Balanced {
+        let mut ids = BackendIds::default();
+        let configs: Vec<BackendConfig> =
+            (0..weights.len()).map(|i| config(i, weights[i])).collect();
+        let mut vip = BalancedVip::new(0, &configs, &mut ids).unwrap();
+        let macs: HashMap<Ipv4Addr, [u8; 6]> = (0..weights.len())
+            .map(|i| (backend_addr(i), backend_mac(i)))
+            .collect();
+        vip.learn_macs(&macs);
         let mut b = Balanced {
             tester: XdpTester::new().expect("these tests load the XDP program and need root"),
             weights: weights.to_vec(),
-            generation: 1,
+            vip,
+            ids,
         };
-        for i in 0..weights.len() {
-            b.set_flags(i, BACKEND_PRESENT | BACKEND_ACCEPTS_NEW);
-        }
         let not_owned = VipState {
             mac: NODE_MAC,
             mode: VipMode::Balance as u8,
@@ -55,42 +73,50 @@ impl Balanced {
             .datapath
             .set_vip(VIP_NOT_OWNED, &not_owned)
             .unwrap();
-        b.install_table(&(0..weights.len()).collect::<Vec<_>>());
+        b.publish();
         b
     }
 
-    fn set_flags(&mut self, i: usize, flags: u8) {
-        let backend = Backend {
-            mac: backend_mac(i),
-            flags,
-            addr: u32::from_ne_bytes(backend_addr(i).octets()),
-            ..Default::default()
-        };
-        self.tester
-            .datapath
-            .set_backend(i as u32, &backend)
-            .unwrap();
+    /// The backend leaves the configuration: marked gone in the map and
+    /// out of the table.
+    fn remove(&mut self, i: usize) {
+        let configs: Vec<BackendConfig> = (0..self.weights.len())
+            .filter(|&k| {
+                k != i
+                    && self
+                        .vip
+                        .backends
+                        .iter()
+                        .any(|b| b.address == backend_addr(k))
+            })
+            .map(|k| config(k, self.weights[k]))
+            .collect();
+        let gone = self.vip.update_backends(&configs, &mut self.ids).unwrap();
+        for id in gone {
+            self.tester
+                .datapath
+                .set_backend(id, &Backend::default())
+                .unwrap();
+        }
+        self.publish();
     }
 
-    /// Builds the table from the eligible backends, writes it into the
-    /// inactive generation and flips the VIP to it.
-    fn install_table(&mut self, eligible: &[usize]) {
-        let input: Vec<maglev::Member> = eligible
-            .iter()
-            .map(|&i| maglev::Member {
-                addr: backend_addr(i),
-                weight: self.weights[i],
-            })
-            .collect();
-        let table: Vec<u32> = match maglev::build_table(&input, MAGLEV_TABLE_SIZE).unwrap() {
-            Some(slots) => slots.iter().map(|&s| eligible[s as usize] as u32).collect(),
-            None => vec![NO_BACKEND; MAGLEV_TABLE_SIZE as usize],
-        };
-        self.generation ^= 1;
-        self.tester
-            .datapath
-            .write_table(0, self.generation, &table)
-            .unwrap();
+    /// `lbfo drain`: keeps its flows, takes no new ones.
+    fn drain(&mut self, i: usize) {
+        let backend = self
+            .vip
+            .backends
+            .iter_mut()
+            .find(|b| b.address == backend_addr(i))
+            .expect("a configured backend");
+        backend.drained = true;
+        self.publish();
+    }
+
+    /// Writes the next table and flips the (owned) VIP to it.
+    fn publish(&mut self) {
+        let update = self.vip.next_table();
+        self.tester.datapath.publish(&update).unwrap();
         let vip = VipState {
             lease_deadline_jiffies: lbfo::clock::lease_deadline(
                 self.tester.datapath.jiffies().unwrap(),
@@ -100,8 +126,8 @@ impl Balanced {
             owned: 1,
             mode: VipMode::Balance as u8,
             vip_id: 1,
-            table_slot: 0,
-            table_generation: self.generation,
+            table_slot: update.table_slot,
+            table_generation: update.generation,
             ..Default::default()
         };
         self.tester.datapath.set_vip(VIP, &vip).unwrap();
@@ -270,8 +296,7 @@ fn removing_a_backend_keeps_tracked_flows_and_sends_no_new_flow_to_it() {
     let before: Vec<usize> = flows.iter().map(|f| b.send_flow(f).unwrap()).collect();
     let removed = 2;
     // Removal: not present any more, and out of the table.
-    b.set_flags(removed, 0);
-    b.install_table(&[0, 1, 3]);
+    b.remove(removed);
     let mut moved_from_others = 0;
     for (flow, &was) in flows.iter().zip(&before) {
         let now = b.send_flow(flow).unwrap();
@@ -299,8 +324,7 @@ fn a_drained_backend_keeps_its_flows_but_gets_no_new_ones() {
     let flows = random_flows(3_000, 21);
     let before: Vec<usize> = flows.iter().map(|f| b.send_flow(f).unwrap()).collect();
     let drained = 0;
-    b.set_flags(drained, BACKEND_PRESENT);
-    b.install_table(&[1, 2]);
+    b.drain(drained);
     for (flow, &was) in flows.iter().zip(&before) {
         assert_eq!(
             b.send_flow(flow).unwrap(),
@@ -325,7 +349,7 @@ fn maglev_disruption_when_one_of_n_backends_goes_is_near_one_over_n() {
         let before: Vec<usize> = flows.iter().map(|f| b.send_flow(f).unwrap()).collect();
         // Forget tracked flows so every packet goes through the table again.
         b.tester.datapath.clear_conntrack().unwrap();
-        b.install_table(&(1..n).collect::<Vec<_>>());
+        b.remove(0);
         let moved = flows
             .iter()
             .zip(&before)
@@ -386,9 +410,8 @@ fn edge_cases_of_a_balanced_vip() {
         malformed_before + 1
     );
     // No backend takes new flows: new flows are dropped and counted.
-    b.set_flags(0, BACKEND_PRESENT);
-    b.set_flags(1, BACKEND_PRESENT);
-    b.install_table(&[]);
+    b.drain(0);
+    b.drain(1);
     let before = b.tester.datapath.counters(1).unwrap().no_backend;
     assert_eq!(b.send(&random_flows(1, 42)[0].frame()).0, Action::Drop);
     assert_eq!(

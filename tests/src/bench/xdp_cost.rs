@@ -6,10 +6,11 @@ use std::{fmt::Write as _, net::Ipv4Addr, time::Duration};
 
 use anyhow::{Context as _, Result};
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
-use lbfo::balance::maglev;
-use lbfo_common::{
-    BACKEND_ACCEPTS_NEW, BACKEND_PRESENT, Backend, MAGLEV_TABLE_SIZE, VipMode, VipState,
+use lbfo::{
+    balance::{BackendIds, BalancedVip},
+    config::BackendConfig,
 };
+use lbfo_common::{VipMode, VipState};
 
 use super::{Effort, Section, Summary};
 use crate::{
@@ -188,37 +189,35 @@ fn per_call(program: &Xdp, frame: &[u8], calls: usize, new_flows: bool) -> Resul
     Ok(Duration::from_nanos(Summary::of(&times).median as u64))
 }
 
-/// A balanced VIP over three backends, its table built by lbfo's builder.
+/// A balanced VIP over three backends, its table built and published the
+/// way the daemon does it.
 fn balance_over_three_backends(tester: &mut XdpTester, lease: u64) -> Result<()> {
-    let backends: Vec<maglev::Member> = (0..3)
-        .map(|i| maglev::Member {
-            addr: Ipv4Addr::new(192, 0, 2, 21 + i),
+    let configs: Vec<BackendConfig> = (0..3)
+        .map(|i| BackendConfig {
+            address: Ipv4Addr::new(192, 0, 2, 21 + i),
             weight: 1,
+            checks: Vec::new(),
         })
         .collect();
-    for (id, b) in backends.iter().enumerate() {
-        let backend = Backend {
-            mac: [0x02, 0, 0, 0, 0x01, id as u8],
-            flags: BACKEND_PRESENT | BACKEND_ACCEPTS_NEW,
-            addr: u32::from_ne_bytes(b.addr.octets()),
-            ..Default::default()
-        };
-        tester.datapath.set_backend(id as u32, &backend)?;
-    }
-    let table: Vec<u32> = maglev::build_table(&backends, MAGLEV_TABLE_SIZE)?
-        .context("three backends make a table")?
-        .into_iter()
-        .map(u32::from)
-        .collect();
-    tester.datapath.write_table(0, 0, &table)?;
+    let mut balanced =
+        BalancedVip::new(0, &configs, &mut BackendIds::default()).map_err(anyhow::Error::msg)?;
+    balanced.learn_macs(
+        &configs
+            .iter()
+            .enumerate()
+            .map(|(id, c)| (c.address, [0x02, 0, 0, 0, 0x01, id as u8]))
+            .collect(),
+    );
+    let update = balanced.next_table();
+    tester.datapath.publish(&update)?;
     let vip = VipState {
         lease_deadline_jiffies: lease,
         mac: NODE_MAC,
         owned: 1,
         mode: VipMode::Balance as u8,
         vip_id: 3,
-        table_slot: 0,
-        table_generation: 0,
+        table_slot: update.table_slot,
+        table_generation: update.generation,
         ..Default::default()
     };
     tester.datapath.set_vip(BALANCED, &vip)?;
