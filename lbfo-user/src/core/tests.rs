@@ -282,6 +282,28 @@ fn elected(priority: u8, extra: &str) -> String {
     )
 }
 
+/// An elected VIP at priority 150 alone on its LAN: Backup at 0 ms,
+/// Master when its Master_Down_Interval (341.4 ms) runs out.
+fn master_at_342() -> Node {
+    let mut n = node(&elected(150, ""));
+    play(
+        &mut n,
+        &[
+            (0, Input::Start, &[]),
+            (
+                342,
+                Input::Timer,
+                &[
+                    "take 192.0.2.100/24 lease 341.40625ms",
+                    "advert vrid 51 priority 150",
+                    "write 192.0.2.100/24 owned gen 0 lease 341.40625ms",
+                ],
+            ),
+        ],
+    );
+    n
+}
+
 #[test]
 fn vrrp_backup_to_master_and_back() {
     // priority 150: Skew_Time = (256-150)/256 * 100 ms = 41.4 ms,
@@ -397,20 +419,10 @@ fn a_weighted_check_lowers_the_advertised_priority_and_a_plain_one_faults() {
 
 #[test]
 fn shutdown_keeps_the_vip_until_the_successor_advertises() {
-    let mut n = node(&elected(150, ""));
+    let mut n = master_at_342();
     play(
         &mut n,
         &[
-            (0, Input::Start, &[]),
-            (
-                342,
-                Input::Timer,
-                &[
-                    "take 192.0.2.100/24 lease 341.40625ms",
-                    "advert vrid 51 priority 150",
-                    "write 192.0.2.100/24 owned gen 0 lease 341.40625ms",
-                ],
-            ),
             // Priority 0, and the lease pushed forward to cover the wait.
             (
                 400,
@@ -438,29 +450,17 @@ fn shutdown_keeps_the_vip_until_the_successor_advertises() {
 
 #[test]
 fn shutdown_without_a_successor_releases_at_the_deadline() {
-    let mut n = node(&elected(150, ""));
+    let mut n = master_at_342();
     play(
         &mut n,
-        &[
-            (0, Input::Start, &[]),
-            (
-                342,
-                Input::Timer,
-                &[
-                    "take 192.0.2.100/24 lease 341.40625ms",
-                    "advert vrid 51 priority 150",
-                    "write 192.0.2.100/24 owned gen 0 lease 341.40625ms",
-                ],
-            ),
-            (
-                400,
-                Input::Shutdown,
-                &[
-                    "advert vrid 51 priority 0",
-                    "write 192.0.2.100/24 owned gen 0 lease 341.40625ms",
-                ],
-            ),
-        ],
+        &[(
+            400,
+            Input::Shutdown,
+            &[
+                "advert vrid 51 priority 0",
+                "write 192.0.2.100/24 owned gen 0 lease 341.40625ms",
+            ],
+        )],
     );
     // One advertisement interval plus the margin.
     assert_eq!(
@@ -638,20 +638,7 @@ fn reload_adds_removes_and_changes_vips_and_backends() {
 
 #[test]
 fn a_reload_changing_an_elected_vip_restarts_its_election() {
-    let mut n = node(&elected(150, ""));
-    play(&mut n, &[(0, Input::Start, &[])]);
-    play(
-        &mut n,
-        &[(
-            342,
-            Input::Timer,
-            &[
-                "take 192.0.2.100/24 lease 341.40625ms",
-                "advert vrid 51 priority 150",
-                "write 192.0.2.100/24 owned gen 0 lease 341.40625ms",
-            ],
-        )],
-    );
+    let mut n = master_at_342();
     assert_eq!(
         reload(&mut n, 400, &elected(120, "")),
         [
@@ -733,4 +720,36 @@ fn refused_reloads_change_nothing() {
         "a refused plan changes nothing"
     );
     assert_eq!(format!("{n:?}"), before, "a refused plan changes nothing");
+}
+
+#[test]
+fn shutdown_releases_an_operator_vip_and_runs_its_notify_script() {
+    let with_notify = format!("{OPERATOR_VIP}notify = \"/usr/local/bin/notify\"\n");
+    let mut n = node(&with_notify);
+    play(
+        &mut n,
+        &[
+            (0, Input::Start, &[]),
+            (
+                10,
+                Input::Own("web".into()),
+                &[
+                    "take 192.0.2.100/24 lease 900ms",
+                    "done: web 192.0.2.100/24 is now owned by this node",
+                    "notify web initialize owner",
+                ],
+            ),
+            (
+                20,
+                Input::Shutdown,
+                &[
+                    "release 192.0.2.100/24 not-owned",
+                    "notify web owner standby",
+                    "stopped",
+                ],
+            ),
+            // Stopped: nothing more happens.
+            (30, Input::RenewLeases, &[]),
+        ],
+    );
 }
