@@ -17,6 +17,8 @@ use crate::arp::{ArpFrame, BROADCAST, ETH_P_ARP};
 pub struct Announcer {
     fd: OwnedFd,
     ifindex: u32,
+    /// Announcements sent, by VIP (each in both forms), for the metrics.
+    sent: std::sync::Mutex<std::collections::HashMap<Ipv4Addr, u64>>,
 }
 
 impl Announcer {
@@ -36,7 +38,11 @@ impl Announcer {
         }
         // SAFETY: fd is a fresh descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Arc::new(Self { fd, ifindex }))
+        Ok(Arc::new(Self {
+            fd,
+            ifindex,
+            sent: Default::default(),
+        }))
     }
 
     /// Sends one frame out of the interface as is.
@@ -70,7 +76,23 @@ impl Announcer {
         for frame in ArpFrame::gratuitous(mac, vip) {
             self.send(&frame.encode())?;
         }
+        *self
+            .sent
+            .lock()
+            .expect("announcement counter lock")
+            .entry(vip)
+            .or_default() += 1;
         Ok(())
+    }
+
+    /// Announcements sent for `vip` so far.
+    pub fn sent(&self, vip: Ipv4Addr) -> u64 {
+        self.sent
+            .lock()
+            .expect("announcement counter lock")
+            .get(&vip)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Announces `count` times, `interval` apart, the first one `interval`

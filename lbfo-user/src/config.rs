@@ -52,8 +52,18 @@ pub struct Config {
     /// How long a notify script may run before it is killed.
     #[serde(default = "defaults::notify_timeout_ms")]
     pub notify_timeout_ms: u64,
+    /// The Prometheus endpoint; without the table, none.
+    pub metrics: Option<MetricsConfig>,
     #[serde(rename = "vip", default)]
     pub vips: Vec<VipConfig>,
+}
+
+/// `[metrics]`: where the daemon serves `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address and port, like `127.0.0.1:9655`.
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]

@@ -10,6 +10,7 @@
 //! - [`balance`]: Maglev tables and the backends behind them.
 //! - [`announce`] and [`arp`]: gratuitous ARP.
 //! - [`control`] and [`status`]: the control socket behind `lbfo status/own/release`.
+//! - [`metrics`]: the Prometheus registry and its endpoint.
 //! - [`daemon`]: `lbfo run`, the I/O around the core.
 
 pub mod announce;
@@ -23,6 +24,7 @@ pub mod core;
 pub mod daemon;
 pub mod datapath;
 pub mod health;
+pub mod metrics;
 pub mod netlink;
 pub mod notify;
 pub mod ownership;

@@ -109,6 +109,10 @@ impl Owner {
         &mut self.datapath
     }
 
+    pub fn announcements_sent(&self, addr: Ipv4Addr) -> u64 {
+        self.announcer.sent(addr)
+    }
+
     pub fn address_origin(&self, addr: Ipv4Addr) -> AddressOrigin {
         self.origins
             .get(&addr)

@@ -55,6 +55,18 @@ pub struct VipStatus {
     /// The election, for VIPs with a vrid.
     #[serde(default)]
     pub vrrp: Option<VrrpStatus>,
+    /// This node's last takeover of the VIP.
+    #[serde(default)]
+    pub last_failover: Option<LastFailover>,
+}
+
+/// How this node last took a VIP over: why, and how long it took from the
+/// moment the failover began here to XDP answering with the first
+/// announcement out.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LastFailover {
+    pub reason: String,
+    pub took_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -162,6 +174,9 @@ impl Status {
                 "\nvip {} {}: {} ({lease}), address on interface: {}\n  why: {}",
                 v.name, v.address, v.state, v.address_origin, v.reason
             );
+            if let Some(f) = &v.last_failover {
+                let _ = writeln!(out, "  last takeover: {:.1} ms ({})", f.took_ms, f.reason);
+            }
             if let Some(vrrp) = &v.vrrp {
                 let _ = writeln!(
                     out,

@@ -45,6 +45,59 @@ use crate::{
 /// for its successor's first advertisement.
 pub const HANDOVER_MARGIN: Duration = Duration::from_millis(100);
 
+/// Why this node took a VIP over: RFC 6527's vrrpv3StatisticsNewMasterReason
+/// (`priority`, `preempted`, `master_no_response`) and lbfo's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// Priority 255: this node owns the address.
+    Priority,
+    /// A lower-priority Master was preempted.
+    Preempted,
+    /// The Master fell silent for Master_Down_Interval.
+    MasterNoResponse,
+    /// The Master stepped down with priority 0 (shutdown or fault).
+    Shutdown,
+    /// `lbfo own`.
+    Operator,
+    /// The VIP's checks pass again.
+    Check,
+    /// The interface has its link again.
+    Link,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 7] = [
+        Reason::Priority,
+        Reason::Preempted,
+        Reason::MasterNoResponse,
+        Reason::Shutdown,
+        Reason::Operator,
+        Reason::Check,
+        Reason::Link,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Priority => "priority",
+            Reason::Preempted => "preempted",
+            Reason::MasterNoResponse => "master_no_response",
+            Reason::Shutdown => "shutdown",
+            Reason::Operator => "operator",
+            Reason::Check => "check",
+            Reason::Link => "link",
+        }
+    }
+}
+
+/// When and why a takeover began on this node: the executor measures from
+/// `began` to the moment XDP answers and the first announcement is out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failover {
+    pub vip: String,
+    pub began: Duration,
+    pub reason: Reason,
+}
+
 /// What happened, as the core is told.
 #[derive(Debug, Clone)]
 pub enum Input {
@@ -87,6 +140,9 @@ pub enum Input {
     },
     /// An [`Effect::Take`] failed (the executor left nothing behind).
     TakeFailed { address: Ipv4Addr, error: String },
+    /// An [`Effect::Take`] is done: XDP answered and the first announcement
+    /// was out `took` after the failover began.
+    TookOver { address: Ipv4Addr, took: Duration },
     /// SIGTERM or SIGINT.
     Shutdown,
 }
@@ -102,6 +158,7 @@ pub enum Effect {
         entry: MapEntry,
         lease: Duration,
         garp: GarpConfig,
+        failover: Failover,
     },
     /// Write the map entry not owned (XDP falls silent at once), then remove
     /// the address if lbfo put it there.
@@ -278,8 +335,8 @@ impl Node {
                     self.vrrp_event(now, index, Event::Startup, "startup".into(), &mut out);
                 }
             }
-            Input::Own(name) => self.own(name, &mut out),
-            Input::Release(name) => self.release(name, &mut out),
+            Input::Own(name) => self.own(now, name, &mut out),
+            Input::Release(name) => self.release(now, name, &mut out),
             Input::Drain { backend, drained } => self.drain(&backend, drained, &mut out),
             Input::Check { key, healthy, why } => self.on_check(now, key, healthy, why, &mut out),
             Input::Link { up } => self.on_link(now, up, &mut out),
@@ -307,6 +364,7 @@ impl Node {
             Input::Neighbours(macs) => self.on_neighbours(&macs, &mut out),
             Input::Reload { plan, healthy } => self.reload(now, *plan, &healthy, &mut out),
             Input::TakeFailed { address, error } => self.on_take_failed(address, &error),
+            Input::TookOver { address, took } => self.on_took_over(address, took),
             Input::Shutdown => self.shutdown(now, &mut out),
         }
         out
@@ -334,7 +392,7 @@ impl Node {
             .expect("every configured VIP has a runtime entry"))
     }
 
-    fn own(&mut self, name: String, out: &mut Vec<Effect>) {
+    fn own(&mut self, now: Duration, name: String, out: &mut Vec<Effect>) {
         let index = match self.operator_vip(&name) {
             Ok(i) => i,
             Err(response) => return out.push(Effect::Reply(response)),
@@ -355,7 +413,7 @@ impl Node {
             )
         } else {
             vip.reason = "operator command `lbfo own`".into();
-            self.reconcile_operator_vip(index, out);
+            self.reconcile_operator_vip(index, (now, Reason::Operator), out);
             let vip = &self.vips[index];
             format!(
                 "{} {} is now owned by this node",
@@ -367,7 +425,7 @@ impl Node {
         self.log_transition(index, out);
     }
 
-    fn release(&mut self, name: String, out: &mut Vec<Effect>) {
+    fn release(&mut self, now: Duration, name: String, out: &mut Vec<Effect>) {
         let index = match self.operator_vip(&name) {
             Ok(i) => i,
             Err(response) => return out.push(Effect::Reply(response)),
@@ -384,20 +442,25 @@ impl Node {
                 vip.config.address
             )
         };
-        self.reconcile_operator_vip(index, out);
+        self.reconcile_operator_vip(index, (now, Reason::Operator), out);
         out.push(Effect::Reply(Response::Done { message }));
         self.log_transition(index, out);
     }
 
     /// An operator-owned VIP is owned while the operator wants it and
     /// nothing is failing.
-    fn reconcile_operator_vip(&mut self, index: usize, out: &mut Vec<Effect>) {
+    fn reconcile_operator_vip(
+        &mut self,
+        index: usize,
+        cause: (Duration, Reason),
+        out: &mut Vec<Effect>,
+    ) {
         let lease = self.config.lease();
         let garp = self.config.garp;
         let vip = &mut self.vips[index];
         let want = vip.operator_wants && !vip.fault;
         if want && !vip.owned {
-            take(vip, lease, garp, out);
+            take(vip, lease, garp, cause, out);
         } else if !want && vip.owned {
             release(vip, out);
         }
@@ -475,7 +538,7 @@ impl Node {
             }
         }
         for index in 0..self.vips.len() {
-            self.settle_health(now, index, why, out);
+            self.settle_health(now, index, why, Reason::Check, out);
         }
     }
 
@@ -502,7 +565,7 @@ impl Node {
         } else {
             failing.insert(key.index);
         }
-        self.settle_health(now, index, &why, out);
+        self.settle_health(now, index, &why, Reason::Check, out);
     }
 
     /// The interface lost or regained its link: every VIP goes to fault
@@ -525,7 +588,7 @@ impl Node {
             )
         };
         for index in 0..self.vips.len() {
-            self.settle_health(now, index, &why, out);
+            self.settle_health(now, index, &why, Reason::Link, out);
         }
     }
 
@@ -533,7 +596,14 @@ impl Node {
     /// address up, a VIP that recovers may own again, a failing weighted
     /// check lowers the VRRP priority, a backend whose check fails takes no
     /// new flows.
-    fn settle_health(&mut self, now: Duration, index: usize, why: &str, out: &mut Vec<Effect>) {
+    fn settle_health(
+        &mut self,
+        now: Duration,
+        index: usize,
+        why: &str,
+        reason: Reason,
+        out: &mut Vec<Effect>,
+    ) {
         let lease = self.config.lease();
         let why = if self.link_up {
             why.to_string()
@@ -587,7 +657,7 @@ impl Node {
             } else {
                 format!("healthy: {why}")
             };
-            self.reconcile_operator_vip(index, out);
+            self.reconcile_operator_vip(index, (now, reason), out);
             self.log_transition(index, out);
         }
     }
@@ -605,8 +675,28 @@ impl Node {
             self.count_reject(&Reject::UnknownVrid { vrid: advert.vrid });
             return;
         };
-        if let Some(instance) = self.vips[index].election.as_mut() {
+        let vip = &mut self.vips[index];
+        if let Some(instance) = vip.election.as_mut() {
             instance.counters.adverts_received += 1;
+            if advert.priority == 0 {
+                instance.counters.priority_zero_received += 1;
+            }
+            // Where a takeover would begin, as the Backup's timer sees it:
+            // a priority 0 starts Skew_Time, an advertisement the machine
+            // accepts restarts Master_Down_Timer, and one a preempting
+            // Backup ignores leaves the timer running.
+            if instance.machine.state() == crate::vrrp::State::Backup {
+                let ours = instance.machine.effective_priority();
+                let preempt = instance.machine.config().preempt;
+                vip.election_began = Some(if advert.priority == 0 {
+                    (now, Reason::Shutdown)
+                } else if !preempt || advert.priority >= ours {
+                    (now, Reason::MasterNoResponse)
+                } else {
+                    let since = vip.election_began.map_or(now, |(t, _)| t);
+                    (since, Reason::Preempted)
+                });
+            }
         }
         let cause = format!(
             "advertisement from {from} with priority {}",
@@ -664,12 +754,19 @@ impl Node {
         // address, map entry and gratuitous ARP are already out.
         actions.sort_by_key(|a| !matches!(a, Action::BecomeMaster));
         for action in actions {
-            self.vrrp_action(index, action, &cause, out);
+            self.vrrp_action(now, index, action, &cause, out);
         }
         self.log_transition(index, out);
     }
 
-    fn vrrp_action(&mut self, index: usize, action: Action, cause: &str, out: &mut Vec<Effect>) {
+    fn vrrp_action(
+        &mut self,
+        now: Duration,
+        index: usize,
+        action: Action,
+        cause: &str,
+        out: &mut Vec<Effect>,
+    ) {
         let garp = self.config.garp;
         let stopping = self.handover.is_some();
         let link_up = self.link_up;
@@ -681,6 +778,9 @@ impl Node {
             Action::SendAdvert(advert) => {
                 if link_up {
                     instance.counters.adverts_sent += 1;
+                    if advert.priority == 0 {
+                        instance.counters.priority_zero_sent += 1;
+                    }
                     out.push(Effect::SendAdvert {
                         advert,
                         unicast_peers: instance.unicast_peers.clone(),
@@ -700,13 +800,22 @@ impl Node {
             Action::BecomeMaster => {
                 instance.counters.became_master += 1;
                 let lease = instance.machine.master_down_interval();
+                let owner =
+                    instance.machine.effective_priority() == crate::vrrp::machine::OWNER_PRIORITY;
+                let began = vip.election_began.take().unwrap_or(if owner {
+                    (now, Reason::Priority)
+                } else {
+                    (now, Reason::MasterNoResponse)
+                });
                 vip.reason = format!("master: {cause}");
-                take(vip, lease, garp, out);
+                take(vip, lease, garp, began, out);
             }
             Action::Stop if stopping && vip.owned => {
                 vip.reason = "handing over: shutting down".into();
             }
             Action::BecomeBackup | Action::EnterFault | Action::Stop => {
+                vip.election_began =
+                    (action == Action::BecomeBackup).then_some((now, Reason::MasterNoResponse));
                 vip.reason = format!("{}: {cause}", instance.machine.state().as_str());
                 if vip.owned {
                     release(vip, out);
@@ -766,6 +875,27 @@ impl Node {
         vip.owned = false;
         vip.operator_wants = false;
         vip.reason = format!("cannot take the VIP: {error}");
+    }
+
+    fn on_took_over(&mut self, address: Ipv4Addr, took: Duration) {
+        let Some(vip) = self
+            .vips
+            .iter_mut()
+            .find(|v| v.config.address.addr == address)
+        else {
+            return;
+        };
+        let Some((_, reason)) = vip.pending_failover.take() else {
+            return;
+        };
+        tracing::info!(
+            vip = %vip.config.name,
+            reason = reason.as_str(),
+            "took over in {:.1} ms ({}): XDP answers and the first announcement is out",
+            took.as_secs_f64() * 1000.0,
+            reason.as_str()
+        );
+        vip.last_failover = Some((reason, took));
     }
 
     // --- balancing ---
@@ -946,14 +1076,28 @@ fn error(message: String) -> Response {
     Response::Error { message }
 }
 
-/// This node takes the VIP (see [`Effect::Take`]).
-fn take(vip: &mut Vip, lease: Duration, garp: GarpConfig, out: &mut Vec<Effect>) {
+/// This node takes the VIP (see [`Effect::Take`]), for `reason`, in a
+/// failover that began at `began`.
+fn take(
+    vip: &mut Vip,
+    lease: Duration,
+    garp: GarpConfig,
+    (began, reason): (Duration, Reason),
+    out: &mut Vec<Effect>,
+) {
     vip.owned = true;
+    *vip.transitions.entry(reason).or_default() += 1;
+    vip.pending_failover = Some((began, reason));
     out.push(Effect::Take {
         address: vip.config.address,
         entry: vip.entry(),
         lease,
         garp,
+        failover: Failover {
+            vip: vip.config.name.clone(),
+            began,
+            reason,
+        },
     });
 }
 

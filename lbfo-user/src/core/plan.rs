@@ -83,14 +83,19 @@ impl Plan {
 /// interface; required when a VIP is elected).
 pub fn plan(node: &Node, new: Config, primary: Option<Ipv4Addr>) -> Result<Plan, PlanError> {
     let old = &node.config;
-    if new.interface != old.interface && !node.vips.is_empty() {
+    if new.interface != old.interface {
         return Err(PlanError::NeedsRestart {
             what: format!("interface ({} -> {})", old.interface, new.interface),
         });
     }
-    if new.xdp_mode != old.xdp_mode && !node.vips.is_empty() {
+    if new.xdp_mode != old.xdp_mode {
         return Err(PlanError::NeedsRestart {
             what: "xdp_mode".into(),
+        });
+    }
+    if new.metrics != old.metrics {
+        return Err(PlanError::NeedsRestart {
+            what: "[metrics]".into(),
         });
     }
     // A VIP stays (keeping its ownership and election state) when its

@@ -178,6 +178,7 @@ fn operator_own_and_release() {
         ],
     );
     assert_eq!(phase(&n, "web"), Phase::Standby);
+    assert_eq!(n.vips()[0].transitions.get(&Reason::Operator), Some(&1));
 }
 
 #[test]
@@ -366,8 +367,38 @@ fn vrrp_backup_to_master_and_back() {
         ],
     );
     assert_eq!(phase(&n, "web"), Phase::Master);
-    let counters = &n.vips()[0].election.as_ref().unwrap().counters;
+    let vip = &n.vips()[0];
+    let counters = &vip.election.as_ref().unwrap().counters;
     assert_eq!((counters.became_master, counters.adverts_received), (2, 4));
+    assert_eq!(counters.priority_zero_received, 1);
+    // Why each takeover happened, and when it began: the first when the
+    // Backup's timer started (0 ms), the second at the priority 0 (550 ms).
+    assert_eq!(
+        vip.transitions
+            .iter()
+            .map(|(r, c)| (r.as_str(), *c))
+            .collect::<Vec<_>>(),
+        [("master_no_response", 1), ("shutdown", 1)]
+    );
+    assert_eq!(
+        vip.pending_failover,
+        Some((Duration::from_millis(550), Reason::Shutdown))
+    );
+    play(
+        &mut n,
+        &[(
+            593,
+            Input::TookOver {
+                address: Ipv4Addr::new(192, 0, 2, 100),
+                took: Duration::from_millis(43),
+            },
+            &[],
+        )],
+    );
+    assert_eq!(
+        n.vips()[0].last_failover,
+        Some((Reason::Shutdown, Duration::from_millis(43)))
+    );
 }
 
 #[test]

@@ -145,6 +145,14 @@ pub struct Vip {
     pub reason: String,
     /// The phase last logged (and passed to the notify script).
     pub logged: Phase,
+    /// Takeovers by this node, by reason.
+    pub transitions: std::collections::BTreeMap<super::Reason, u64>,
+    /// The last takeover, when it was done: why, and how long it took.
+    pub last_failover: Option<(super::Reason, Duration)>,
+    /// A takeover asked of the executor and not reported done yet.
+    pub pending_failover: Option<(Duration, super::Reason)>,
+    /// Elected VIPs: when a takeover would have begun, and why.
+    pub election_began: Option<(Duration, super::Reason)>,
 }
 
 impl Vip {
@@ -183,6 +191,10 @@ impl Vip {
                 "standby: waiting for `lbfo own`".into()
             },
             logged: Phase::Initialize,
+            transitions: Default::default(),
+            last_failover: None,
+            pending_failover: None,
+            election_began: None,
         })
     }
 

@@ -7,9 +7,11 @@ use std::{net::Ipv4Addr, sync::Arc, time::Duration};
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
+use super::Clock;
 use crate::{
     control::Response,
     core::{Effect, Input},
+    metrics::Metrics,
     notify::run_notify,
     ownership::Owner,
     vrrp::socket::VrrpSocket,
@@ -28,6 +30,8 @@ pub struct Applied {
 
 pub struct Executor {
     owner: Owner,
+    clock: Clock,
+    metrics: Option<Arc<Metrics>>,
     /// Open while any VIP is elected.
     vrrp: Option<Arc<VrrpSocket>>,
     /// Backends to resolve, for the neighbour task.
@@ -39,6 +43,8 @@ pub struct Executor {
 impl Executor {
     pub fn new(
         owner: Owner,
+        clock: Clock,
+        metrics: Option<Arc<Metrics>>,
         vrrp: Option<Arc<VrrpSocket>>,
         solicit: mpsc::UnboundedSender<Vec<Ipv4Addr>>,
         tasks: TaskTracker,
@@ -46,6 +52,8 @@ impl Executor {
     ) -> Self {
         Self {
             owner,
+            clock,
+            metrics,
             vrrp,
             solicit,
             tasks,
@@ -85,11 +93,19 @@ impl Executor {
                     entry,
                     lease,
                     garp,
+                    failover,
                 } => {
-                    let started = std::time::Instant::now();
                     match self.owner.take(address, &entry, lease, garp).await {
                         Ok(()) => {
-                            tracing::debug!(vip = %address, "took over in {:?}", started.elapsed())
+                            // XDP answers and the first announcement is out.
+                            let took = self.clock.now().saturating_sub(failover.began);
+                            if let Some(metrics) = &self.metrics {
+                                metrics.observe_failover(&failover, took);
+                            }
+                            applied.feedback.push(Input::TookOver {
+                                address: address.addr,
+                                took,
+                            });
                         }
                         Err(e) => {
                             let error = e.to_string();

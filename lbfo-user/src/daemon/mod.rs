@@ -39,7 +39,8 @@ use crate::{
     control::{self, Command, Request, Response},
     core::{self, CheckKey, Input, Node},
     datapath::Datapath,
-    health::{CheckId, HealthChecker, HealthEvent, StatusBoard},
+    health::{CheckId, HealthChecker, HealthEvent, ProbeObserver, StatusBoard},
+    metrics::{self, Metrics},
     netlink::{Interface, Netlink, XdpAttachMode},
     ownership::Owner,
     vrrp::{socket::VrrpSocket, timer::PreciseTimer},
@@ -94,8 +95,31 @@ impl CheckIds {
     }
 }
 
+/// Probe outcomes into the metrics, labelled with the check's VIP.
+struct ProbeMetrics {
+    metrics: Arc<Metrics>,
+    keys: std::sync::RwLock<HashMap<CheckId, CheckKey>>,
+}
+
+impl ProbeObserver for ProbeMetrics {
+    fn probed(
+        &self,
+        id: &CheckId,
+        kind: &'static str,
+        latency: Duration,
+        failure: Option<&'static str>,
+    ) {
+        if let Some(key) = self.keys.read().expect("probe metrics lock").get(id) {
+            self.metrics.observe_probe(key, kind, latency, failure);
+        }
+    }
+}
+
 struct Daemon {
     node: Node,
+    /// The Prometheus registry, with `[metrics]`.
+    metrics: Option<Arc<Metrics>>,
+    probe_metrics: Option<Arc<ProbeMetrics>>,
     executor: Executor,
     clock: Clock,
     netlink: Netlink,
@@ -140,6 +164,18 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
         None => None,
     };
 
+    let metrics_listener = match node.config().metrics {
+        Some(m) => Some(
+            metrics::bind(m.listen)
+                .with_context(|| format!("cannot serve metrics on {}", m.listen))?,
+        ),
+        None => None,
+    };
+    let metrics = match metrics_listener {
+        Some(_) => Some(Metrics::new()?),
+        None => None,
+    };
+
     let tasks = TaskTracker::new();
     let shutdown = CancellationToken::new();
     let (check_ids, checks) = CheckIds::of(node.config());
@@ -149,7 +185,18 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
         tracing::warn!("cannot raise the open-file limit for health checks: {e}");
     }
     let (health_tx, mut health_events) = mpsc::channel(checks.len().max(16));
-    let checker = HealthChecker::start(checks, health_tx, shutdown.child_token())
+    let mut checker = HealthChecker::new(health_tx, shutdown.child_token());
+    let probe_metrics = metrics.clone().map(|metrics| {
+        Arc::new(ProbeMetrics {
+            metrics,
+            keys: std::sync::RwLock::new(check_ids.by_id.clone()),
+        })
+    });
+    if let Some(observer) = &probe_metrics {
+        checker.set_observer(observer.clone());
+    }
+    checker
+        .sync(checks)
         .await
         .context("starting health checks")?;
     let board = checker.status_board();
@@ -169,7 +216,18 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
     );
     let (solicit_tx, solicit_rx) = mpsc::unbounded_channel();
     let notify_timeout = node.config().notify_timeout();
-    let mut executor = Executor::new(owner, vrrp, solicit_tx, tasks.clone(), notify_timeout);
+    let clock = Clock {
+        epoch: Instant::now(),
+    };
+    let mut executor = Executor::new(
+        owner,
+        clock,
+        metrics.clone(),
+        vrrp,
+        solicit_tx,
+        tasks.clone(),
+        notify_timeout,
+    );
     // Every VIP starts as not owned: XDP drops ARP and traffic for it.
     let initial = node.initial_effects();
     executor.apply(initial).await;
@@ -193,13 +251,22 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
     ));
     let (commands_tx, mut commands) = mpsc::channel(64);
     tasks.spawn(socket.serve(commands_tx, shutdown.clone(), tasks.clone()));
+    if let (Some(listener), Some(metrics)) = (metrics_listener, &metrics) {
+        tracing::info!("metrics at http://{}/metrics", listener.local_addr()?);
+        tasks.spawn(metrics::serve(
+            listener,
+            metrics.clone(),
+            shutdown.clone(),
+            tasks.clone(),
+        ));
+    }
 
     let mut daemon = Daemon {
         node,
+        metrics,
+        probe_metrics,
         executor,
-        clock: Clock {
-            epoch: Instant::now(),
-        },
+        clock,
         netlink,
         iface,
         xdp_mode,
@@ -285,6 +352,9 @@ impl Daemon {
         garp_refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // VRRP timers to the microsecond, not tokio's millisecond ticks.
         let mut vrrp_timer = PreciseTimer::new().context("creating the VRRP timer (timerfd)")?;
+        let mut metrics_sync = tokio::time::interval(metrics::SYNC_INTERVAL);
+        metrics_sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let exporting = self.metrics.is_some();
         while !self.node.stopped() {
             let next_timer = self.node.next_deadline().map(|d| self.clock.instant(d));
             let vrrp = self.executor.vrrp().cloned();
@@ -325,6 +395,7 @@ impl Daemon {
                     self.step(Input::Timer).await;
                 }
                 Some(snapshot) = macs.recv() => { self.step(Input::Neighbours(snapshot)).await; }
+                _ = metrics_sync.tick(), if exporting => self.sync_metrics(),
                 _ = garp_refresh.tick(), if garp_refreshing => { self.step(Input::RefreshAnnouncements).await; }
                 Some(up) = link_events.recv() => { self.step(Input::Link { up }).await; }
                 Some(event) = health_events.recv() => {
@@ -339,6 +410,17 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    fn sync_metrics(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.sync(
+                &self.node,
+                self.executor.owner(),
+                &self.board,
+                &self.check_ids.by_key,
+            );
+        }
     }
 
     async fn command(&mut self, request: Request) -> Response {
@@ -383,8 +465,15 @@ impl Daemon {
     /// whole and the running one stays.
     async fn reload(&mut self) {
         let path = self.config_path.clone();
-        match self.try_reload().await {
-            Ok(summary) => tracing::info!("SIGHUP: reloaded {}: {summary}", path.display()),
+        let result = self.try_reload().await;
+        if let Some(metrics) = &self.metrics {
+            metrics.reload(result.is_ok());
+        }
+        match result {
+            Ok(summary) => {
+                tracing::info!("SIGHUP: reloaded {}: {summary}", path.display());
+                self.sync_metrics();
+            }
             Err(e) => {
                 tracing::error!("SIGHUP: reload refused, the running configuration stays: {e:#}")
             }
@@ -410,6 +499,9 @@ impl Daemon {
         }
         self.executor
             .set_notify_timeout(plan.config().notify_timeout());
+        if let Some(observer) = &self.probe_metrics {
+            *observer.keys.write().expect("probe metrics lock") = check_ids.by_id.clone();
+        }
         self.check_ids = check_ids;
         let healthy = self.check_ids.healthy(&self.board);
         let summary = plan.summary();

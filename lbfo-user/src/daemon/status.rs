@@ -14,7 +14,7 @@ use crate::{
     health::{CheckId, StatusBoard},
     netlink::{Interface, XdpAttachMode},
     ownership::Owner,
-    status::{BackendStatus, CheckView, Status, VipStatus, VrrpStatus},
+    status::{BackendStatus, CheckView, LastFailover, Status, VipStatus, VrrpStatus},
 };
 
 pub(super) struct StatusSources<'a> {
@@ -74,6 +74,10 @@ impl StatusSources<'_> {
                     master: i.machine.learned_master().map(|m| m.address.to_string()),
                     master_priority: i.machine.learned_master().map(|m| m.priority),
                     counters: i.counters.clone(),
+                }),
+                last_failover: vip.last_failover.map(|(reason, took)| LastFailover {
+                    reason: reason.as_str().into(),
+                    took_ms: took.as_secs_f64() * 1000.0,
                 }),
             });
         }

@@ -59,3 +59,21 @@ pub enum ProbeError {
     #[error(transparent)]
     Exec(#[from] ExecError),
 }
+
+impl ProbeError {
+    /// A short, stable name of what went wrong, for metrics labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProbeError::Timeout { .. } => "timeout",
+            ProbeError::Resolve { .. } | ProbeError::NoAddress { .. } => "resolve",
+            ProbeError::Connect { .. } => "connect",
+            ProbeError::Tls { .. } | ProbeError::TlsSetup(_) => "tls",
+            ProbeError::Http { .. } => "http",
+            ProbeError::Status { .. } => "status",
+            ProbeError::Body { .. } => "body",
+            ProbeError::IcmpSocket(_) | ProbeError::IcmpSend { .. } => "icmp_socket",
+            ProbeError::IcmpUnreachable { .. } => "unreachable",
+            ProbeError::Exec(_) => "exec",
+        }
+    }
+}

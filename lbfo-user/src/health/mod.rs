@@ -63,7 +63,7 @@ use std::{
 pub use config::{CheckConfig, CheckKind};
 pub use exec::ExecError;
 pub use rise_fall::{HealthState, RiseFall, Transition};
-pub use scheduler::{HealthChecker, StatusBoard, SyncError, SyncReport};
+pub use scheduler::{HealthChecker, ProbeObserver, StatusBoard, SyncError, SyncReport};
 
 /// Names one check for events, logs and status. The integrator picks ids
 /// that stay the same across reloads for the same check (like

@@ -43,8 +43,22 @@ use super::{
 /// Runs a set of checks. Dropping it (or cancelling the token given to
 /// [`HealthChecker::new`]) stops every check; [`HealthChecker::shutdown`]
 /// also waits for them.
+/// Hears about every probe as it ends (metrics), from the check's own
+/// task: it must be quick and must not block.
+pub trait ProbeObserver: Send + Sync {
+    /// `failure` names what went wrong (see `ProbeError::reason`).
+    fn probed(
+        &self,
+        id: &CheckId,
+        kind: &'static str,
+        latency: Duration,
+        failure: Option<&'static str>,
+    );
+}
+
 pub struct HealthChecker {
     events: mpsc::Sender<HealthEvent>,
+    observer: Option<Arc<dyn ProbeObserver>>,
     cancel: CancellationToken,
     probers: Arc<Probers>,
     running: HashMap<CheckId, RunningCheck>,
@@ -132,12 +146,18 @@ impl HealthChecker {
     pub fn new(events: mpsc::Sender<HealthEvent>, cancel: CancellationToken) -> Self {
         Self {
             events,
+            observer: None,
             cancel,
             probers: Arc::new(Probers::default()),
             running: HashMap::new(),
             board: StatusBoard::default(),
             instances: AtomicU64::new(0),
         }
+    }
+
+    /// Every probe of checks started from now on is reported to `observer`.
+    pub fn set_observer(&mut self, observer: Arc<dyn ProbeObserver>) {
+        self.observer = Some(observer);
     }
 
     /// [`HealthChecker::new`] followed by [`HealthChecker::sync`].
@@ -278,6 +298,7 @@ impl HealthChecker {
             status,
             probers: self.probers.clone(),
             events: self.events.clone(),
+            observer: self.observer.clone(),
             cancel: cancel.clone(),
         };
         let task = tokio::spawn(task.run());
@@ -312,6 +333,7 @@ struct CheckTask {
     status: Arc<Mutex<CheckStatus>>,
     probers: Arc<Probers>,
     events: mpsc::Sender<HealthEvent>,
+    observer: Option<Arc<dyn ProbeObserver>>,
     cancel: CancellationToken,
 }
 
@@ -342,9 +364,9 @@ impl CheckTask {
                 outcome = timeout_at(hard_stop, self.probers.probe(&self.config, deadline)) => outcome,
             };
             let latency = started.elapsed();
-            let (success, detail) = match outcome {
-                Ok(Ok(detail)) => (true, detail),
-                Ok(Err(error)) => (false, error.to_string()),
+            let (success, detail, failure) = match outcome {
+                Ok(Ok(detail)) => (true, detail, None),
+                Ok(Err(error)) => (false, error.to_string(), Some(error.reason())),
                 Err(_) => (
                     false,
                     ProbeError::Timeout {
@@ -352,8 +374,12 @@ impl CheckTask {
                         after: self.config.timeout,
                     }
                     .to_string(),
+                    Some("timeout"),
                 ),
             };
+            if let Some(observer) = &self.observer {
+                observer.probed(&self.id, self.config.kind_name(), latency, failure);
+            }
             let result = ProbeResult {
                 success,
                 detail,

@@ -15,6 +15,10 @@ pub struct VrrpCounters {
     pub adverts_sent: u64,
     pub adverts_received: u64,
     pub became_master: u64,
+    #[serde(default)]
+    pub priority_zero_sent: u64,
+    #[serde(default)]
+    pub priority_zero_received: u64,
 }
 
 /// One VIP's election.
