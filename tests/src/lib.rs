@@ -12,5 +12,6 @@ pub mod keepalived;
 pub mod lab;
 pub mod node;
 pub mod prober;
+pub mod prometheus;
 pub mod rfc5798;
 pub mod xdp_tester;
