@@ -120,6 +120,17 @@ fn prometheus_sees_the_pair_and_a_link_down_failover() {
         "status and metrics agree: {last:?} vs {took:?}"
     );
 
+    // The takeover is logged once, with its reason and its duration.
+    let log = n2.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("backup -> master"))
+        .collect();
+    assert!(
+        lines.len() == 1 && lines[0].contains("master_no_response") && lines[0].contains("took_ms"),
+        "one log line for the takeover, with reason and time: {lines:?}"
+    );
+
     // The raw exposition passes Prometheus's own linter.
     let exposition = scrape(&client, &nodes[1]);
     let mut promtool = std::process::Command::new("promtool")

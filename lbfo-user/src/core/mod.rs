@@ -842,14 +842,19 @@ impl Node {
         if phase == vip.logged {
             return;
         }
-        tracing::info!(
-            vip = %vip.config.name,
-            address = %vip.config.address,
-            "{} -> {phase}: {} (XDP {})",
-            vip.logged,
-            vip.reason,
-            if vip.owned { "answering" } else { "silent" },
-        );
+        if vip.pending_failover.is_some() && vip.owned {
+            // A takeover: logged once it is done, with how long it took.
+            vip.unlogged_takeover = Some((vip.logged, phase));
+        } else {
+            tracing::info!(
+                vip = %vip.config.name,
+                address = %vip.config.address,
+                "{} -> {phase}: {} (XDP {})",
+                vip.logged,
+                vip.reason,
+                if vip.owned { "answering" } else { "silent" },
+            );
+        }
         if let Some(script) = &vip.config.notify {
             out.push(Effect::Notify {
                 script: script.clone(),
@@ -872,6 +877,11 @@ impl Node {
             return;
         };
         tracing::error!(vip = %vip.config.name, "cannot take the VIP: {error}");
+        vip.pending_failover = None;
+        // The takeover did not happen: the phase it left is the one logged.
+        if let Some((from, _)) = vip.unlogged_takeover.take() {
+            vip.logged = from;
+        }
         vip.owned = false;
         vip.operator_wants = false;
         vip.reason = format!("cannot take the VIP: {error}");
@@ -888,12 +898,18 @@ impl Node {
         let Some((_, reason)) = vip.pending_failover.take() else {
             return;
         };
+        let (from, to) = vip
+            .unlogged_takeover
+            .take()
+            .unwrap_or((vip.logged, vip.logged));
         tracing::info!(
             vip = %vip.config.name,
+            address = %vip.config.address,
             reason = reason.as_str(),
-            "took over in {:.1} ms ({}): XDP answers and the first announcement is out",
+            took_ms = took.as_secs_f64() * 1000.0,
+            "{from} -> {to}: {} (XDP answering, first announcement out {:.1} ms after the takeover began)",
+            vip.reason,
             took.as_secs_f64() * 1000.0,
-            reason.as_str()
         );
         vip.last_failover = Some((reason, took));
     }

@@ -153,6 +153,8 @@ pub struct Vip {
     pub pending_failover: Option<(Duration, super::Reason)>,
     /// Elected VIPs: when a takeover would have begun, and why.
     pub election_began: Option<(Duration, super::Reason)>,
+    /// The phases of a takeover whose log line waits for its duration.
+    pub unlogged_takeover: Option<(Phase, Phase)>,
 }
 
 impl Vip {
@@ -195,6 +197,7 @@ impl Vip {
             last_failover: None,
             pending_failover: None,
             election_began: None,
+            unlogged_takeover: None,
         })
     }
 
