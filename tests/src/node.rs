@@ -34,6 +34,10 @@ pub struct StartOptions {
     pub args: Vec<String>,
     /// Environment variables besides `LBFO_LOG`.
     pub env: Vec<(String, String)>,
+    /// Run the daemon through `setpriv` with only these capabilities (a
+    /// bounding set such as `-all,+net_admin`) and no new privileges, as a
+    /// hardened service unit would; `None`: with all of root's.
+    pub capabilities: Option<String>,
 }
 
 impl Default for StartOptions {
@@ -42,6 +46,7 @@ impl Default for StartOptions {
             log_filter: "debug".into(),
             args: Vec::new(),
             env: Vec::new(),
+            capabilities: None,
         }
     }
 }
@@ -89,8 +94,19 @@ impl LbfoNode {
         std::fs::write(&config_path, config)?;
         let socket = Self::socket_path(lab, host);
         let log = lab.file(&format!("{}.log", host.name));
+        let mut command = match &options.capabilities {
+            Some(bounding) => {
+                let mut command = netns_exec(&host.ns, "setpriv");
+                command
+                    .arg(format!("--bounding-set={bounding}"))
+                    .args(["--inh-caps=-all", "--no-new-privs", "--"])
+                    .arg(lbfo_bin());
+                command
+            }
+            None => netns_exec(&host.ns, lbfo_bin().to_str().expect("utf-8 path")),
+        };
         let pid = lab.spawn(
-            netns_exec(&host.ns, lbfo_bin().to_str().expect("utf-8 path"))
+            command
                 .arg("run")
                 .arg("-c")
                 .arg(&config_path)

@@ -1,7 +1,9 @@
 //! End-to-end tests of running lbfo as an operator's service: JSON logs for
 //! log shippers, and systemd's notify protocol (readiness, reload, stop, and
 //! the watchdog that only a turning main loop feeds), received on a Unix
-//! datagram socket the test binds as `NOTIFY_SOCKET`, as systemd would.
+//! datagram socket the test binds as `NOTIFY_SOCKET`, as systemd would; and
+//! the shipped unit `dist/lbfo.service`: `systemd-analyze verify`, and lbfo
+//! run with exactly the capabilities it grants.
 
 use std::{
     io::IoSliceMut,
@@ -518,4 +520,164 @@ fn a_stuck_main_loop_stops_the_watchdog_pings() {
     assert_steady_pings(&pings, next, resumed_window, "after the stall");
     node.stop(&mut lab).unwrap();
     notify.assert_all_from(node.pid);
+}
+
+/// `dist/lbfo.service`, the unit lbfo ships.
+fn unit_file() -> (PathBuf, String) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist/lbfo.service");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    (path, text)
+}
+
+/// The value of the unit's one `KEY=` line.
+fn unit_setting<'a>(unit: &'a str, key: &str) -> &'a str {
+    let values: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .collect();
+    match values[..] {
+        [value] => value.trim(),
+        _ => panic!("dist/lbfo.service should set {key}= once, sets it {values:?}"),
+    }
+}
+
+#[test]
+fn the_unit_file_verifies() {
+    let (path, unit) = unit_file();
+    assert_eq!(
+        unit_setting(&unit, "ExecStart"),
+        "/usr/local/bin/lbfo run -c /etc/lbfo.toml"
+    );
+    // `verify` wants the executables to exist: check a copy whose ExecStart
+    // names the built binary, the rest byte for byte as shipped.
+    let dir = std::env::temp_dir().join(format!("lbfo-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("lbfo.service");
+    std::fs::write(
+        &copy,
+        unit.replace(
+            "/usr/local/bin/lbfo",
+            lbfo_bin().to_str().expect("utf-8 path"),
+        ),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .expect("running systemd-analyze (Debian package systemd; ./x installs it)");
+    let _ = std::fs::remove_dir_all(&dir);
+    // verify exits 0 on settings it ignores; any message is a defect.
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify {} ({}): {said}",
+        path.display(),
+        out.status
+    );
+}
+
+/// The bit of each capability in /proc/PID/status's Cap* masks.
+fn capability_bit(name: &str) -> u64 {
+    let bit = match name {
+        "CAP_NET_ADMIN" => 12,
+        "CAP_NET_RAW" => 13,
+        "CAP_SYS_ADMIN" => 21,
+        "CAP_BPF" => 39,
+        other => panic!("the unit grants {other}, which this test does not know"),
+    };
+    1 << bit
+}
+
+#[test]
+fn the_units_capabilities_are_enough() {
+    let (_, unit) = unit_file();
+    let granted: Vec<&str> = unit_setting(&unit, "CapabilityBoundingSet")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        unit_setting(&unit, "AmbientCapabilities"),
+        unit_setting(&unit, "CapabilityBoundingSet"),
+        "the ambient set should name what the bounding set allows"
+    );
+    assert_eq!(unit_setting(&unit, "NoNewPrivileges"), "yes");
+    let bounding = std::iter::once("-all".to_string())
+        .chain(granted.iter().map(|c| {
+            format!(
+                "+{}",
+                c.strip_prefix("CAP_").expect("CAP_ name").to_lowercase()
+            )
+        }))
+        .collect::<Vec<_>>()
+        .join(",");
+    let want_mask = granted
+        .iter()
+        .map(|c| capability_bit(c))
+        .fold(0, |a, b| a | b);
+
+    let (mut lab, client, nodes) =
+        Lab::with_client_and_nodes(1).expect("creating the lab (needs root)");
+    let n1 = &nodes[0];
+    let options = StartOptions {
+        capabilities: Some(bounding),
+        ..StartOptions::default()
+    };
+    let config = basic_config("web", VIP_CIDR, 3000);
+    // Killed without a chance to clean up, as after the watchdog's SIGABRT:
+    // the restarted daemon (Restart=) must replace the XDP program the dead
+    // one left, which takes reading that program's name.
+    let first = LbfoNode::start_with(&mut lab, n1, &config, &options).unwrap();
+    first.kill9().unwrap();
+    lab.wait(first.pid, Duration::from_secs(5)).unwrap();
+    let node = LbfoNode::start_with(&mut lab, n1, &config, &options).unwrap_or_else(|e| {
+        panic!("restart with the unit's capabilities over the program a killed lbfo left: {e:#}")
+    });
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.pid)).unwrap();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .expect("CapEff in /proc/PID/status");
+    assert_eq!(
+        effective, want_mask,
+        "lbfo should run with exactly the unit's capabilities {granted:?}: CapEff {effective:#x}, want {want_mask:#x}"
+    );
+
+    node.own("web").unwrap();
+    let vip = VIP_CIDR.split('/').next().unwrap().parse().unwrap();
+    let answers = lbfo_tests::lab::arping(
+        &client.ns,
+        &client.ifname,
+        vip,
+        3,
+        Duration::from_millis(50),
+    )
+    .unwrap();
+    assert!(
+        !answers.is_empty() && answers.iter().all(|m| *m == n1.mac),
+        "with the unit's capabilities the owner must answer ARP from {:?}, got {answers:?}; log:\n{}",
+        n1.mac,
+        node.log_text()
+    );
+    signal(&node, Signal::SIGHUP);
+    lbfo_tests::lab::wait_for(Duration::from_secs(5), "the reload", || {
+        Ok(node.log_text().contains("SIGHUP: reloaded"))
+    })
+    .unwrap_or_else(|e| panic!("{e}; log:\n{}", node.log_text()));
+    let exit = node.stop(&mut lab).unwrap();
+    let log = node.log_text();
+    assert!(
+        exit.success() && log.contains("XDP detached; stopped"),
+        "lbfo with the unit's capabilities should stop cleanly ({exit}); log:\n{log}"
+    );
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(
+        errors.is_empty(),
+        "errors with the unit's capabilities: {errors:#?}"
+    );
 }
