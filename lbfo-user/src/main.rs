@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use lbfo::control::{self, DEFAULT_SOCKET, Request, Response};
 
 #[derive(Parser)]
@@ -31,6 +31,9 @@ enum Cmd {
         /// Configuration file.
         #[arg(short, long)]
         config: PathBuf,
+        /// Log lines as text, or as one JSON object per line for log shippers.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Check a configuration file and exit.
     CheckConfig {
@@ -53,16 +56,35 @@ enum Cmd {
     Undrain { backend: String },
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    /// tracing-subscriber's JSON: `timestamp`, `level`, `fields.message`,
+    /// the other fields beside it in `fields`, and `target`.
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LBFO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LBFO_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let log_format = match cli.command {
+        Cmd::Run { log_format, .. } => log_format,
+        _ => LogFormat::Text,
+    };
+    init_logging(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -80,6 +102,11 @@ fn main() -> ExitCode {
         // wanted, so this is success, not the shell's SIGPIPE status (141),
         // which `set -o pipefail` scripts would take for lbfo failing.
         Err(e) if e.is::<StdoutClosed>() => ExitCode::SUCCESS,
+        // A log shipper reading JSON gets the daemon's last word as JSON too.
+        Err(e) if log_format == LogFormat::Json => {
+            tracing::error!("lbfo: error: {e:#}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("lbfo: error: {e:#}");
             ExitCode::FAILURE
@@ -89,7 +116,7 @@ fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> Result<()> {
     let request = match cli.command {
-        Cmd::Run { config } => return lbfo::daemon::run(&config, &cli.socket).await,
+        Cmd::Run { config, .. } => return lbfo::daemon::run(&config, &cli.socket).await,
         Cmd::CheckConfig { config } => {
             let c = lbfo::config::Config::load(&config)?;
             return print(&format!(

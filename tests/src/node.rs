@@ -25,6 +25,32 @@ pub fn lbfo_bin() -> PathBuf {
     path
 }
 
+/// How [`LbfoNode::start_with`] runs `lbfo run`.
+#[derive(Clone, Debug)]
+pub struct StartOptions {
+    /// `LBFO_LOG`.
+    pub log_filter: String,
+    /// Arguments after `run -c CONFIG --socket SOCKET`.
+    pub args: Vec<String>,
+    /// Environment variables besides `LBFO_LOG`.
+    pub env: Vec<(String, String)>,
+    /// Run the daemon through `setpriv` with only these capabilities (a
+    /// bounding set such as `-all,+net_admin`) and no new privileges, as a
+    /// hardened service unit would; `None`: with all of root's.
+    pub capabilities: Option<String>,
+}
+
+impl Default for StartOptions {
+    fn default() -> StartOptions {
+        StartOptions {
+            log_filter: "debug".into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            capabilities: None,
+        }
+    }
+}
+
 pub struct LbfoNode {
     pub host: Host,
     pub socket: PathBuf,
@@ -49,18 +75,46 @@ impl LbfoNode {
         config: &str,
         log_filter: &str,
     ) -> Result<LbfoNode> {
+        let options = StartOptions {
+            log_filter: log_filter.into(),
+            ..StartOptions::default()
+        };
+        Self::start_with(lab, host, config, &options)
+    }
+
+    /// [`LbfoNode::start`] with more arguments to `lbfo run` and more
+    /// environment variables.
+    pub fn start_with(
+        lab: &mut Lab,
+        host: &Host,
+        config: &str,
+        options: &StartOptions,
+    ) -> Result<LbfoNode> {
         let config_path = lab.file(&format!("{}.toml", host.name));
         std::fs::write(&config_path, config)?;
-        let socket = lab.file(&format!("{}.sock", host.name));
+        let socket = Self::socket_path(lab, host);
         let log = lab.file(&format!("{}.log", host.name));
+        let mut command = match &options.capabilities {
+            Some(bounding) => {
+                let mut command = netns_exec(&host.ns, "setpriv");
+                command
+                    .arg(format!("--bounding-set={bounding}"))
+                    .args(["--inh-caps=-all", "--no-new-privs", "--"])
+                    .arg(lbfo_bin());
+                command
+            }
+            None => netns_exec(&host.ns, lbfo_bin().to_str().expect("utf-8 path")),
+        };
         let pid = lab.spawn(
-            netns_exec(&host.ns, lbfo_bin().to_str().expect("utf-8 path"))
+            command
                 .arg("run")
                 .arg("-c")
                 .arg(&config_path)
                 .arg("--socket")
                 .arg(&socket)
-                .env("LBFO_LOG", log_filter)
+                .args(&options.args)
+                .env("LBFO_LOG", &options.log_filter)
+                .envs(options.env.iter().map(|(k, v)| (k, v)))
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log)?),
         )?;
@@ -91,6 +145,12 @@ impl LbfoNode {
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok(node)
+    }
+
+    /// The control socket [`LbfoNode::start`] gives the daemon on `host`,
+    /// for a test that talks to it before `start` returns.
+    pub fn socket_path(lab: &Lab, host: &Host) -> PathBuf {
+        lab.file(&format!("{}.sock", host.name))
     }
 
     /// Runs `lbfo ARGS --socket SOCKET` (the socket is a path, reachable from any namespace).

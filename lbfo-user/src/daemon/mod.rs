@@ -15,6 +15,7 @@ mod executor;
 mod neighbours;
 mod startup;
 mod status;
+mod systemd;
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -132,6 +133,7 @@ struct Daemon {
     balancing: watch::Sender<bool>,
     /// Read again on SIGHUP.
     config_path: PathBuf,
+    systemd: systemd::Systemd,
 }
 
 pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
@@ -275,9 +277,11 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
         check_ids,
         balancing,
         config_path: config_path.to_path_buf(),
+        systemd: systemd::Systemd::from_env(),
     };
     // Checks start unproven: VIPs with checks begin in fault until they pass.
     daemon.step(Input::Start).await;
+    daemon.systemd.ready(&daemon.summary());
     let result = daemon
         .main_loop(
             &mut commands,
@@ -288,6 +292,7 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
         .await;
     // The loop ends with every VIP released (or on an error, released now).
     if !daemon.node.stopped() {
+        daemon.systemd.stopping();
         daemon.step(Input::Shutdown).await;
         let wait = daemon.node.next_deadline().map(|d| daemon.clock.instant(d));
         if let Some(wait) = wait {
@@ -355,6 +360,9 @@ impl Daemon {
         let mut metrics_sync = tokio::time::interval(metrics::SYNC_INTERVAL);
         metrics_sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let exporting = self.metrics.is_some();
+        let mut watchdog = self.systemd.watchdog_timer();
+        let mut stall_hook =
+            systemd::StallHook::from_env().context("SIGUSR1 for the stall hook")?;
         while !self.node.stopped() {
             let next_timer = self.node.next_deadline().map(|d| self.clock.instant(d));
             let vrrp = self.executor.vrrp().cloned();
@@ -362,11 +370,18 @@ impl Daemon {
             tokio::select! {
                 _ = sigterm.recv() => {
                     tracing::info!("SIGTERM: releasing VIPs and detaching XDP");
+                    self.systemd.stopping();
                     self.step(Input::Shutdown).await;
                 }
                 _ = sigint.recv() => {
                     tracing::info!("SIGINT: releasing VIPs and detaching XDP");
+                    self.systemd.stopping();
                     self.step(Input::Shutdown).await;
+                }
+                _ = watchdog.due(), if watchdog.enabled() => self.systemd.watchdog(),
+                stall = systemd::StallHook::requested(&mut stall_hook), if stall_hook.is_some() => {
+                    tracing::warn!("SIGUSR1 with LBFO_TEST_STALL_ON_SIGUSR1: blocking the main loop for {stall:?}");
+                    std::thread::sleep(stall);
                 }
                 _ = renew.tick() => { self.step(Input::RenewLeases).await; }
                 _ = sighup.recv() => {
@@ -465,19 +480,33 @@ impl Daemon {
     /// whole and the running one stays.
     async fn reload(&mut self) {
         let path = self.config_path.clone();
+        self.systemd.reloading();
         let result = self.try_reload().await;
         if let Some(metrics) = &self.metrics {
             metrics.reload(result.is_ok());
         }
-        match result {
+        let status = match result {
             Ok(summary) => {
                 tracing::info!("SIGHUP: reloaded {}: {summary}", path.display());
                 self.sync_metrics();
+                self.summary()
             }
             Err(e) => {
-                tracing::error!("SIGHUP: reload refused, the running configuration stays: {e:#}")
+                tracing::error!("SIGHUP: reload refused, the running configuration stays: {e:#}");
+                format!("{}; last reload refused: {e:#}", self.summary())
             }
-        }
+        };
+        self.systemd.ready(&status);
+    }
+
+    /// One line for the service manager's status (`systemctl status`).
+    fn summary(&self) -> String {
+        format!(
+            "{} VIP(s) on {}, XDP in {} mode",
+            self.node.vips().len(),
+            self.iface.name,
+            self.xdp_mode
+        )
     }
 
     async fn try_reload(&mut self) -> Result<String> {
