@@ -289,8 +289,9 @@ impl Node {
     /// their MACs are known.
     pub fn initial_effects(&mut self) -> Vec<Effect> {
         let mut effects = Vec::new();
+        let lease = self.config.lease();
         for vip in &mut self.vips {
-            publish_effects(vip, &mut effects, None);
+            publish_effects(vip, &mut effects, lease);
             if vip.balance.is_none() {
                 effects.push(Effect::Write {
                     address: vip.config.address,
@@ -484,7 +485,7 @@ impl Node {
             if b.drained != drained {
                 b.drained = drained;
                 tracing::info!(backend = %address, vip = %vip.config.name, "{} by operator command", if drained { "drained" } else { "undrained" });
-                publish_effects(vip, out, Some(self.config.lease()));
+                publish_effects(vip, out, self.config.lease());
             }
             found.push(vip.config.name.clone());
         }
@@ -634,7 +635,7 @@ impl Node {
             }
         }
         if backends_changed {
-            publish_effects(vip, out, Some(lease));
+            publish_effects(vip, out, lease);
         }
         if fault == vip.fault && penalty == vip.priority_penalty {
             return;
@@ -928,7 +929,7 @@ impl Node {
             let changed = balance.learn_macs(macs);
             unresolved.extend(balance.unresolved());
             if changed {
-                publish_effects(vip, out, Some(lease));
+                publish_effects(vip, out, lease);
             }
         }
         unresolved.sort_unstable();
@@ -991,13 +992,13 @@ impl Node {
                 if !gone.is_empty() {
                     out.push(Effect::ClearBackends(gone));
                 }
-                publish_effects(vip, out, Some(lease));
+                publish_effects(vip, out, lease);
             }
         }
         for mut vip in coming {
             out.push(Effect::ResetCounters { vip_id: vip.id });
             if vip.balance.is_some() {
-                publish_effects(&mut vip, out, None);
+                publish_effects(&mut vip, out, lease);
             } else {
                 out.push(Effect::Write {
                     address: vip.config.address,
@@ -1126,9 +1127,10 @@ fn release(vip: &mut Vip, out: &mut Vec<Effect>) {
     });
 }
 
-/// A balanced VIP's next table, then its entry flipped to it (keeping the
-/// lease of an owned VIP: `lease` is its length).
-fn publish_effects(vip: &mut Vip, out: &mut Vec<Effect>, operator_lease: Option<Duration>) {
+/// A balanced VIP's next table, then its entry flipped to it (an owned
+/// VIP's lease renewed: `operator_lease` is `lease_ms`, elected VIPs use
+/// their own).
+fn publish_effects(vip: &mut Vip, out: &mut Vec<Effect>, operator_lease: Duration) {
     let Some(balance) = vip.balance.as_mut() else {
         return;
     };
@@ -1139,13 +1141,9 @@ fn publish_effects(vip: &mut Vip, out: &mut Vec<Effect>, operator_lease: Option<
         .filter(|b| b.accepts_new_flows())
         .map(|b| b.address.to_string())
         .collect();
-    if operator_lease.is_some() {
-        tracing::info!(vip = %vip.config.name, "new flows now go to [{}]", taking.join(", "));
-    }
+    tracing::info!(vip = %vip.config.name, "new flows now go to [{}]", taking.join(", "));
     out.push(Effect::PublishTable(Box::new(update)));
-    let lease = vip
-        .owned
-        .then(|| vip.lease(operator_lease.unwrap_or_default()));
+    let lease = vip.owned.then(|| vip.lease(operator_lease));
     out.push(Effect::Write {
         address: vip.config.address,
         entry: vip.entry(),
