@@ -68,8 +68,20 @@ pub struct MaglevSlot {
     pub _pad: u32,
 }
 
-/// Flows the connection table remembers (least recently used go first).
+/// Flows the connection table remembers (least recently used go first)
+/// unless `conntrack_entries` says otherwise, and the size the object
+/// declares. The daemon sizes the maps from its configuration at start-up;
+/// the other `MAX_*` sizes the object declares are upper bounds, this one is
+/// the default.
 pub const CONNTRACK_ENTRIES: u32 = 262_144;
+
+/// The range `conntrack_entries` may take. Each flow costs 88 bytes of
+/// kernel memory (x86-64, measured with bpftool), so the default holds
+/// 22 MiB and the top 1.4 GiB.
+pub const MIN_CONNTRACK_ENTRIES: u32 = 1_024;
+pub const MAX_CONNTRACK_ENTRIES: u32 = 16_777_216;
+const _: () = assert!(MIN_CONNTRACK_ENTRIES <= CONNTRACK_ENTRIES);
+const _: () = assert!(CONNTRACK_ENTRIES <= MAX_CONNTRACK_ENTRIES);
 
 /// Where a balanced VIP's current table starts in the `MAGLEV` array.
 #[inline(always)]

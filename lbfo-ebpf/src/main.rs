@@ -17,6 +17,11 @@
 //! - Anything else, including frames too short or malformed to parse: `XDP_PASS`.
 //!
 //! Ownership lives in the `VIPS` map, written only by the control plane.
+//!
+//! The maps are declared here at their largest; the control plane creates
+//! the balancing ones at the sizes its configuration needs (one entry each
+//! when nothing is balanced). The program reaches them only through
+//! lookups, which fail past the end, so it works at any size.
 #![no_std]
 #![no_main]
 

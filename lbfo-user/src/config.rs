@@ -54,6 +54,17 @@ pub struct Config {
     pub notify_timeout_ms: u64,
     /// The Prometheus endpoint; without the table, none.
     pub metrics: Option<MetricsConfig>,
+    /// Balanced VIPs beyond those configured that the maps have room for,
+    /// so a reload can add them. Read at start-up; see
+    /// [`Config::balanced_vip_headroom`] for the default.
+    pub balanced_vip_headroom: Option<u32>,
+    /// Backends beyond those configured that the maps have room for. Read
+    /// at start-up; see [`Config::backend_headroom`] for the default.
+    pub backend_headroom: Option<u32>,
+    /// Flows the connection table remembers when any VIP is balanced. Read
+    /// at start-up.
+    #[serde(default = "defaults::conntrack_entries")]
+    pub conntrack_entries: u32,
     #[serde(rename = "vip", default)]
     pub vips: Vec<VipConfig>,
 }
@@ -253,6 +264,16 @@ mod defaults {
     pub fn garp_interval_ms() -> u64 {
         200
     }
+    pub fn conntrack_entries() -> u32 {
+        lbfo_common::CONNTRACK_ENTRIES
+    }
+    /// Room for more balanced VIPs, when any is balanced: each costs 1 MiB
+    /// of kernel memory (two tables of 65,537 slots).
+    pub const BALANCED_VIP_HEADROOM: u32 = 2;
+    /// Room for more backends, when any VIP is balanced: one VIP's worth,
+    /// which also lets a reload replace up to that many backends at once
+    /// (the ids of removed backends are reused only from the next reload).
+    pub const BACKEND_HEADROOM: u32 = lbfo_common::MAX_BACKENDS_PER_VIP;
 }
 
 impl VipConfig {
@@ -437,6 +458,31 @@ impl Config {
                 self.garp.refresh_ms
             ));
         }
+        if let Some(h) = self.balanced_vip_headroom
+            && h > lbfo_common::MAX_BALANCED_VIPS
+        {
+            return Err(format!(
+                "balanced_vip_headroom = {h} is out of range (0..={})",
+                lbfo_common::MAX_BALANCED_VIPS
+            ));
+        }
+        if let Some(h) = self.backend_headroom
+            && h > lbfo_common::MAX_BACKENDS
+        {
+            return Err(format!(
+                "backend_headroom = {h} is out of range (0..={})",
+                lbfo_common::MAX_BACKENDS
+            ));
+        }
+        let conntrack = lbfo_common::MIN_CONNTRACK_ENTRIES..=lbfo_common::MAX_CONNTRACK_ENTRIES;
+        if !conntrack.contains(&self.conntrack_entries) {
+            return Err(format!(
+                "conntrack_entries = {} is out of range ({}..={})",
+                self.conntrack_entries,
+                conntrack.start(),
+                conntrack.end()
+            ));
+        }
         if self.vips.len() > MAX_VIPS as usize {
             return Err(format!(
                 "{} VIPs configured; lbfo supports at most {MAX_VIPS}",
@@ -484,6 +530,27 @@ impl Config {
 
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms)
+    }
+
+    /// VIPs in `balance` mode.
+    pub fn balanced_vips(&self) -> impl Iterator<Item = &VipConfig> {
+        self.vips.iter().filter(|v| v.mode == VipServeMode::Balance)
+    }
+
+    /// `balanced_vip_headroom`, or its default: 2 when any VIP is balanced,
+    /// 0 when none is (a node that does not balance gets no tables at all).
+    pub fn balanced_vip_headroom(&self) -> u32 {
+        self.balanced_vip_headroom
+            .unwrap_or(if self.balanced_vips().next().is_some() {
+                defaults::BALANCED_VIP_HEADROOM
+            } else {
+                0
+            })
+    }
+
+    /// `backend_headroom`, or its default: 256 (one VIP's worth).
+    pub fn backend_headroom(&self) -> u32 {
+        self.backend_headroom.unwrap_or(defaults::BACKEND_HEADROOM)
     }
 
     /// Finds a VIP by name or by address.
@@ -608,6 +675,22 @@ address = "192.0.2.100/24"
             (
                 "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"224.0.0.18\"\n",
                 "cannot be a VIP",
+            ),
+            (
+                "interface = \"eth0\"\nconntrack_entries = 1023\n",
+                "lbfo.toml: conntrack_entries = 1023 is out of range (1024..=16777216)",
+            ),
+            (
+                "interface = \"eth0\"\nconntrack_entries = 16777217\n",
+                "conntrack_entries = 16777217 is out of range (1024..=16777216)",
+            ),
+            (
+                "interface = \"eth0\"\nbalanced_vip_headroom = 17\n",
+                "balanced_vip_headroom = 17 is out of range (0..=16)",
+            ),
+            (
+                "interface = \"eth0\"\nbackend_headroom = 4097\n",
+                "backend_headroom = 4097 is out of range (0..=4096)",
             ),
         ];
         for (text, want) in cases {

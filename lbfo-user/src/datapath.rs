@@ -16,6 +16,8 @@ use lbfo_common::{
     VipState, maglev_table_start,
 };
 
+use crate::core::Capacity;
+
 /// The compiled XDP object, embedded at build time.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("LBFO_EBPF_OBJECT"));
 
@@ -53,6 +55,10 @@ pub enum DatapathError {
         purpose: &'static str,
         error: aya::programs::ProgramError,
     },
+    #[error(
+        "XDP map MAGLEV has tables for {capacity} balanced VIPs; table slot {table_slot} is past them"
+    )]
+    NoTable { table_slot: u16, capacity: u32 },
     #[error("cannot memory-map {len} bytes at offset {offset} of XDP map {map}: {error}")]
     Mmap {
         map: &'static str,
@@ -90,6 +96,7 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 
 pub struct Datapath {
     ebpf: Ebpf,
+    capacity: Capacity,
     vips: HashMap<MapData, VipKey, VipState>,
     counters: PerCpuArray<MapData, VipCounters>,
     maglev: MappedTables,
@@ -112,14 +119,35 @@ pub fn vip_key(addr: Ipv4Addr) -> VipKey {
     u32::from_ne_bytes(addr.octets())
 }
 
+/// How many entries each map sized by the configuration is created with.
+/// The kernel refuses maps of no entries, so a node without balancing gets
+/// one of each: nothing writes them, and the XDP program only reaches them
+/// through lookups, which fail past the end (a `VIPS` entry in balance mode
+/// never exists without a table pair for it). `VIPS` and `VIP_COUNTERS`
+/// keep the sizes the object declares: 256 VIPs cost under 100 KiB.
+pub fn map_entries(capacity: &Capacity) -> [(&'static str, u32); 4] {
+    [
+        ("MAGLEV", capacity.balanced_vips * 2 * MAGLEV_TABLE_SIZE),
+        ("BACKENDS", capacity.backends),
+        ("BACKEND_COUNTERS", capacity.backends),
+        ("CONNTRACK", capacity.conntrack_entries),
+    ]
+    .map(|(name, entries)| (name, entries.max(1)))
+}
+
 impl Datapath {
-    /// Loads the embedded program and creates its maps (empty).
-    pub fn load() -> Result<Self, DatapathError> {
+    /// Loads the embedded program and creates its maps (empty), sized for
+    /// `capacity` (see [`map_entries`]).
+    pub fn load(capacity: Capacity) -> Result<Self, DatapathError> {
         // A failure here only means memory is accounted to the cgroup instead.
         let _ = raise_memlock_limit();
         let load = |e: &dyn std::error::Error| DatapathError::Load(with_causes(e));
         let missing = |what: &str| DatapathError::Load(format!("object has no {what}"));
-        let mut ebpf = EbpfLoader::new().load(XDP_OBJECT).map_err(|e| load(&e))?;
+        let mut loader = EbpfLoader::new();
+        for (name, entries) in map_entries(&capacity) {
+            loader.map_max_entries(name, entries);
+        }
+        let mut ebpf = loader.load(XDP_OBJECT).map_err(|e| load(&e))?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or_else(|| missing("lbfo_xdp program"))?
@@ -152,8 +180,15 @@ impl Datapath {
             .map_err(map_error("CONNTRACK", OPEN))?;
         let backend_counters = PerCpuArray::try_from(take(&mut ebpf, "BACKEND_COUNTERS")?)
             .map_err(map_error("BACKEND_COUNTERS", OPEN))?;
+        tracing::info!(
+            "XDP maps sized for {} balanced VIPs, {} backends and {} tracked flows",
+            capacity.balanced_vips,
+            capacity.backends,
+            capacity.conntrack_entries
+        );
         Ok(Self {
             ebpf,
+            capacity,
             vips,
             counters,
             maglev,
@@ -162,6 +197,11 @@ impl Datapath {
             backend_counters,
             prog_id,
         })
+    }
+
+    /// What the maps were sized for.
+    pub fn capacity(&self) -> Capacity {
+        self.capacity
     }
 
     /// The kernel's id for the loaded program.
@@ -265,6 +305,12 @@ impl Datapath {
         table: &[u32],
     ) -> Result<(), DatapathError> {
         assert_eq!(table.len(), MAGLEV_TABLE_SIZE as usize, "Maglev table size");
+        if u32::from(table_slot) >= self.capacity.balanced_vips {
+            return Err(DatapathError::NoTable {
+                table_slot,
+                capacity: self.capacity.balanced_vips,
+            });
+        }
         self.maglev
             .write(maglev_table_start(table_slot, generation) as usize, table)
     }
@@ -354,7 +400,7 @@ impl MappedTables {
         let map_start = start / PAGE * PAGE;
         let map_len = end.div_ceil(PAGE) * PAGE - map_start;
         // SAFETY: maps pages of a BPF array fd created with BPF_F_MMAPABLE,
-        // inside its size (callers stay within MAGLEV_ENTRIES).
+        // inside its size (`write_table` checks the table slot against it).
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),

@@ -4,6 +4,7 @@
 //! `cargo xtask bench`.
 
 pub mod bench;
+pub mod bpftool;
 pub mod demo;
 pub mod fetcher;
 pub mod frames;

@@ -5,7 +5,7 @@ use std::{fmt, time::Duration};
 
 use anyhow::{Context as _, Result};
 use aya::programs::{TestRun as _, TestRunOptions};
-use lbfo::datapath::Datapath;
+use lbfo::{core::Capacity, datapath::Datapath};
 
 /// XDP verdicts (enum xdp_action).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,9 +56,17 @@ pub struct XdpTester {
 const ETH_HLEN: usize = 14;
 
 impl XdpTester {
+    /// The program with its maps at the largest sizes the object allows,
+    /// so the tables may use every table pair and backend id.
     pub fn new() -> Result<Self> {
+        Self::with_capacity(Capacity::MAX)
+    }
+
+    /// The program with its maps sized for `capacity`, as the daemon sizes them.
+    pub fn with_capacity(capacity: Capacity) -> Result<Self> {
         Ok(Self {
-            datapath: Datapath::load().context("loading lbfo's XDP program (run as root)")?,
+            datapath: Datapath::load(capacity)
+                .context("loading lbfo's XDP program (run as root)")?,
         })
     }
 

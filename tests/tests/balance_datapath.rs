@@ -8,6 +8,8 @@ use std::{collections::HashMap, net::Ipv4Addr};
 use lbfo::{
     balance::{BackendIds, BalancedVip},
     config::BackendConfig,
+    core::Capacity,
+    datapath::DatapathError,
 };
 use lbfo_common::{Backend, VipMode, VipState};
 use lbfo_tests::{
@@ -48,7 +50,7 @@ struct Balanced {
 
 impl Balanced {
     fn new(weights: &[u32]) -> Balanced {
-        let mut ids = BackendIds::default();
+        let mut ids = BackendIds::new(lbfo_common::MAX_BACKENDS);
         let configs: Vec<BackendConfig> =
             (0..weights.len()).map(|i| config(i, weights[i])).collect();
         let mut vip = BalancedVip::new(0, &configs, &mut ids).unwrap();
@@ -417,5 +419,58 @@ fn edge_cases_of_a_balanced_vip() {
     assert_eq!(
         b.tester.datapath.counters(1).unwrap().no_backend,
         before + 1
+    );
+}
+
+/// Maps sized for a node that balances nothing (one entry each): even a
+/// balance-mode VIP entry, which the daemon never writes on such a node,
+/// cannot make the program read past the Maglev array. The table lookup
+/// fails (or finds the one zeroed slot, naming a backend that takes no
+/// flows), the packet is dropped and counted; writing a table is refused.
+#[test]
+fn maps_sized_for_no_balancing_keep_every_lookup_inside_them() {
+    let mut tester = XdpTester::with_capacity(Capacity {
+        balanced_vips: 0,
+        backends: 0,
+        conntrack_entries: 0,
+    })
+    .expect("these tests load the XDP program and need root");
+    let jiffies = tester.datapath.jiffies().unwrap();
+    let flows = random_flows(20, 11);
+    for (table_slot, table_generation) in [(0, 0), (0, 1), (15, 1), (u16::MAX, 1)] {
+        let vip = VipState {
+            lease_deadline_jiffies: lbfo::clock::lease_deadline(
+                jiffies,
+                std::time::Duration::from_secs(3600),
+            ),
+            mac: NODE_MAC,
+            owned: 1,
+            mode: VipMode::Balance as u8,
+            vip_id: 1,
+            table_slot,
+            table_generation,
+            ..Default::default()
+        };
+        tester.datapath.set_vip(VIP, &vip).unwrap();
+        for flow in &flows {
+            let before = tester.datapath.counters(1).unwrap().no_backend;
+            let out = tester.run(&flow.frame()).unwrap();
+            assert_eq!(
+                out.action,
+                Action::Drop,
+                "flow {flow:?} with table slot {table_slot} generation {table_generation} and no tables"
+            );
+            assert_eq!(
+                tester.datapath.counters(1).unwrap().no_backend,
+                before + 1,
+                "counted as finding no backend"
+            );
+        }
+    }
+    let table = vec![0; lbfo_common::MAGLEV_TABLE_SIZE as usize];
+    let error = tester.datapath.write_table(0, 0, &table).unwrap_err();
+    assert!(
+        matches!(error, DatapathError::NoTable { .. }),
+        "writing a table the maps have no room for: {error}"
     );
 }

@@ -36,9 +36,9 @@ impl BackendState {
         Ok(Self {
             address: config.address,
             weight: config.weight,
-            id: ids.allocate().ok_or_else(|| {
-                format!("more than {} backends in all", lbfo_common::MAX_BACKENDS)
-            })?,
+            id: ids
+                .allocate()
+                .ok_or_else(|| format!("more than {} backends in all", ids.limit))?,
             mac: None,
             healthy: config.checks.is_empty(),
             drained: false,
@@ -97,9 +97,11 @@ pub struct BalancedVip {
     pub backends: Vec<BackendState>,
 }
 
-/// Hands out backend ids (indexes into `BACKENDS`).
-#[derive(Debug, Default, Clone)]
+/// Hands out backend ids (indexes into `BACKENDS`), below the number of
+/// entries the map was created with.
+#[derive(Debug, Clone)]
 pub struct BackendIds {
+    limit: u32,
     next: u32,
     free: Vec<u32>,
     /// Given back during this reload: a packet may still be steered by an
@@ -108,11 +110,27 @@ pub struct BackendIds {
 }
 
 impl BackendIds {
+    /// Ids `0..limit`, all free.
+    pub fn new(limit: u32) -> Self {
+        debug_assert!(limit <= lbfo_common::MAX_BACKENDS);
+        Self {
+            limit,
+            next: 0,
+            free: Vec::new(),
+            retiring: Vec::new(),
+        }
+    }
+
+    /// How many ids there are in all.
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
     pub fn allocate(&mut self) -> Option<u32> {
         if let Some(id) = self.free.pop() {
             return Some(id);
         }
-        (self.next < lbfo_common::MAX_BACKENDS).then(|| {
+        (self.next < self.limit).then(|| {
             self.next += 1;
             self.next - 1
         })

@@ -31,7 +31,7 @@ use std::{
     time::Duration,
 };
 
-pub use plan::{Plan, PlanError, plan};
+pub use plan::{Capacity, Plan, PlanError, plan};
 pub use vip::{CheckKey, MapEntry, Phase, Vip, all_checks};
 
 use crate::{
@@ -216,6 +216,8 @@ pub struct Node {
     /// The interface is up with a carrier.
     link_up: bool,
     vips: Vec<Vip>,
+    /// What the maps were sized for at start-up.
+    capacity: Capacity,
     backend_ids: BackendIds,
     /// The source of this node's advertisements; `None` while no VIP is elected.
     primary: Option<Ipv4Addr>,
@@ -227,12 +229,14 @@ pub struct Node {
 
 impl Node {
     /// The node as it starts: every VIP not owned. `primary` is the VRRP
-    /// source address (needed when any VIP is elected). Fails, changing
-    /// nothing anywhere, if the VIPs do not fit the data path's tables.
+    /// source address (needed when any VIP is elected); `capacity` what the
+    /// data path's maps are sized for (usually [`Capacity::for_config`]).
+    /// Fails, changing nothing anywhere, if the VIPs do not fit.
     pub fn new(
         config: Config,
         link_up: bool,
         primary: Option<Ipv4Addr>,
+        capacity: Capacity,
     ) -> Result<Node, PlanError> {
         let empty = Node {
             config: Config {
@@ -241,7 +245,8 @@ impl Node {
             },
             link_up,
             vips: Vec::new(),
-            backend_ids: BackendIds::default(),
+            capacity,
+            backend_ids: BackendIds::new(capacity.backends),
             primary: None,
             rejected: Reject::NAMES.iter().map(|n| (*n, 0)).collect(),
             handover: None,
@@ -272,6 +277,10 @@ impl Node {
 
     pub fn rejected(&self) -> &BTreeMap<&'static str, u64> {
         &self.rejected
+    }
+
+    pub fn capacity(&self) -> Capacity {
+        self.capacity
     }
 
     pub fn backend_ids(&self) -> &BackendIds {

@@ -12,6 +12,55 @@ use crate::{
 
 use super::{Node, Vip};
 
+/// What the data path's maps were sized for at start-up
+/// ([`Capacity::for_config`]), fixed for the daemon's life. The planner gives
+/// out table pairs and backend ids only within it, so a reload that needs
+/// more is refused, and a restart sizes the maps anew. The XDP program's
+/// compile-time sizes ([`Capacity::MAX`]) are the upper bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Balanced VIPs with a pair of Maglev tables; 0: no tables at all.
+    pub balanced_vips: u32,
+    /// Backend ids, shared by all balanced VIPs.
+    pub backends: u32,
+    /// Flows the connection table remembers; 0 without balancing.
+    pub conntrack_entries: u32,
+}
+
+impl Capacity {
+    /// The sizes the XDP object declares.
+    pub const MAX: Capacity = Capacity {
+        balanced_vips: lbfo_common::MAX_BALANCED_VIPS,
+        backends: lbfo_common::MAX_BACKENDS,
+        conntrack_entries: lbfo_common::CONNTRACK_ENTRIES,
+    };
+
+    /// Room for what `config` has plus its headroom. A node with no room
+    /// for a balanced VIP has no tables, no backends and no connection
+    /// table: its maps hold only VIPs and their counters.
+    pub fn for_config(config: &Config) -> Capacity {
+        let balanced = config.balanced_vips().count() as u32;
+        let balanced_vips =
+            (balanced + config.balanced_vip_headroom()).min(lbfo_common::MAX_BALANCED_VIPS);
+        if balanced_vips == 0 {
+            return Capacity {
+                balanced_vips: 0,
+                backends: 0,
+                conntrack_entries: 0,
+            };
+        }
+        let backends: u32 = config
+            .balanced_vips()
+            .map(|v| v.backends.len() as u32)
+            .sum();
+        Capacity {
+            balanced_vips,
+            backends: (backends + config.backend_headroom()).min(lbfo_common::MAX_BACKENDS),
+            conntrack_entries: config.conntrack_entries,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
     #[error("changing {what} needs a restart")]
@@ -19,15 +68,13 @@ pub enum PlanError {
     #[error("no free VIP slot ({} in all)", lbfo_common::MAX_VIPS)]
     NoVipSlot,
     #[error(
-        "no free table for another balanced VIP ({} in all)",
-        lbfo_common::MAX_BALANCED_VIPS
+        "needs a restart: the maps were sized for {capacity} balanced VIPs at start-up, the new configuration has {needed} (balanced_vip_headroom leaves room for more)"
     )]
-    NoTableSlot,
+    NoTableSlot { needed: u32, capacity: u32 },
     #[error(
-        "vip {vip:?}: no free backend id; {} backends in all, and the ids of backends removed by a reload are reused only from the next reload on",
-        lbfo_common::MAX_BACKENDS
+        "vip {vip:?}: no free backend id; needs a restart: the maps were sized for {capacity} backends at start-up (backend_headroom leaves room for more; the ids of backends removed by a reload are reused only from the next reload on)"
     )]
-    NoBackendId { vip: String },
+    NoBackendId { vip: String, capacity: u32 },
     #[error("{0}")]
     Vip(String),
 }
@@ -98,6 +145,34 @@ pub fn plan(node: &Node, new: Config, primary: Option<Ipv4Addr>) -> Result<Plan,
             what: "[metrics]".into(),
         });
     }
+    // The maps were sized by these at start-up.
+    let sizing = [
+        (
+            "balanced_vip_headroom",
+            old.balanced_vip_headroom != new.balanced_vip_headroom,
+        ),
+        (
+            "backend_headroom",
+            old.backend_headroom != new.backend_headroom,
+        ),
+        (
+            "conntrack_entries",
+            old.conntrack_entries != new.conntrack_entries,
+        ),
+    ];
+    if let Some((what, _)) = sizing.iter().find(|(_, changed)| *changed) {
+        return Err(PlanError::NeedsRestart {
+            what: format!("{what} (the maps are sized at start-up)"),
+        });
+    }
+    let capacity = node.capacity;
+    let balanced = new.balanced_vips().count() as u32;
+    if balanced > capacity.balanced_vips {
+        return Err(PlanError::NoTableSlot {
+            needed: balanced,
+            capacity: capacity.balanced_vips,
+        });
+    }
     // A VIP stays (keeping its ownership and election state) when its
     // address, election and mode are the same.
     let stays = |old: &VipConfig, new: &VipConfig| {
@@ -136,6 +211,7 @@ pub fn plan(node: &Node, new: Config, primary: Option<Ipv4Addr>) -> Result<Plan,
                     .update_backends(&config.backends, &mut ids)
                     .map_err(|_| PlanError::NoBackendId {
                         vip: config.name.clone(),
+                        capacity: capacity.backends,
                     })?;
                 Some((balance, gone))
             }
@@ -165,9 +241,14 @@ pub fn plan(node: &Node, new: Config, primary: Option<Ipv4Addr>) -> Result<Plan,
             .ok_or(PlanError::NoVipSlot)?;
         used_ids.push(id);
         let slot = if config.mode == VipServeMode::Balance {
-            let slot = (0..lbfo_common::MAX_BALANCED_VIPS as u16)
+            // Cannot run out: every slot below the capacity that no
+            // staying VIP holds is free, and the count was checked above.
+            let slot = (0..capacity.balanced_vips as u16)
                 .find(|s| !used_slots.contains(s))
-                .ok_or(PlanError::NoTableSlot)?;
+                .ok_or(PlanError::NoTableSlot {
+                    needed: balanced,
+                    capacity: capacity.balanced_vips,
+                })?;
             used_slots.push(slot);
             Some(slot)
         } else {

@@ -18,8 +18,14 @@ fn config(text: &str) -> Config {
     .expect("test config is valid")
 }
 
+/// A node with its maps sized for `config`, as the daemon starts it.
+fn start(config: Config, primary: Option<Ipv4Addr>) -> Result<Node, PlanError> {
+    let capacity = Capacity::for_config(&config);
+    Node::new(config, true, primary, capacity)
+}
+
 fn node(text: &str) -> Node {
-    let mut node = Node::new(config(text), true, Some(PRIMARY)).expect("plan");
+    let mut node = start(config(text), Some(PRIMARY)).expect("plan");
     node.initial_effects();
     node
 }
@@ -521,7 +527,7 @@ fn macs(addrs: &[(u8, u8)]) -> Input {
 
 #[test]
 fn backends_take_flows_once_their_macs_are_known_and_drain_stops_new_ones() {
-    let mut n = Node::new(config(BALANCED), true, None).unwrap();
+    let mut n = start(config(BALANCED), None).unwrap();
     let initial: Vec<String> = n.initial_effects().iter().map(line).collect();
     assert_eq!(
         initial,
@@ -731,7 +737,7 @@ fn refused_reloads_change_nothing() {
             ));
         }
     }
-    let mut full = Node::new(config(&many), true, None).unwrap();
+    let mut full = start(config(&many), None).unwrap();
     full.initial_effects();
     let full_before = format!("{full:?}");
     let moved = many.replace("198.51.100.", "203.0.113.");
@@ -783,4 +789,105 @@ fn shutdown_releases_an_operator_vip_and_runs_its_notify_script() {
             (30, Input::RenewLeases, &[]),
         ],
     );
+}
+
+/// A balanced VIP `lb{n}` at 192.0.2.{120 + n} with backends 198.51.100.1
+/// to 198.51.100.{backends}.
+fn balanced(n: u8, backends: u8) -> String {
+    let mut text = format!(
+        "[[vip]]\nname = \"lb{n}\"\naddress = \"192.0.2.{}/24\"\nmode = \"balance\"\n",
+        120 + n
+    );
+    for b in 1..=backends {
+        text.push_str(&format!("[[vip.backend]]\naddress = \"198.51.100.{b}\"\n"));
+    }
+    text
+}
+
+#[test]
+fn maps_are_sized_for_what_is_configured_plus_headroom() {
+    let sized = |text: &str| {
+        let c = Capacity::for_config(&config(text));
+        (c.balanced_vips, c.backends, c.conntrack_entries)
+    };
+    assert_eq!(sized(OPERATOR_VIP), (0, 0, 0), "no balancing: no tables");
+    assert_eq!(
+        sized(&balanced(0, 2)),
+        (3, 258, 262_144),
+        "1 + 2 VIPs, 2 + 256 backends, the default connection table"
+    );
+    assert_eq!(
+        sized(&format!(
+            "balanced_vip_headroom = 0\nbackend_headroom = 1\nconntrack_entries = 4096\n{}",
+            balanced(0, 2)
+        )),
+        (1, 3, 4096)
+    );
+    assert_eq!(
+        sized(&format!("balanced_vip_headroom = 1\n{OPERATOR_VIP}")),
+        (1, 256, 262_144),
+        "room asked for without a balanced VIP"
+    );
+    let many: String = (0..16).map(|n| balanced(n, 250)).collect();
+    assert_eq!(
+        sized(&many),
+        (16, 4096, 262_144),
+        "the XDP program's sizes are the upper bound"
+    );
+}
+
+#[test]
+fn a_reload_that_needs_bigger_maps_is_refused_and_changes_nothing() {
+    let refused = |n: &Node, text: &str| {
+        plan(n, config(text), Some(PRIMARY))
+            .unwrap_err()
+            .to_string()
+    };
+    let n = node(OPERATOR_VIP);
+    let before = format!("{n:?}");
+    assert_eq!(
+        refused(&n, &format!("{OPERATOR_VIP}{}", balanced(1, 2))),
+        "needs a restart: the maps were sized for 0 balanced VIPs at start-up, the new configuration has 1 (balanced_vip_headroom leaves room for more)"
+    );
+    assert_eq!(
+        refused(&n, &format!("conntrack_entries = 4096\n{OPERATOR_VIP}")),
+        "changing conntrack_entries (the maps are sized at start-up) needs a restart"
+    );
+    assert_eq!(format!("{n:?}"), before, "a refused plan changes nothing");
+
+    // Room for one more balanced VIP and two more backends.
+    let sized = "balanced_vip_headroom = 1\nbackend_headroom = 2\n";
+    let mut n = node(&format!("{sized}{}", balanced(0, 2)));
+    assert_eq!(
+        reload(
+            &mut n,
+            0,
+            &format!("{sized}{}{}", balanced(0, 2), balanced(1, 2))
+        ),
+        [
+            "reset counters 2".to_string(),
+            format!("publish slot 1 gen 1 backends [{}]", u32::MAX),
+            "write 192.0.2.121/24 not-owned gen 1".into(),
+        ],
+        "the second balanced VIP fits the headroom"
+    );
+    let before = format!("{n:?}");
+    assert_eq!(
+        refused(
+            &n,
+            &format!(
+                "{sized}{}{}{}",
+                balanced(0, 2),
+                balanced(1, 2),
+                balanced(2, 1)
+            )
+        ),
+        "needs a restart: the maps were sized for 2 balanced VIPs at start-up, the new configuration has 3 (balanced_vip_headroom leaves room for more)"
+    );
+    // lb0 has backend ids 0 and 1, lb1 2 and 3: none is left for a third.
+    assert_eq!(
+        refused(&n, &format!("{sized}{}{}", balanced(0, 3), balanced(1, 2))),
+        "vip \"lb0\": no free backend id; needs a restart: the maps were sized for 4 backends at start-up (backend_headroom leaves room for more; the ids of backends removed by a reload are reused only from the next reload on)"
+    );
+    assert_eq!(format!("{n:?}"), before, "a refused plan changes nothing");
 }

@@ -172,6 +172,7 @@ impl Vip {
             Some(slot) => Some(BalancedVip::new(slot, &config.backends, ids).map_err(|_| {
                 PlanError::NoBackendId {
                     vip: config.name.clone(),
+                    capacity: ids.limit(),
                 }
             })?),
             None => None,

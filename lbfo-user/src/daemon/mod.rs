@@ -151,10 +151,11 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
     }
     let primary = startup::election_primary(&config, &netlink, &iface).await?;
     let vip_addresses: Vec<Ipv4Addr> = config.vips.iter().map(|v| v.address.addr).collect();
-    let mut node = Node::new(config, iface.has_link, primary)?;
+    let capacity = core::Capacity::for_config(&config);
+    let mut node = Node::new(config, iface.has_link, primary, capacity)?;
     let _lock = startup::lock_interface(&iface)?;
     let socket = control::bind(socket_path)?;
-    let mut datapath = Datapath::load()?;
+    let mut datapath = Datapath::load(capacity)?;
     let announcer = Announcer::open(iface.index).with_context(|| {
         format!(
             "cannot open a packet socket on {} for gratuitous ARP",

@@ -200,7 +200,8 @@ fn balance_over_three_backends(tester: &mut XdpTester, lease: u64) -> Result<()>
         })
         .collect();
     let mut balanced =
-        BalancedVip::new(0, &configs, &mut BackendIds::default()).map_err(anyhow::Error::msg)?;
+        BalancedVip::new(0, &configs, &mut BackendIds::new(lbfo_common::MAX_BACKENDS))
+            .map_err(anyhow::Error::msg)?;
     balanced.learn_macs(
         &configs
             .iter()
