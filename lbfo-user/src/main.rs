@@ -96,7 +96,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let result = match cli.command {
+        Cmd::Run { ref config, .. } => run_daemon(&runtime, config, &cli.socket),
+        _ => runtime.block_on(dispatch(cli)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         // The reader stopped reading (`lbfo status | head`): it has what it
         // wanted, so this is success, not the shell's SIGPIPE status (141),
@@ -114,9 +118,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// The daemon's main loop runs alone on this thread, on a runtime of its
+/// own, so VRRP advertisements and lease renewals never wait for a worker
+/// busy with health checks, control connections or metrics scrapes: those
+/// run on `io`.
+fn run_daemon(
+    io: &tokio::runtime::Runtime,
+    config: &std::path::Path,
+    socket: &std::path::Path,
+) -> Result<()> {
+    let main_loop = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the main loop's runtime: {e}"))?;
+    main_loop.block_on(lbfo::daemon::run(config, socket, io.handle().clone()))
+}
+
 async fn dispatch(cli: Cli) -> Result<()> {
     let request = match cli.command {
-        Cmd::Run { config, .. } => return lbfo::daemon::run(&config, &cli.socket).await,
+        Cmd::Run { .. } => unreachable!("lbfo run has a runtime of its own (run_daemon)"),
         Cmd::CheckConfig { config } => {
             let c = lbfo::config::Config::load(&config)?;
             return print(&format!(

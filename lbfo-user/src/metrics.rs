@@ -476,11 +476,15 @@ fn set_counter(vec: &IntCounterVec, labels: &[&str], value: u64) {
 
 /// Serves `GET /metrics` on `listener` until `shutdown`.
 pub async fn serve(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => return tracing::error!("metrics endpoint: {e}"),
+    };
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -536,8 +540,8 @@ fn answer(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<bytes
 
 /// Binds the endpoint's socket (at start-up, so a busy port is an error
 /// before anything changes).
-pub fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
+pub fn bind(listen: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = std::net::TcpListener::bind(listen)?;
     socket.set_nonblocking(true)?;
-    TcpListener::from_std(socket)
+    Ok(socket)
 }

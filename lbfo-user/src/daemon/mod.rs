@@ -136,7 +136,11 @@ struct Daemon {
     systemd: systemd::Systemd,
 }
 
-pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
+/// Runs the daemon until SIGTERM or SIGINT. The caller runs this future,
+/// and with it the main loop, on a runtime of its own; health checks,
+/// control connections, the metrics endpoint and the neighbour task are
+/// spawned on `io`.
+pub async fn run(config_path: &Path, socket_path: &Path, io: tokio::runtime::Handle) -> Result<()> {
     let config = Config::load(config_path)?;
     if !nix::unistd::geteuid().is_root() {
         bail!("lbfo run must run as root (it attaches XDP and changes interface addresses)");
@@ -189,6 +193,7 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
     }
     let (health_tx, mut health_events) = mpsc::channel(checks.len().max(16));
     let mut checker = HealthChecker::new(health_tx, shutdown.child_token());
+    checker.set_runtime(io.clone());
     let probe_metrics = metrics.clone().map(|metrics| {
         Arc::new(ProbeMetrics {
             metrics,
@@ -244,24 +249,28 @@ pub async fn run(config_path: &Path, socket_path: &Path) -> Result<()> {
 
     let (balancing, balancing_rx) = watch::channel(node.vips().iter().any(|v| v.balance.is_some()));
     let (macs_tx, mut macs) = mpsc::channel(1);
-    tasks.spawn(neighbours::run(
-        netlink.clone(),
-        iface.index,
-        balancing_rx,
-        solicit_rx,
-        macs_tx,
-        shutdown.clone(),
-    ));
+    tasks.spawn_on(
+        neighbours::run(
+            netlink.clone(),
+            iface.index,
+            balancing_rx,
+            solicit_rx,
+            macs_tx,
+            shutdown.clone(),
+        ),
+        &io,
+    );
     let (commands_tx, mut commands) = mpsc::channel(64);
-    tasks.spawn(socket.serve(commands_tx, shutdown.clone(), tasks.clone()));
+    tasks.spawn_on(
+        socket.serve(commands_tx, shutdown.clone(), tasks.clone()),
+        &io,
+    );
     if let (Some(listener), Some(metrics)) = (metrics_listener, &metrics) {
         tracing::info!("metrics at http://{}/metrics", listener.local_addr()?);
-        tasks.spawn(metrics::serve(
-            listener,
-            metrics.clone(),
-            shutdown.clone(),
-            tasks.clone(),
-        ));
+        tasks.spawn_on(
+            metrics::serve(listener, metrics.clone(), shutdown.clone(), tasks.clone()),
+            &io,
+        );
     }
 
     let mut daemon = Daemon {

@@ -59,6 +59,8 @@ pub trait ProbeObserver: Send + Sync {
 pub struct HealthChecker {
     events: mpsc::Sender<HealthEvent>,
     observer: Option<Arc<dyn ProbeObserver>>,
+    /// Where check tasks run (the caller's runtime if `None`).
+    runtime: Option<tokio::runtime::Handle>,
     cancel: CancellationToken,
     probers: Arc<Probers>,
     running: HashMap<CheckId, RunningCheck>,
@@ -147,12 +149,18 @@ impl HealthChecker {
         Self {
             events,
             observer: None,
+            runtime: None,
             cancel,
             probers: Arc::new(Probers::default()),
             running: HashMap::new(),
             board: StatusBoard::default(),
             instances: AtomicU64::new(0),
         }
+    }
+
+    /// Check tasks started from now on run on `runtime`.
+    pub fn set_runtime(&mut self, runtime: tokio::runtime::Handle) {
+        self.runtime = Some(runtime);
     }
 
     /// Every probe of checks started from now on is reported to `observer`.
@@ -301,7 +309,10 @@ impl HealthChecker {
             observer: self.observer.clone(),
             cancel: cancel.clone(),
         };
-        let task = tokio::spawn(task.run());
+        let task = match &self.runtime {
+            Some(runtime) => runtime.spawn(task.run()),
+            None => tokio::spawn(task.run()),
+        };
         self.running.insert(
             id,
             RunningCheck {
