@@ -338,13 +338,21 @@ fn measure(
         .windows(2)
         .map(|w| (w[1].as_secs_f64() - w[0].as_secs_f64() - ADVERT.as_secs_f64()) * 1e3)
         .collect();
-    let count = |needle: &str| log.lines().filter(|l| l.contains(needle)).count();
+    // By the module that logs them: a VIP's transition quotes the check
+    // transition that caused it.
+    let count = |target: &str, needles: &[&str]| {
+        log.lines()
+            .filter_map(|l| l.split_once(target).map(|(_, message)| message))
+            .filter(|m| needles.iter().any(|n| m.contains(n)))
+            .count()
+    };
+    let checker = " lbfo::health::scheduler: ";
     let window = Window {
         jitter_ms,
         adverts: arrivals.len(),
-        check_transitions: count("-> unhealthy after") + count("-> healthy after"),
-        vip_transitions: count("owner -> fault") + count("fault -> owner"),
-        queue_full: count("health event queue is full"),
+        check_transitions: count(checker, &["-> unhealthy after", "-> healthy after"]),
+        vip_transitions: count(" lbfo::core: ", &["owner -> fault:", "fault -> owner:"]),
+        queue_full: count(checker, &["health event queue is full"]),
         loaded_for,
         status,
         daemon_cpu,
