@@ -332,17 +332,23 @@ pub fn set_neighbour(
 /// Runs `f` on a thread inside namespace `ns`. Sockets it creates stay in
 /// that namespace and can be used from any thread afterwards.
 pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
-    let path = format!("/var/run/netns/{ns}");
     std::thread::scope(|s| {
         s.spawn(|| -> Result<T> {
-            let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
-            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .with_context(|| format!("entering namespace {ns}"))?;
+            enter_netns(ns)?;
             Ok(f())
         })
         .join()
         .expect("namespace thread panicked")
     })
+}
+
+/// Moves the calling thread into namespace `ns`, for a thread of its own
+/// that lives there (the rest of the process stays where it is).
+pub fn enter_netns(ns: &str) -> Result<()> {
+    let path = format!("/var/run/netns/{ns}");
+    let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+    nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("entering namespace {ns}"))
 }
 
 pub fn parse_mac(s: &str) -> Result<[u8; 6]> {

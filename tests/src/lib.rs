@@ -3,6 +3,7 @@
 //! daemons. Used by the end-to-end tests, `cargo xtask demo` and
 //! `cargo xtask bench`.
 
+pub mod advert_watch;
 pub mod bench;
 pub mod bpftool;
 pub mod demo;

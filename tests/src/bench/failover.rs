@@ -17,7 +17,6 @@
 
 use std::{
     fmt::Write as _,
-    io::Read as _,
     net::Ipv4Addr,
     time::{Duration, Instant},
 };
@@ -26,6 +25,7 @@ use anyhow::{Context as _, Result, bail};
 
 use super::{Effort, Section, Summary};
 use crate::{
+    advert_watch::AdvertWatch,
     keepalived::{Keepalived, KeepalivedConfig},
     lab::{self, Host, Lab, ip, netns_exec, wait_for},
     node::{LbfoNode, vrrp_config},
@@ -38,56 +38,6 @@ const VIP_CIDR: &str = "192.0.2.100/24";
 const VRID: u8 = 51;
 const PROBE: Duration = Duration::from_millis(1);
 const BACKUP_PRIORITY: u8 = 100;
-
-/// A raw socket for IP protocol 112 in one namespace, to see when the
-/// Master's advertisements arrive there.
-struct AdvertWatch {
-    socket: socket2::Socket,
-    from: Ipv4Addr,
-}
-
-impl AdvertWatch {
-    fn open(ns: &str, from: Ipv4Addr) -> Result<AdvertWatch> {
-        let socket = lab::in_netns(ns, || {
-            socket2::Socket::new(
-                socket2::Domain::IPV4,
-                socket2::Type::RAW,
-                Some(socket2::Protocol::from(112)),
-            )
-        })?
-        .context("opening a raw socket for VRRP")?;
-        Ok(AdvertWatch { socket, from })
-    }
-
-    /// The source of the next packet; `None` when none came in time (or,
-    /// on a non-blocking socket, none is queued).
-    fn read_source(&self) -> Option<Ipv4Addr> {
-        let mut buf = [0u8; 1500];
-        let n = (&self.socket).read(&mut buf).ok()?;
-        // A raw IPv4 socket hands over the IP header: source at bytes 12..16.
-        (n >= 20).then(|| Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]))
-    }
-
-    /// Returns as soon as the next advertisement from the Master arrives.
-    fn next_advert(&self, within: Duration) -> Result<()> {
-        // Forget the advertisements queued so far.
-        self.socket.set_nonblocking(true)?;
-        while self.read_source().is_some() {}
-        self.socket.set_nonblocking(false)?;
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                bail!("no advertisement from {} within {within:?}", self.from);
-            }
-            self.socket
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
-            if self.read_source() == Some(self.from) {
-                return Ok(());
-            }
-        }
-    }
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum System {

@@ -68,7 +68,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{Effort, Section, Summary};
+use super::{Effort, Section, Summary, cpu_times, quantile};
 use crate::{
     lab::{Host, LAB_PREFIX_LEN, Lab, in_netns, ip},
     node::LbfoNode,
@@ -435,27 +435,6 @@ fn healthy_checks(node: &LbfoNode) -> Result<usize> {
         .count())
 }
 
-/// (utime, stime) of a process, in seconds.
-fn cpu_times(pid: u32) -> Result<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // The name in parentheses may hold spaces; the fields after it are
-    // fixed: state is field 3, utime 14 and stime 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let field = |n: usize| -> Result<f64> {
-        fields
-            .get(n - 3)
-            .and_then(|f| f.parse::<f64>().ok())
-            .with_context(|| format!("field {n} of /proc/{pid}/stat: {stat}"))
-    };
-    // SAFETY: sysconf has no preconditions.
-    let ticks = (unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64).max(1.0);
-    Ok((field(14)? / ticks, field(15)? / ticks))
-}
-
 /// TIME_WAIT sockets in a namespace (`tw` of /proc/net/sockstat, read from a
 /// thread inside it).
 fn time_wait_sockets(ns: &str) -> Result<u64> {
@@ -473,17 +452,6 @@ fn time_wait_sockets(ns: &str) -> Result<u64> {
                 .and_then(|w| w[1].parse().ok())
         })
         .with_context(|| format!("no TCP tw count in sockstat of {ns}: {sockstat}"))
-}
-
-/// The `q`-quantile of `values` (nearest rank).
-fn quantile(values: &[f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }
 
 #[derive(Clone, Copy)]

@@ -3,6 +3,7 @@
 //! `--quick` runs every benchmark briefly so the harness never rots; it
 //! checks that the benchmarks run, never that a number is good.
 
+pub mod advert_jitter;
 pub mod arp_rate;
 pub mod failover;
 pub mod health_scale;
@@ -12,7 +13,7 @@ pub mod xdp_cost;
 
 use std::{fmt::Write as _, process::Command};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 
 /// How long and how often to measure.
 #[derive(Clone, Copy, Debug)]
@@ -68,6 +69,38 @@ impl Summary {
     }
 }
 
+/// The `q`-quantile of `values` (nearest rank).
+pub fn quantile(values: &[f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// (utime, stime) of a process, in seconds.
+pub fn cpu_times(pid: u32) -> Result<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // The name in parentheses may hold spaces; the fields after it are
+    // fixed: state is field 3, utime 14 and stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |n: usize| -> Result<f64> {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse::<f64>().ok())
+            .with_context(|| format!("field {n} of /proc/{pid}/stat: {stat}"))
+    };
+    // SAFETY: sysconf has no preconditions.
+    let ticks = (unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64).max(1.0);
+    Ok((field(14)? / ticks, field(15)? / ticks))
+}
+
 /// One section of the report.
 pub struct Section {
     pub title: String,
@@ -75,13 +108,14 @@ pub struct Section {
 }
 
 /// The benchmarks by name, in report order.
-pub const NAMES: [&str; 6] = [
+pub const NAMES: [&str; 7] = [
     "xdp_cost",
     "arp_rate",
     "failover",
     "health_scale",
     "memory",
     "throughput",
+    "advert_jitter",
 ];
 
 /// Runs every benchmark, or only the one named.
@@ -99,7 +133,8 @@ pub fn run_selected(effort: Effort, only: Option<&str>) -> Result<Vec<Section>> 
             "failover" => failover::run(effort)?,
             "health_scale" => health_scale::run(effort)?,
             "memory" => memory::run(effort)?,
-            _ => throughput::run(effort)?,
+            "throughput" => throughput::run(effort)?,
+            _ => advert_jitter::run(effort)?,
         });
     }
     Ok(sections)
