@@ -131,6 +131,7 @@ fn run_daemon(
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the main loop's runtime: {e}"))?;
+    lbfo::daemon::raise_main_loop_priority();
     main_loop.block_on(lbfo::daemon::run(config, socket, io.handle().clone()))
 }
 

@@ -136,6 +136,30 @@ struct Daemon {
     systemd: systemd::Systemd,
 }
 
+/// The real-time priority of the main loop's thread (SCHED_RR): above
+/// every ordinary thread, so a busy machine (health checks, status
+/// requests, other processes) does not delay an advertisement by a
+/// scheduler tick; low among real-time threads. keepalived's
+/// `vrrp_rt_priority` does the same for its VRRP process.
+pub const MAIN_LOOP_RT_PRIORITY: i32 = 10;
+
+/// Gives the calling thread (the main loop's) [`MAIN_LOOP_RT_PRIORITY`].
+/// The loop sleeps between events, and the kernel's real-time throttling
+/// (`kernel.sched_rt_runtime_us`) keeps a runaway one from owning a core.
+/// Without the permission it runs at normal priority and says so.
+pub fn raise_main_loop_priority() {
+    let param = libc::sched_param {
+        sched_priority: MAIN_LOOP_RT_PRIORITY,
+    };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) } != 0 {
+        tracing::warn!(
+            "cannot give the main loop real-time priority: {}; advertisements may wait for busy threads",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT. The caller runs this future,
 /// and with it the main loop, on a runtime of its own; health checks,
 /// control connections, the metrics endpoint and the neighbour task are
