@@ -69,7 +69,7 @@ impl Clock {
 /// The engine's id for each check, and back.
 #[derive(Default)]
 struct CheckIds {
-    by_key: HashMap<CheckKey, CheckId>,
+    by_key: Arc<HashMap<CheckKey, CheckId>>,
     by_id: HashMap<CheckId, CheckKey>,
 }
 
@@ -79,7 +79,9 @@ impl CheckIds {
         let mut checks = Vec::new();
         for (key, check) in core::all_checks(config) {
             let id = CheckId::new(key.to_string());
-            ids.by_key.insert(key.clone(), id.clone());
+            Arc::get_mut(&mut ids.by_key)
+                .expect("not shared yet")
+                .insert(key.clone(), id.clone());
             ids.by_id.insert(id.clone(), key);
             checks.push((id, check));
         }
@@ -118,6 +120,8 @@ impl ProbeObserver for ProbeMetrics {
 
 struct Daemon {
     node: Node,
+    /// The I/O runtime, for work kept off the main loop.
+    io: tokio::runtime::Handle,
     /// The Prometheus registry, with `[metrics]`.
     metrics: Option<Arc<Metrics>>,
     probe_metrics: Option<Arc<ProbeMetrics>>,
@@ -299,6 +303,7 @@ pub async fn run(config_path: &Path, socket_path: &Path, io: tokio::runtime::Han
 
     let mut daemon = Daemon {
         node,
+        io: io.clone(),
         metrics,
         probe_metrics,
         executor,
@@ -425,10 +430,7 @@ impl Daemon {
                         renew = renew_interval(lease);
                     }
                 }
-                Some(command) = commands.recv() => {
-                    let response = self.command(command.request).await;
-                    let _ = command.reply.send(response);
-                }
+                Some(command) = commands.recv() => self.command(command).await,
                 received = recv_vrrp(vrrp.as_deref()), if vrrp.is_some() => match received {
                     Ok(packet) => {
                         let primary = vrrp.as_ref().map(|s| s.primary()).expect("socket is open");
@@ -472,23 +474,32 @@ impl Daemon {
         }
     }
 
-    async fn command(&mut self, request: Request) -> Response {
-        let input = match request {
+    async fn command(&mut self, command: Command) {
+        let input = match command.request {
             Request::Status => {
                 let sources = status::StatusSources {
                     node: &self.node,
                     owner: self.executor.owner(),
-                    board: &self.board,
                     iface: &self.iface,
                     xdp_mode: self.xdp_mode,
-                    check_ids: &self.check_ids.by_key,
                 };
-                return match sources.status() {
-                    Ok(status) => Response::Status(Box::new(status)),
-                    Err(e) => Response::Error {
-                        message: format!("cannot read the data path: {e}"),
-                    },
-                };
+                match sources.status() {
+                    Ok((mut status, pending)) => {
+                        // The check views are filled in off the main loop.
+                        let board = self.board.clone();
+                        let ids = self.check_ids.by_key.clone();
+                        self.io.spawn(async move {
+                            status::fill_checks(&mut status, pending, &board, &ids);
+                            let _ = command.reply.send(Response::Status(Box::new(status)));
+                        });
+                    }
+                    Err(e) => {
+                        let _ = command.reply.send(Response::Error {
+                            message: format!("cannot read the data path: {e}"),
+                        });
+                    }
+                }
+                return;
             }
             Request::Own { vip } => Input::Own(vip),
             Request::Release { vip } => Input::Release(vip),
@@ -501,12 +512,14 @@ impl Daemon {
                 drained: false,
             },
         };
-        self.step(input)
+        let response = self
+            .step(input)
             .await
             .pop()
             .unwrap_or_else(|| Response::Error {
                 message: "lbfo is shutting down".into(),
-            })
+            });
+        let _ = command.reply.send(response);
     }
 
     /// SIGHUP: reads the config again. A config that does not load, or asks

@@ -1,9 +1,9 @@
 //! `lbfo status`: the core's view joined with what only the data path knows
-//! (leases, counters, flows) and the checks' board. Reads memory and maps
-//! only; no netlink round trip, so a status request never holds up the
-//! main loop for long.
+//! (leases, counters, flows) and the checks' board. The main loop reads
+//! memory and maps only (no netlink round trip); the check views, the
+//! costly part with many checks, are filled in on the I/O runtime.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, net::Ipv4Addr};
 
 use crate::{
     arp::format_mac,
@@ -20,20 +20,34 @@ use crate::{
 pub(super) struct StatusSources<'a> {
     pub node: &'a Node,
     pub owner: &'a Owner,
-    pub board: &'a StatusBoard,
     pub iface: &'a Interface,
     pub xdp_mode: XdpAttachMode,
-    /// The engine's id of each check.
-    pub check_ids: &'a HashMap<CheckKey, CheckId>,
 }
 
+/// The checks each VIP and backend of a [`Status`] shows, filled in by
+/// [`fill_checks`] away from the main loop: a thousand checks' views cost
+/// more than the rest of the status together.
+pub(super) struct PendingChecks(Vec<(usize, Option<usize>, Vec<CheckKey>)>);
+
 impl StatusSources<'_> {
-    pub fn status(&self) -> Result<Status, DatapathError> {
+    /// Everything but the check views (see [`PendingChecks`]).
+    pub fn status(&self) -> Result<(Status, PendingChecks), DatapathError> {
+        let mut pending = Vec::new();
         let datapath = self.owner.datapath();
         let now = datapath.jiffies()?;
-        let flows = datapath.active_flows();
+        let flows = if self.node.vips().iter().any(|v| v.balance.is_some()) {
+            datapath.active_flows()
+        } else {
+            HashMap::new()
+        };
         let mut vips = Vec::new();
-        for vip in self.node.vips() {
+        for (at, vip) in self.node.vips().iter().enumerate() {
+            pending.push((at, None, check_keys(vip, None)));
+            if let Some(balance) = &vip.balance {
+                for (b, backend) in balance.backends.iter().enumerate() {
+                    pending.push((at, Some(b), check_keys(vip, Some(backend.address))));
+                }
+            }
             let entry = datapath.vip(vip.config.address.addr).unwrap_or_default();
             let answers = entry.answers(now);
             vips.push(VipStatus {
@@ -61,10 +75,10 @@ impl StatusSources<'_> {
                 }
                 .into(),
                 backends: match &vip.balance {
-                    Some(balance) => self.backends(vip, balance, &flows)?,
+                    Some(balance) => self.backends(balance, &flows)?,
                     None => Vec::new(),
                 },
-                checks: self.checks(vip, None),
+                checks: Vec::new(),
                 vrrp: vip.election.as_ref().map(|i| VrrpStatus {
                     vrid: i.machine.config().vrid,
                     priority: i.machine.config().priority,
@@ -81,7 +95,7 @@ impl StatusSources<'_> {
                 }),
             });
         }
-        Ok(Status {
+        let status = Status {
             interface: self.iface.name.clone(),
             link_up: self.node.link_up(),
             xdp_mode: self.xdp_mode.to_string(),
@@ -98,61 +112,12 @@ impl StatusSources<'_> {
             } else {
                 Default::default()
             },
-        })
-    }
-
-    /// The checks of a VIP (`backend` = None) or of one of its backends.
-    fn checks(&self, vip: &Vip, backend: Option<std::net::Ipv4Addr>) -> Vec<CheckView> {
-        let count = match backend {
-            None => vip.config.checks.len(),
-            Some(b) => vip
-                .config
-                .backends
-                .iter()
-                .find(|c| c.address == b)
-                .map_or(0, |c| c.checks.len()),
         };
-        (0..count)
-            .map(|index| {
-                let key = CheckKey {
-                    vip: vip.config.name.as_str().into(),
-                    backend,
-                    index,
-                };
-                self.check_view(&key)
-            })
-            .collect()
-    }
-
-    fn check_view(&self, key: &CheckKey) -> CheckView {
-        let status = self.check_ids.get(key).and_then(|id| self.board.get(id));
-        CheckView {
-            id: key.to_string(),
-            target: status
-                .as_ref()
-                .map(|s| s.target.clone())
-                .unwrap_or_default(),
-            state: status
-                .as_ref()
-                .map(|s| s.state.to_string())
-                .unwrap_or_else(|| "unknown".into()),
-            consecutive_successes: status.as_ref().map_or(0, |s| s.consecutive_successes),
-            consecutive_failures: status.as_ref().map_or(0, |s| s.consecutive_failures),
-            last_latency_ms: status
-                .as_ref()
-                .and_then(|s| s.last.as_ref())
-                .map(|r| r.latency.as_secs_f64() * 1000.0),
-            last_error: status
-                .as_ref()
-                .and_then(|s| s.last_error.as_ref())
-                .map(|r| r.detail.clone()),
-            weight: status.as_ref().and_then(|s| s.weight),
-        }
+        Ok((status, PendingChecks(pending)))
     }
 
     fn backends(
         &self,
-        vip: &Vip,
         balance: &BalancedVip,
         flows: &HashMap<u32, u64>,
     ) -> Result<Vec<BackendStatus>, DatapathError> {
@@ -170,9 +135,73 @@ impl StatusSources<'_> {
                     why_not: b.why_not().map(str::to_string),
                     counters: self.owner.datapath().backend_counters(b.id)?,
                     active_flows: flows.get(&b.id).copied().unwrap_or(0),
-                    checks: self.checks(vip, Some(b.address)),
+                    checks: Vec::new(),
                 })
             })
             .collect()
+    }
+}
+
+/// The keys of a VIP's checks (`backend` = None) or of one backend's.
+fn check_keys(vip: &Vip, backend: Option<Ipv4Addr>) -> Vec<CheckKey> {
+    let count = match backend {
+        None => vip.config.checks.len(),
+        Some(b) => vip
+            .config
+            .backends
+            .iter()
+            .find(|c| c.address == b)
+            .map_or(0, |c| c.checks.len()),
+    };
+    let name: std::sync::Arc<str> = vip.config.name.as_str().into();
+    (0..count)
+        .map(|index| CheckKey {
+            vip: name.clone(),
+            backend,
+            index,
+        })
+        .collect()
+}
+
+/// Fills in the check views of a status from the checks' board.
+pub(super) fn fill_checks(
+    status: &mut Status,
+    pending: PendingChecks,
+    board: &StatusBoard,
+    ids: &HashMap<CheckKey, CheckId>,
+) {
+    for (vip, backend, keys) in pending.0 {
+        let views = keys.iter().map(|key| check_view(key, board, ids)).collect();
+        let vip = &mut status.vips[vip];
+        match backend {
+            None => vip.checks = views,
+            Some(b) => vip.backends[b].checks = views,
+        }
+    }
+}
+
+fn check_view(key: &CheckKey, board: &StatusBoard, ids: &HashMap<CheckKey, CheckId>) -> CheckView {
+    let status = ids.get(key).and_then(|id| board.get(id));
+    CheckView {
+        id: key.to_string(),
+        target: status
+            .as_ref()
+            .map(|s| s.target.clone())
+            .unwrap_or_default(),
+        state: status
+            .as_ref()
+            .map(|s| s.state.to_string())
+            .unwrap_or_else(|| "unknown".into()),
+        consecutive_successes: status.as_ref().map_or(0, |s| s.consecutive_successes),
+        consecutive_failures: status.as_ref().map_or(0, |s| s.consecutive_failures),
+        last_latency_ms: status
+            .as_ref()
+            .and_then(|s| s.last.as_ref())
+            .map(|r| r.latency.as_secs_f64() * 1000.0),
+        last_error: status
+            .as_ref()
+            .and_then(|s| s.last_error.as_ref())
+            .map(|r| r.detail.clone()),
+        weight: status.as_ref().and_then(|s| s.weight),
     }
 }
