@@ -45,7 +45,7 @@ use std::{
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddrV4, TcpListener},
     os::unix::net::UnixStream,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
@@ -101,24 +101,38 @@ struct Plan {
 struct Load {
     flaps: bool,
     status: bool,
+    scrapes: bool,
 }
 
 const IDLE: Load = Load {
     flaps: false,
     status: false,
+    scrapes: false,
 };
 const STATUS_ONLY: Load = Load {
     flaps: false,
     status: true,
+    scrapes: false,
 };
 const FLAPS_ONLY: Load = Load {
     flaps: true,
     status: false,
+    scrapes: false,
 };
 const BOTH: Load = Load {
     flaps: true,
     status: true,
+    scrapes: false,
 };
+/// Issue 12's scrape storm: the metrics endpoint asked 200 times a second.
+const SCRAPES_ONLY: Load = Load {
+    flaps: false,
+    status: false,
+    scrapes: true,
+};
+const SCRAPES_PER_SECOND: u32 = 200;
+const SCRAPE_THREADS: u32 = 4;
+const METRICS_PORT: u16 = 9655;
 
 /// The windows of every round, by load.
 #[derive(Default)]
@@ -127,6 +141,7 @@ struct Rounds {
     status: Vec<Window>,
     flaps: Vec<Window>,
     both: Vec<Window>,
+    scrapes: Vec<Window>,
 }
 
 /// One measurement window.
@@ -143,6 +158,7 @@ struct Window {
     /// How long the load ran (warm-up and window).
     loaded_for: Duration,
     status: Option<StatusReport>,
+    scrapes: Option<StatusReport>,
     /// The daemon's user + system time over the window, in cores.
     daemon_cpu: f64,
     /// 1-minute load average of the machine as the window started.
@@ -180,7 +196,11 @@ pub fn run(effort: Effort) -> Result<Section> {
     let lifetime = (plan.window + plan.warm + Duration::from_secs(15)) * 2 * plan.rounds as u32
         + Duration::from_secs(60);
     let targets = Targets::start(&web.ns, lifetime)?;
-    let node = LbfoNode::start_logging(&mut lab, master, &config(), "info")?;
+    let node = LbfoNode::start_logging(&mut lab, master, &config(master.addr), "info")?;
+    let metrics_url = (
+        client.ns.clone(),
+        SocketAddrV4::new(master.addr, METRICS_PORT),
+    );
     // Alone on the segment it is Master one Master_Down_Interval after start.
     node.wait_state("web", "master", Duration::from_secs(5))?;
     for i in 0..OPERATOR_VIPS {
@@ -194,17 +214,36 @@ pub fn run(effort: Effort) -> Result<Section> {
         settle(&node, &targets)?;
         rounds
             .idle
-            .push(measure(&node, &watch, &targets, IDLE, plan)?);
-        rounds
-            .status
-            .push(measure(&node, &watch, &targets, STATUS_ONLY, plan)?);
-        rounds
-            .flaps
-            .push(measure(&node, &watch, &targets, FLAPS_ONLY, plan)?);
+            .push(measure(&node, &watch, &targets, IDLE, plan, &metrics_url)?);
+        rounds.status.push(measure(
+            &node,
+            &watch,
+            &targets,
+            STATUS_ONLY,
+            plan,
+            &metrics_url,
+        )?);
+        rounds.flaps.push(measure(
+            &node,
+            &watch,
+            &targets,
+            FLAPS_ONLY,
+            plan,
+            &metrics_url,
+        )?);
         settle(&node, &targets)?;
         rounds
             .both
-            .push(measure(&node, &watch, &targets, BOTH, plan)?);
+            .push(measure(&node, &watch, &targets, BOTH, plan, &metrics_url)?);
+        settle(&node, &targets)?;
+        rounds.scrapes.push(measure(
+            &node,
+            &watch,
+            &targets,
+            SCRAPES_ONLY,
+            plan,
+            &metrics_url,
+        )?);
     }
     let bind_failures = targets.bind_failures();
     drop(targets);
@@ -218,11 +257,12 @@ pub fn run(effort: Effort) -> Result<Section> {
         ("status only", &rounds.status),
         ("flaps only", &rounds.flaps),
         ("flaps + status", &rounds.both),
+        ("scrapes only", &rounds.scrapes),
     ];
     for (name, windows) in all {
         for w in windows.iter() {
             println!(
-                "advert jitter, {name}: p50 {:.3} p99 {:.3} max {:.3} ms; {} adverts, {} check and {} VIP transitions, {} status answers in {:.1} s; daemon {:.0}% of a core; load {:.2}",
+                "advert jitter, {name}: p50 {:.3} p99 {:.3} max {:.3} ms; {} adverts, {} check and {} VIP transitions, {} status answers, {} scrapes in {:.1} s; daemon {:.0}% of a core; load {:.2}",
                 w.p(0.5),
                 w.p(0.99),
                 w.max(),
@@ -230,6 +270,7 @@ pub fn run(effort: Effort) -> Result<Section> {
                 w.check_transitions,
                 w.vip_transitions,
                 w.status.as_ref().map_or(0, |s| s.answered),
+                w.scrapes.as_ref().map_or(0, |s| s.answered),
                 w.loaded_for.as_secs_f64(),
                 w.daemon_cpu * 100.0,
                 w.load_average,
@@ -243,7 +284,7 @@ pub fn run(effort: Effort) -> Result<Section> {
 }
 
 /// The elected VIP, then the operator VIPs with their checks.
-fn config() -> String {
+fn config(node: Ipv4Addr) -> String {
     let mut extra = String::new();
     for i in 0..OPERATOR_VIPS {
         let _ = write!(
@@ -261,7 +302,14 @@ fn config() -> String {
             );
         }
     }
-    vrrp_config(VIP_CIDR, VRID, PRIORITY, ADVERT, &extra)
+    let config = vrrp_config(VIP_CIDR, VRID, PRIORITY, ADVERT, &extra);
+    // [metrics] is a top-level table: before the first [[vip]].
+    let at = config.find("[[vip]]").expect("a vip table");
+    format!(
+        "{}[metrics]\nlisten = \"{node}:{METRICS_PORT}\"\n\n{}",
+        &config[..at],
+        &config[at..]
+    )
 }
 
 fn operator_vip(i: usize) -> String {
@@ -297,6 +345,7 @@ fn measure(
     targets: &Targets,
     load: Load,
     plan: Plan,
+    metrics: &(String, SocketAddrV4),
 ) -> Result<Window> {
     let log_start = std::fs::metadata(&node.log)?.len();
     let load_average = load_average()?;
@@ -304,9 +353,26 @@ fn measure(
     if load.flaps {
         targets.set(Mode::Flap);
     }
-    let status = load
-        .status
-        .then(|| StatusLoad::start(&node.socket, plan.warm + plan.window));
+    let status = load.status.then(|| {
+        let socket = node.socket.clone();
+        StatusLoad::start(
+            plan.warm + plan.window,
+            STATUS_PER_SECOND,
+            STATUS_THREADS,
+            None,
+            Arc::new(move || status_request(&socket)),
+        )
+    });
+    let scrapes = load.scrapes.then(|| {
+        let (ns, addr) = metrics.clone();
+        StatusLoad::start(
+            plan.warm + plan.window,
+            SCRAPES_PER_SECOND,
+            SCRAPE_THREADS,
+            Some(ns),
+            Arc::new(move || scrape(addr)),
+        )
+    });
     if load != IDLE {
         std::thread::sleep(plan.warm);
     }
@@ -319,6 +385,7 @@ fn measure(
     let daemon_cpu =
         (cpu_end.0 + cpu_end.1 - cpu_start.0 - cpu_start.1) / recording.elapsed().as_secs_f64();
     let status = status.map(StatusLoad::finish).transpose()?;
+    let scrapes = scrapes.map(StatusLoad::finish).transpose()?;
     let loaded_for = started.elapsed();
     let log = log_since(&node.log, log_start)?;
     targets.set(Mode::Open);
@@ -355,6 +422,7 @@ fn measure(
         queue_full: count(checker, &["health event queue is full"]),
         loaded_for,
         status,
+        scrapes,
         daemon_cpu,
         load_average,
     };
@@ -364,6 +432,15 @@ fn measure(
             "the checks did not flap: {} check and {} VIP transitions in {loaded_for:?}",
             window.check_transitions,
             window.vip_transitions
+        );
+    }
+    if let Some(scrapes) = &window.scrapes
+        && scrapes.answered == 0
+    {
+        bail!(
+            "no scrape was answered ({} failed: {})",
+            scrapes.failed,
+            scrapes.last_error.as_deref().unwrap_or("-")
         );
     }
     if let Some(status) = &window.status
@@ -505,6 +582,60 @@ fn markdown(rounds: &Rounds, plan: Plan, bind_failures: usize) -> String {
         "| daemon CPU, % of one core | {} | {} | | {} | {} | |",
         c[0], c[1], c[2], c[3]
     );
+    // Issue 12's scrape storm, against the same idle windows.
+    let scrapes_over = rounds
+        .scrapes
+        .iter()
+        .filter(|w| p99(w) >= TARGET_P99_MS)
+        .count();
+    let scrape_verdict = if scrapes_over == 0 {
+        format!("**met** (every round's p99 under {TARGET_P99_MS} ms)")
+    } else {
+        format!(
+            "**not met** ({scrapes_over} of {} rounds at or over {TARGET_P99_MS} ms)",
+            rounds.scrapes.len()
+        )
+    };
+    fn scrape(f: fn(&StatusReport) -> f64) -> impl Fn(&Window) -> f64 {
+        move |w| w.scrapes.as_ref().map_or(0.0, f)
+    }
+    let _ = writeln!(
+        table,
+        "\n| measurement | **{SCRAPES_PER_SECOND} metrics scrapes/s** | idle (baseline) | target |\n|---|---|---|---|"
+    );
+    let _ = writeln!(
+        table,
+        "| **advert interval jitter p99 at 10 ms, {SCRAPES_PER_SECOND} scrapes/s**, ms | **{}** | {} | < {TARGET_P99_MS} ms: {scrape_verdict} |",
+        of(&rounds.scrapes, &p99).fmt(3),
+        of(&rounds.idle, &p99).fmt(3),
+    );
+    let _ = writeln!(
+        table,
+        "| advert interval jitter max, ms | {} | {} | |",
+        of(&rounds.scrapes, &|w: &Window| w.max()).fmt(3),
+        of(&rounds.idle, &|w: &Window| w.max()).fmt(3),
+    );
+    let _ = writeln!(
+        table,
+        "| scrapes answered per second | {} | – | |",
+        of(
+            &rounds.scrapes,
+            &scrape(|s| s.answered as f64 / s.ran_for.as_secs_f64())
+        )
+        .fmt(0),
+    );
+    let _ = writeln!(
+        table,
+        "| scrape latency p50 / p99, ms | {} / {} | – | |",
+        of(&rounds.scrapes, &scrape(|s| quantile(&s.latency_ms, 0.5))).fmt(1),
+        of(&rounds.scrapes, &scrape(|s| quantile(&s.latency_ms, 0.99))).fmt(1),
+    );
+    let _ = writeln!(
+        table,
+        "| daemon CPU, % of one core | {} | {} | |",
+        of(&rounds.scrapes, &|w: &Window| w.daemon_cpu * 100.0).fmt(0),
+        of(&rounds.idle, &|w: &Window| w.daemon_cpu * 100.0).fmt(0),
+    );
     let windows = || columns.iter().flat_map(|ws| ws.iter());
     let queue_full: usize = windows().map(|w| w.queue_full).sum();
     let failed: usize = windows()
@@ -518,7 +649,7 @@ fn markdown(rounds: &Rounds, plan: Plan, bind_failures: usize) -> String {
         .unwrap_or(0);
     let loads: Vec<f64> = windows().map(|w| w.load_average).collect();
     format!(
-        "Command: `cargo xtask bench` (section \"advert_jitter\"). Does the Master keep its cadence while its daemon is busy: VRRP advertisements must never wait behind netlink or a status request. {n} rounds; each measures the same daemon for {window:?} in each of four windows: idle, status requests only, flapping checks only, both. Each figure is the median of the rounds with their spread (min–max); the idle window is the baseline, and the two windows with one load each say which load costs what.\n\n\
+        "Command: `cargo xtask bench` (section \"advert_jitter\"). Does the Master keep its cadence while its daemon is busy: VRRP advertisements must never wait behind netlink or a status request. {n} rounds; each measures the same daemon for {window:?} in each of five windows: idle, status requests only, flapping checks only, both, and a scrape storm ({SCRAPES_PER_SECOND} requests a second to the metrics endpoint from {SCRAPE_THREADS} threads in the client namespace, second table). Each figure is the median of the rounds with their spread (min–max); the idle window is the baseline, and the two windows with one load each say which load costs what.\n\n\
 The lab: one lbfo node, alone on the segment and so Master, priority {PRIORITY}, one elected VIP advertised every {advert} ms, and {OPERATOR_VIPS} operator VIPs (`lbfo own`) with {CHECKS_PER_VIP} `tcp` checks each ({checks} checks: every {interval} ms, timeout {CHECK_TIMEOUT_MS} ms, rise 1, fall 1) against {PORTS} TCP ports on a third host. The checks sit on operator VIPs because a flap there makes the daemon's main loop release a VIP (map write, rtnetlink address delete) or take it (address add, map write, gratuitous ARP): the work adverts must not wait behind, and it cannot change which node is Master. Flaps: each port closes and opens again every {half:?} (the ports {stagger} ms apart), so every check changes state once a second. Status: {STATUS_THREADS} threads ask the control socket for the status on a fixed schedule, {STATUS_PER_SECOND} requests a second in all (the request `lbfo status --json` makes; one answer is {kib:.0} KiB). Idle: every port open, every check healthy, every operator VIP owned, no status requests; the checks still probe. The load is counted in the daemon's log: check transitions as the checker logs them, VIP releases and takes as the main loop logs them.\n\n\
 The client, a second namespace on the segment, joins 224.0.0.18 and takes the kernel's receive time (`SO_TIMESTAMPNS`) of each of the Master's advertisements; jitter is each interval between consecutive advertisements minus {advert} ms (the Master schedules the next advertisement an interval after it sends one, so a late one is never made up, and a lost one shows as 10 ms). Target: p99 under {TARGET_P99_MS} ms with both loads.\n\n\
 Load average of the machine as the windows started: {load_min:.2}–{load_max:.2} (2 cores, shared: the idle column shows what the machine alone costs). Failed status requests: {failed}. Times a target port could not be opened again: {bind_failures}. Times the checker found the daemon's event queue full: {queue_full}.\n\n{table}",
@@ -706,18 +837,35 @@ struct StatusLoad {
     threads: Vec<JoinHandle<Vec<StatusCall>>>,
 }
 
+/// One request of a load; returns the size of the answer.
+type Request = Arc<dyn Fn() -> Result<usize> + Send + Sync>;
+
 impl StatusLoad {
-    fn start(socket: &Path, length: Duration) -> StatusLoad {
+    /// `threads` threads (inside namespace `ns`, if given) sending
+    /// `request`, together `per_second` a second, for `length`.
+    fn start(
+        length: Duration,
+        per_second: u32,
+        threads: u32,
+        ns: Option<String>,
+        request: Request,
+    ) -> StatusLoad {
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
-        let gap = Duration::from_secs(1) / STATUS_PER_SECOND;
-        let period = gap * STATUS_THREADS;
+        let gap = Duration::from_secs(1) / per_second;
+        let period = gap * threads;
         let slots = (length.as_nanos() / period.as_nanos()) as u32 + 1;
-        let threads = (0..STATUS_THREADS)
+        let threads = (0..threads)
             .map(|t| {
-                let (stop, socket): (Arc<AtomicBool>, PathBuf) = (stop.clone(), socket.into());
+                let (stop, request, ns) = (stop.clone(), request.clone(), ns.clone());
                 std::thread::spawn(move || {
                     let mut calls = Vec::new();
+                    if let Some(ns) = &ns
+                        && let Err(e) = enter_netns(ns)
+                    {
+                        calls.push(Err(format!("{e:#}")));
+                        return calls;
+                    }
                     for slot in 0..slots {
                         let at = started + gap * t + period * slot;
                         if let Some(wait) = at.checked_duration_since(Instant::now()) {
@@ -728,7 +876,7 @@ impl StatusLoad {
                         }
                         let asked = Instant::now();
                         calls.push(
-                            status_request(&socket)
+                            request()
                                 .map(|bytes| (asked.elapsed(), bytes))
                                 .map_err(|e| format!("{e:#}")),
                         );
@@ -775,6 +923,24 @@ impl StatusLoad {
         report.ran_for = self.started.elapsed();
         Ok(report)
     }
+}
+
+/// One scrape of the metrics endpoint (HTTP/1.0, the connection closed by
+/// the server); returns the size of the answer.
+fn scrape(addr: SocketAddrV4) -> Result<usize> {
+    let mut stream = std::net::TcpStream::connect_timeout(&addr.into(), Duration::from_secs(2))
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: lbfo\r\n\r\n")?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    if !answer.starts_with(b"HTTP/1.0 200") && !answer.starts_with(b"HTTP/1.1 200") {
+        bail!(
+            "the endpoint answered {:?}",
+            String::from_utf8_lossy(&answer[..answer.len().min(40)])
+        );
+    }
+    Ok(answer.len())
 }
 
 /// One status request over the control socket, as `lbfo status` sends it;

@@ -304,7 +304,7 @@ fn measure(
     // report says so.
     let mut started_after = None;
     while started.elapsed() < plan.warm_up_limit {
-        if checks_handled_healthy(&node)? >= checks {
+        if healthy_checks(&node)? >= checks && core_settled(&node)? {
             started_after = Some(started.elapsed());
             break;
         }
@@ -409,20 +409,13 @@ fn config(checks: usize) -> String {
     c
 }
 
-/// Checks the daemon's main loop has acted on as healthy at least once: it
-/// logs each health event as `lbfo::daemon: check ID (TARGET) OLD -> NEW ...`
-/// before applying it (the check tasks log theirs under `lbfo::health`, when
-/// they happen, which says nothing about the main loop).
-fn checks_handled_healthy(node: &LbfoNode) -> Result<usize> {
-    let log = std::fs::read_to_string(&node.log)
-        .with_context(|| format!("reading {}", node.log.display()))?;
-    let ids: std::collections::HashSet<&str> = log
-        .lines()
-        .filter(|l| l.contains(" -> healthy "))
-        .filter_map(|l| l.split_once(" lbfo::daemon: check "))
-        .filter_map(|(_, rest)| rest.split(' ').next())
-        .collect();
-    Ok(ids.len())
+/// The daemon's core has acted on every check as healthy: a VIP leaves
+/// fault only when the core holds none of its checks as failing (the check
+/// tasks' own state, which `healthy_checks` reads, says nothing about the
+/// main loop).
+fn core_settled(node: &LbfoNode) -> Result<bool> {
+    let status = node.status()?;
+    Ok(!status.vips.is_empty() && status.vips.iter().all(|v| v.state != "fault"))
 }
 
 fn healthy_checks(node: &LbfoNode) -> Result<usize> {
