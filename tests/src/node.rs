@@ -213,6 +213,17 @@ impl LbfoNode {
         .map_err(|e| anyhow::anyhow!("{e} (it is {})", self.vip_state(name)))
     }
 
+    /// Writes `config` as the daemon's config file and sends SIGHUP: a
+    /// reload, which the daemon logs as done or refused.
+    pub fn reload_with(&self, config: &str) -> Result<()> {
+        std::fs::write(&self.config, config)?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )?;
+        Ok(())
+    }
+
     /// SIGKILL: the daemon gets no chance to clean up.
     pub fn kill9(&self) -> Result<()> {
         nix::sys::signal::kill(

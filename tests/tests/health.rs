@@ -302,14 +302,7 @@ fn sighup_reload_keeps_unchanged_vips_and_refuses_a_broken_config() {
     node.own("web").unwrap();
     wait_vip_state(&node, "web", "owner", Duration::from_secs(3));
 
-    let reload = |text: &str| {
-        std::fs::write(&node.config, text).unwrap();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(node.pid as i32),
-            nix::sys::signal::Signal::SIGHUP,
-        )
-        .unwrap();
-    };
+    let reload = |text: &str| node.reload_with(text).unwrap();
     // A new VIP, one removed, web untouched: web keeps its ownership throughout.
     reload(&format!(
         "{base}{web}\n[[vip]]\nname = \"new\"\naddress = \"192.0.2.102/24\"\n"

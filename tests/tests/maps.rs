@@ -66,12 +66,7 @@ fn without_balancing_the_maps_hold_only_vips_and_a_reload_needing_tables_is_refu
         "map memory without balancing: {bytes} bytes, expected under 1 MiB"
     );
 
-    std::fs::write(&node.config, format!("{ELECTED}{BALANCED}")).unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(node.pid as i32),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .unwrap();
+    node.reload_with(&format!("{ELECTED}{BALANCED}")).unwrap();
     wait_for(Duration::from_secs(10), "the reload to be refused", || {
         Ok(node.log_text().contains("reload refused"))
     })

@@ -45,16 +45,8 @@ fn a_reload_that_cannot_fit_is_refused_before_anything_changes() {
 
     // web goes; every balanced VIP gets 256 new backends (4,096 new ids
     // while all 4,096 are in use or being retired).
-    std::fs::write(
-        &node.config,
-        format!("{base}{}", balanced_vips("203.0.113")),
-    )
-    .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(node.pid as i32),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .unwrap();
+    node.reload_with(&format!("{base}{}", balanced_vips("203.0.113")))
+        .unwrap();
     wait_for(Duration::from_secs(10), "the reload to be refused", || {
         Ok(node.log_text().contains("reload refused"))
     })

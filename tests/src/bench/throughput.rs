@@ -92,11 +92,7 @@ fn build() -> Result<ThroughputLab> {
 impl ThroughputLab {
     /// Switches the VIP to the first `n` backends (SIGHUP reload).
     fn use_backends(&self, n: usize) -> Result<()> {
-        std::fs::write(&self.node.config, lbfo_config(&self.backends[..n]))?;
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.node.pid as i32),
-            nix::sys::signal::Signal::SIGHUP,
-        )?;
+        self.node.reload_with(&lbfo_config(&self.backends[..n]))?;
         self.wait_backends(n)
     }
 
