@@ -31,6 +31,12 @@ use crate::{
 /// How often the main loop copies its state into the registry.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How long one encoding of the registry serves scrapes. Short next to any
+/// scrape interval (Prometheus's shortest sensible one is 1 s), and next to
+/// [`SYNC_INTERVAL`], so no scrape sees older figures than a sync already
+/// gives.
+pub const SCRAPE_CACHE: Duration = Duration::from_millis(100);
+
 /// Failover and probe durations: 1 ms to 10 s.
 const DURATION_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -65,6 +71,8 @@ pub struct Metrics {
     last_reload_success: Gauge,
     /// The VIP names the per-VIP series were last written for.
     vips: std::sync::Mutex<Vec<String>>,
+    /// The last exposition and when it was encoded.
+    cache: std::sync::Mutex<Option<(std::time::Instant, bytes::Bytes)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -246,6 +254,7 @@ impl Metrics {
                 ),
             )?,
             vips: Default::default(),
+            cache: Default::default(),
             registry: r,
         };
         let build_info = register(
@@ -282,6 +291,22 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("the text encoder writes to memory");
         out
+    }
+
+    /// The exposition for a scrape: encoded at most once per
+    /// [`SCRAPE_CACHE`], so a storm of scrapes costs one encoding per
+    /// interval, not one per scrape (with thousands of checks an encoding
+    /// takes milliseconds of CPU).
+    pub fn exposition(&self) -> bytes::Bytes {
+        let mut cache = self.cache.lock().expect("exposition cache lock");
+        if let Some((at, body)) = &*cache
+            && at.elapsed() < SCRAPE_CACHE
+        {
+            return body.clone();
+        }
+        let body = bytes::Bytes::from(self.encode());
+        *cache = Some((std::time::Instant::now(), body.clone()));
+        body
     }
 
     /// The configuration was loaded (at start-up, or by a reload).
@@ -522,19 +547,19 @@ fn answer(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<bytes
         (
             200,
             "text/plain; version=0.0.4; charset=utf-8",
-            metrics.encode(),
+            metrics.exposition(),
         )
     } else {
         (
             404,
             "text/plain; charset=utf-8",
-            b"lbfo serves metrics at /metrics\n".to_vec(),
+            bytes::Bytes::from_static(b"lbfo serves metrics at /metrics\n"),
         )
     };
     Response::builder()
         .status(status)
         .header("content-type", content_type)
-        .body(Full::new(body.into()))
+        .body(Full::new(body))
         .expect("a valid response")
 }
 
