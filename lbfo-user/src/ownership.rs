@@ -105,10 +105,6 @@ impl Owner {
         &self.datapath
     }
 
-    pub fn datapath_mut(&mut self) -> &mut Datapath {
-        &mut self.datapath
-    }
-
     pub fn announcements_sent(&self, addr: Ipv4Addr) -> u64 {
         self.announcer.sent(addr)
     }

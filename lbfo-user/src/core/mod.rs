@@ -283,10 +283,6 @@ impl Node {
         self.capacity
     }
 
-    pub fn backend_ids(&self) -> &BackendIds {
-        &self.backend_ids
-    }
-
     /// Shutdown is complete.
     pub fn stopped(&self) -> bool {
         self.stopped

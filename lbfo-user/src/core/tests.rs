@@ -134,19 +134,10 @@ const OPERATOR_VIP: &str = "[[vip]]\nname = \"web\"\naddress = \"192.0.2.100/24\
 
 #[test]
 fn operator_own_and_release() {
-    let mut n = node(OPERATOR_VIP);
+    let mut n = owning_web(OPERATOR_VIP);
     play(
         &mut n,
         &[
-            (0, Input::Start, &[]),
-            (
-                10,
-                Input::Own("web".into()),
-                &[
-                    "take 192.0.2.100/24 lease 900ms",
-                    "done: web 192.0.2.100/24 is now owned by this node",
-                ],
-            ),
             (
                 20,
                 Input::Own("192.0.2.100".into()),
@@ -187,9 +178,10 @@ fn operator_own_and_release() {
     assert_eq!(n.vips()[0].transitions.get(&Reason::Operator), Some(&1));
 }
 
-#[test]
-fn a_failed_take_leaves_the_vip_unowned_and_unwanted() {
-    let mut n = node(OPERATOR_VIP);
+/// `text`'s node after start-up with its operator VIP `web` (192.0.2.100)
+/// owned at 10 ms.
+fn owning_web(text: &str) -> Node {
+    let mut n = node(text);
     play(
         &mut n,
         &[
@@ -202,6 +194,17 @@ fn a_failed_take_leaves_the_vip_unowned_and_unwanted() {
                     "done: web 192.0.2.100/24 is now owned by this node",
                 ],
             ),
+        ],
+    );
+    n
+}
+
+#[test]
+fn a_failed_take_leaves_the_vip_unowned_and_unwanted() {
+    let mut n = owning_web(OPERATOR_VIP);
+    play(
+        &mut n,
+        &[
             (
                 11,
                 Input::TakeFailed {
@@ -254,19 +257,10 @@ fn check_fault_and_recovery_of_an_operator_vip() {
 
 #[test]
 fn link_loss_and_return() {
-    let mut n = node(OPERATOR_VIP);
+    let mut n = owning_web(OPERATOR_VIP);
     play(
         &mut n,
         &[
-            (0, Input::Start, &[]),
-            (
-                10,
-                Input::Own("web".into()),
-                &[
-                    "take 192.0.2.100/24 lease 900ms",
-                    "done: web 192.0.2.100/24 is now owned by this node",
-                ],
-            ),
             (
                 20,
                 Input::Link { up: false },
@@ -602,21 +596,7 @@ fn reload_adds_removes_and_changes_vips_and_backends() {
         "{OPERATOR_VIP}{}",
         BALANCED.replace("192.0.2.100/24", "192.0.2.110/24")
     );
-    let mut n = node(&two);
-    play(
-        &mut n,
-        &[
-            (0, Input::Start, &[]),
-            (
-                10,
-                Input::Own("web".into()),
-                &[
-                    "take 192.0.2.100/24 lease 900ms",
-                    "done: web 192.0.2.100/24 is now owned by this node",
-                ],
-            ),
-        ],
-    );
+    let mut n = owning_web(&two);
     // web goes (released, then forgotten); lb keeps its slot and table pair
     // and gets a third backend; api comes with a fresh counter slot.
     let lb_only_more = format!(
@@ -692,24 +672,10 @@ fn a_reload_changing_an_elected_vip_restarts_its_election() {
 
 #[test]
 fn refused_reloads_change_nothing() {
-    let mut n = node(&format!("{OPERATOR_VIP}{BALANCED}").replace(
+    let n = owning_web(&format!("{OPERATOR_VIP}{BALANCED}").replace(
         "name = \"lb\"\naddress = \"192.0.2.100/24\"",
         "name = \"lb\"\naddress = \"192.0.2.110/24\"",
     ));
-    play(
-        &mut n,
-        &[
-            (0, Input::Start, &[]),
-            (
-                10,
-                Input::Own("web".into()),
-                &[
-                    "take 192.0.2.100/24 lease 900ms",
-                    "done: web 192.0.2.100/24 is now owned by this node",
-                ],
-            ),
-        ],
-    );
     let before = format!("{n:?}");
     let refused = |text: String| {
         plan(&n, config(&text), Some(PRIMARY))
@@ -730,11 +696,7 @@ fn refused_reloads_change_nothing() {
             120 + v
         ));
         for b in 0..256 {
-            many.push_str(&format!(
-                "[[vip.backend]]\naddress = \"198.51.{}.{}\"\n",
-                100 + b / 256,
-                b % 256
-            ));
+            many.push_str(&format!("[[vip.backend]]\naddress = \"198.51.100.{b}\"\n"));
         }
     }
     let mut full = start(config(&many), None).unwrap();
