@@ -132,13 +132,7 @@ pub fn run_demo() -> Result<()> {
     let n1_fault = broke.elapsed();
     n2.wait_state("web", "master", Duration::from_secs(3))?;
     let n2_master = broke.elapsed();
-    wait_for(
-        Duration::from_secs(2),
-        "the client's neighbour entry to move to n2",
-        || Ok(neighbour_mac(&client.ns, "eth0", VIP)? == Some(hosts[1].mac)),
-    )?;
-    std::thread::sleep(Duration::from_millis(300));
-    let log = fetcher.finish()?;
+    let log = settle_on(&client, hosts[1].mac, fetcher)?;
     println!(
         "n1: fault {} after the failure (check fails {FALL} times, every {})",
         ms(n1_fault),
@@ -208,13 +202,7 @@ pub fn run_demo() -> Result<()> {
     n1.kill9()?;
     n2.wait_state("web", "master", takeover + SLACK * 3)?;
     let n2_master = killed.elapsed();
-    wait_for(
-        Duration::from_secs(2),
-        "the client's neighbour entry to move to n2",
-        || Ok(neighbour_mac(&client.ns, "eth0", VIP)? == Some(hosts[1].mac)),
-    )?;
-    std::thread::sleep(Duration::from_millis(300));
-    let log = fetcher.finish()?;
+    let log = settle_on(&client, hosts[1].mac, fetcher)?;
     moved_for_good(&log, "n1", "n2")?;
     let last_n1 = log
         .last("n1")
@@ -296,4 +284,16 @@ fn moved_for_good(log: &FetchLog, from: &str, to: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Waits for the client's neighbour entry for the VIP to name `mac`, lets
+/// the fetches in flight land, and stops the fetcher.
+fn settle_on(client: &Host, mac: [u8; 6], fetcher: Fetcher) -> Result<FetchLog> {
+    wait_for(
+        Duration::from_secs(2),
+        "the client's neighbour entry to move to the new owner",
+        || Ok(neighbour_mac(&client.ns, "eth0", VIP)? == Some(mac)),
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    fetcher.finish()
 }
