@@ -164,11 +164,21 @@ pub fn raise_main_loop_priority() {
     }
 }
 
+/// Where the daemon's work other than the main loop runs.
+pub struct Runtimes {
+    /// Control connections, the metrics endpoint, the neighbour task.
+    pub io: tokio::runtime::Handle,
+    /// Health check tasks.
+    pub checks: tokio::runtime::Handle,
+}
+
 /// Runs the daemon until SIGTERM or SIGINT. The caller runs this future,
-/// and with it the main loop, on a runtime of its own; health checks,
-/// control connections, the metrics endpoint and the neighbour task are
-/// spawned on `io`.
-pub async fn run(config_path: &Path, socket_path: &Path, io: tokio::runtime::Handle) -> Result<()> {
+/// and with it the main loop, on a runtime of its own.
+pub async fn run(config_path: &Path, socket_path: &Path, runtimes: Runtimes) -> Result<()> {
+    let Runtimes {
+        io,
+        checks: check_runtime,
+    } = runtimes;
     let config = Config::load(config_path)?;
     if !nix::unistd::geteuid().is_root() {
         bail!("lbfo run must run as root (it attaches XDP and changes interface addresses)");
@@ -221,7 +231,7 @@ pub async fn run(config_path: &Path, socket_path: &Path, io: tokio::runtime::Han
     }
     let (health_tx, mut health_events) = mpsc::channel(checks.len().max(16));
     let mut checker = HealthChecker::new(health_tx, shutdown.child_token());
-    checker.set_runtime(io.clone());
+    checker.set_runtime(check_runtime);
     let probe_metrics = metrics.clone().map(|metrics| {
         Arc::new(ProbeMetrics {
             metrics,

@@ -77,7 +77,8 @@ pub enum CheckKind {
     Exec(ExecCheck),
 }
 
-/// `kind = "http"`: one HTTP/1.1 GET on a fresh connection.
+/// `kind = "http"`: one HTTP/1.1 GET, on a fresh connection unless
+/// `reuse_connection`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpCheck {
     /// `http://` or `https://`, always with a host.
@@ -91,6 +92,14 @@ pub struct HttpCheck {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Accept any certificate (self-signed lab certs). Only for `https`.
     pub tls_skip_verify: bool,
+    /// Keep the connection open across probes (HTTP/1.1 keep-alive).
+    pub reuse_connection: bool,
+    /// Derived from `url`: whether it is https, and the host (without the
+    /// brackets of an IPv6 literal) and port to connect to.
+    pub https: bool,
+    pub target: HostPort,
+    /// The request, encoded once (see `http::encode_request`).
+    pub request: Vec<u8>,
 }
 
 /// `kind = "tcp"`: a TCP connect.
@@ -406,6 +415,7 @@ struct RawCheck {
     body_contains: Option<String>,
     headers: Option<BTreeMap<String, String>>,
     tls_skip_verify: Option<bool>,
+    reuse_connection: Option<bool>,
     // tcp
     address: Option<String>,
     // icmp
@@ -438,6 +448,7 @@ impl TryFrom<RawCheck> for CheckConfig {
                     "body_contains",
                     "headers",
                     "tls_skip_verify",
+                    "reuse_connection",
                 ],
             ),
             KindName::Tcp => ("tcp", &["address"]),
@@ -450,6 +461,7 @@ impl TryFrom<RawCheck> for CheckConfig {
             ("body_contains", raw.body_contains.is_some()),
             ("headers", raw.headers.is_some()),
             ("tls_skip_verify", raw.tls_skip_verify.is_some()),
+            ("reuse_connection", raw.reuse_connection.is_some()),
             ("address", raw.address.is_some()),
             ("host", raw.host.is_some()),
             ("command", raw.command.is_some()),
@@ -505,17 +517,38 @@ impl TryFrom<RawCheck> for CheckConfig {
                         || header_name == http::header::TRANSFER_ENCODING
                     {
                         return Err(format!(
-                            "headers: {name:?} is set by lbfo (every check uses a fresh connection)"
+                            "headers: {name:?} is set by lbfo (use reuse_connection to keep connections open)"
                         ));
                     }
                     headers.push((header_name, header_value));
                 }
+                let https = url.scheme_str() == Some("https");
+                let authority = url.authority().expect("validate_url checked the host");
+                let target = HostPort {
+                    host: authority
+                        .host()
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string(),
+                    port: authority.port_u16().unwrap_or(if https { 443 } else { 80 }),
+                };
+                let reuse_connection = raw.reuse_connection.unwrap_or(false);
+                let request = super::http::encode_request(
+                    url.path_and_query().map_or("/", |p| p.as_str()),
+                    authority.as_str(),
+                    &headers,
+                    reuse_connection,
+                );
                 CheckKind::Http(HttpCheck {
                     url,
                     expect_status,
                     body_contains: raw.body_contains,
                     headers,
                     tls_skip_verify: raw.tls_skip_verify.unwrap_or(false),
+                    reuse_connection,
+                    https,
+                    target,
+                    request,
                 })
             }
             KindName::Tcp => {

@@ -30,10 +30,10 @@ pub enum ProbeError {
     },
     #[error("TLS setup: {0}")]
     TlsSetup(String),
-    #[error("HTTP exchange with {addr}: {source}")]
+    #[error("HTTP exchange with {addr}: {problem}")]
     Http {
         addr: SocketAddr,
-        source: hyper::Error,
+        problem: HttpProblem,
     },
     #[error("HTTP status {status} is not in {expected}")]
     Status { status: u16, expected: String },
@@ -58,6 +58,21 @@ pub enum ProbeError {
     },
     #[error(transparent)]
     Exec(#[from] ExecError),
+}
+
+/// What went wrong in an HTTP exchange once connected.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpProblem {
+    #[error("the server closed the connection without a complete answer")]
+    Closed,
+    #[error("{0}")]
+    Io(io::Error),
+    #[error("malformed answer: {0}")]
+    Malformed(httparse::Error),
+    #[error("the answer's head is longer than 16 KiB")]
+    HeadTooLarge,
+    #[error("malformed chunked body")]
+    BadChunk,
 }
 
 impl ProbeError {

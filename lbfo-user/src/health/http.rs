@@ -1,28 +1,30 @@
-//! `kind = "http"`: one HTTP/1.1 GET per probe, on a fresh connection.
+//! `kind = "http"`: one HTTP/1.1 GET per probe.
 //!
-//! Why a fresh connection every time (no keep-alive, no pool): a check must
-//! say whether the service answers *new* clients *now*. A kept-alive
-//! connection can keep working while the service no longer accepts
-//! connections (listener gone, backlog full, a draining process still serving
-//! its old connections), and it hides slow connects and TLS handshakes from
-//! the measured latency. So each probe connects, sends `Connection: close`,
-//! reads what it needs and closes the socket with a reset (see
-//! `tcp::connect`). The server closes first after `Connection: close`, so
-//! TIME_WAIT stays on the server (one per probe: 60 per target at 1 s, nothing
-//! for a server), never on lbfo's side, whose ephemeral ports are not used up.
+//! By default on a fresh connection. A check must say whether the service
+//! answers *new* clients *now*: a kept-alive connection can keep working
+//! while the service no longer accepts connections (listener gone, backlog
+//! full, a draining process still serving its old connections), and it
+//! hides slow connects and TLS handshakes from the measured latency. So each
+//! probe connects, sends `Connection: close`, reads what it needs and drops
+//! the socket, which closes it with a reset (see `tcp::connect`): no
+//! TIME_WAIT on lbfo's side, whose ephemeral ports are not used up.
 //!
-//! Cost at scale: one TCP handshake (plus a TLS handshake for https) per probe
-//! and no state between probes. Measured with the ignored load tests in
-//! `scheduler.rs` (release build, 2 cores, loopback, the test servers in the
-//! same process): 10,000 http checks at 1 s ran 10,000 probes/s with no
-//! failure, latencies in milliseconds, and about 0.8 core for client and
-//! servers together; 2,000 https checks at 1 s (full handshakes both sides)
-//! about 0.9 core. The process needs one file descriptor per probe in flight:
-//! see [`super::raise_nofile_limit`].
+//! `reuse_connection = true` keeps one connection per check open across
+//! probes (HTTP/1.1 keep-alive) and opens a new one when the kept one fails.
+//! A probe then costs one request and one answer instead of a handshake as
+//! well: the choice for many checks at short intervals, at the price above.
+//! A request on a kept connection that the server closed meanwhile (its
+//! keep-alive timeout) is sent again once on a fresh connection, within the
+//! same timeout, so a server's idle timeout never reads as a failure.
 //!
-//! The request and response go through hyper's HTTP/1.1 client connection
-//! directly (hyper's pool would defeat the point above); the connection future
-//! is driven inside the probe future, so dropping a probe closes its socket.
+//! The exchange is small enough to do by hand over the socket, and that is
+//! what keeps a probe cheap: the request is encoded once per check
+//! ([`HttpCheck::request`]) and written with one system call; the answer's
+//! head is parsed with `httparse`; the body is read only as far as the check
+//! needs it (`body_contains`) or, on a kept connection, to its end as its
+//! framing (`Content-Length` or chunked) says. A general client (hyper, which
+//! lbfo used before) did the same work at about twice the CPU per probe,
+//! measured against HAProxy's checks in `cargo xtask bench`.
 
 use std::{
     net::SocketAddr,
@@ -30,11 +32,6 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
-use http::{Request, header};
-use http_body_util::{BodyExt as _, Empty};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use rustls::{
     ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
@@ -42,19 +39,29 @@ use rustls::{
     pki_types::{CertificateDer, ServerName, UnixTime},
 };
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
     time::{Instant, timeout_at},
 };
 use tokio_rustls::TlsConnector;
 use tracing::{info, warn};
 
-use super::{config::HttpCheck, error::ProbeError, tcp};
+use super::{
+    config::HttpCheck,
+    error::{HttpProblem, ProbeError},
+    tcp,
+};
 
-/// How much of a body `body_contains` looks at. Health endpoints answer in a
-/// few bytes; reading further only costs memory and time on every probe.
+/// How much of a body `body_contains` looks at, and the longest body a kept
+/// connection reads to its end (a longer one closes the connection instead).
+/// Health endpoints answer in a few bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-const USER_AGENT: &str = concat!("lbfo-health/", env!("CARGO_PKG_VERSION"));
+/// The longest response head accepted.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// The most response headers accepted.
+const MAX_HEADERS: usize = 64;
+
+pub(crate) const USER_AGENT: &str = concat!("lbfo-health/", env!("CARGO_PKG_VERSION"));
 
 /// The two TLS client configurations, made on first use and shared by every
 /// https check (which also shares rustls' session cache, so servers that
@@ -65,28 +72,80 @@ pub(crate) struct HttpProber {
     unverified: OnceLock<Result<TlsConnector, String>>,
 }
 
+/// A connection, plain or TLS.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// What one http check keeps between its probes: the kept-alive connection
+/// (with `reuse_connection`) and the read buffer.
+#[derive(Default)]
+pub(crate) struct HttpState {
+    kept: Option<(Box<dyn Stream>, SocketAddr)>,
+    buf: Vec<u8>,
+}
+
+impl HttpState {
+    /// Connections this check has open between probes (0 or 1).
+    #[cfg(test)]
+    pub(crate) fn kept(&self) -> usize {
+        usize::from(self.kept.is_some())
+    }
+}
+
 impl HttpProber {
     pub(crate) async fn probe(
         &self,
         check: &HttpCheck,
+        state: &mut HttpState,
         deadline: Instant,
         timeout: Duration,
     ) -> Result<String, ProbeError> {
-        let url = &check.url;
-        let https = url.scheme_str() == Some("https");
-        // Validated at load time: http(s) with a host.
-        let host = url.host().unwrap_or_default();
-        let bare_host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
+        if let Some((mut stream, addr)) = state.kept.take() {
+            match exchange(&mut stream, &mut state.buf, check, addr, deadline, timeout).await {
+                Ok(answer) => {
+                    if answer.reusable {
+                        state.kept = Some((stream, addr));
+                    }
+                    return answer.verdict;
+                }
+                // The server closed the idle connection: not a verdict on
+                // the service. Ask again on a new one.
+                Err(Unanswered::Closed) => {}
+                Err(Unanswered::Failed(e)) => return Err(e),
+            }
+        }
+        let (mut stream, addr) = self.connect(check, deadline, timeout).await?;
+        match exchange(&mut stream, &mut state.buf, check, addr, deadline, timeout).await {
+            Ok(answer) => {
+                if answer.reusable && check.reuse_connection {
+                    state.kept = Some((stream, addr));
+                }
+                answer.verdict
+            }
+            Err(Unanswered::Closed) => Err(ProbeError::Http {
+                addr,
+                problem: HttpProblem::Closed,
+            }),
+            Err(Unanswered::Failed(e)) => Err(e),
+        }
+    }
 
-        let addrs = tcp::resolve(bare_host, port, deadline, timeout).await?;
+    async fn connect(
+        &self,
+        check: &HttpCheck,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(Box<dyn Stream>, SocketAddr), ProbeError> {
+        let target = &check.target;
+        let addrs = tcp::resolve(&target.host, target.port, deadline, timeout).await?;
         let (stream, addr) = tcp::connect(&addrs, deadline, timeout).await?;
-        if !https {
-            return exchange(TokioIo::new(stream), check, addr, deadline, timeout).await;
+        if !check.https {
+            return Ok((Box::new(stream), addr));
         }
         let connector = self.connector(check.tls_skip_verify)?;
-        let server_name = ServerName::try_from(bare_host.to_string())
-            .map_err(|e| ProbeError::TlsSetup(format!("{bare_host:?} as TLS server name: {e}")))?;
+        let host = target.host.as_str();
+        let server_name = ServerName::try_from(host.to_string())
+            .map_err(|e| ProbeError::TlsSetup(format!("{host:?} as TLS server name: {e}")))?;
         let tls = timeout_at(deadline, connector.connect(server_name, stream))
             .await
             .map_err(|_| ProbeError::Timeout {
@@ -95,10 +154,10 @@ impl HttpProber {
             })?
             .map_err(|source| ProbeError::Tls {
                 addr,
-                server_name: bare_host.to_string(),
+                server_name: host.to_string(),
                 source,
             })?;
-        exchange(TokioIo::new(tls), check, addr, deadline, timeout).await
+        Ok((Box::new(tls), addr))
     }
 
     fn connector(&self, skip_verify: bool) -> Result<TlsConnector, ProbeError> {
@@ -113,117 +172,323 @@ impl HttpProber {
     }
 }
 
-/// Sends the GET and judges the answer, driving the connection alongside.
-async fn exchange<IO>(
-    io: TokioIo<IO>,
+/// A verdict, and whether the connection may carry the next request.
+struct Answer {
+    verdict: Result<String, ProbeError>,
+    reusable: bool,
+}
+
+/// Why no verdict came from a connection.
+enum Unanswered {
+    /// The connection closed (or was reset) before any byte of an answer.
+    Closed,
+    Failed(ProbeError),
+}
+
+/// How the answer's body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(usize),
+    Chunked,
+    /// At the end of the connection.
+    Close,
+}
+
+/// The head of an answer, as far as a check cares.
+struct Head {
+    status: u16,
+    /// Bytes of the buffer the head took.
+    len: usize,
+    framing: Framing,
+    /// The server lets the connection carry another request.
+    keep_alive: bool,
+}
+
+/// Sends the check's request and reads the answer.
+async fn exchange(
+    stream: &mut Box<dyn Stream>,
+    buf: &mut Vec<u8>,
     check: &HttpCheck,
     addr: SocketAddr,
     deadline: Instant,
     timeout: Duration,
-) -> Result<String, ProbeError>
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let http_err = |source| ProbeError::Http { addr, source };
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(http_err)?;
-    let request = build_request(check);
-    let work = async {
-        let response = timeout_at(deadline, sender.send_request(request))
-            .await
-            .map_err(|_| ProbeError::Timeout {
-                waiting_for: format!("waiting for the response from {addr}"),
-                after: timeout,
-            })?
-            .map_err(http_err)?;
-        let status = response.status().as_u16();
-        if !check.expect_status.contains(status) {
-            return Err(ProbeError::Status {
+) -> Result<Answer, Unanswered> {
+    let failed = |problem| Unanswered::Failed(ProbeError::Http { addr, problem });
+    let timed_out = |waiting_for: &str| {
+        Unanswered::Failed(ProbeError::Timeout {
+            waiting_for: format!("{waiting_for} {addr}"),
+            after: timeout,
+        })
+    };
+    buf.clear();
+    match timeout_at(deadline, stream.write_all(&check.request)).await {
+        Err(_) => return Err(timed_out("sending the request to")),
+        Ok(Err(e)) if is_closed(&e) => return Err(Unanswered::Closed),
+        Ok(Err(e)) => return Err(failed(HttpProblem::Io(e))),
+        Ok(Ok(())) => {}
+    }
+    let head = loop {
+        match parse_head(buf) {
+            Ok(Some(head)) if (100..200).contains(&head.status) => {
+                // An interim answer (100 Continue, 103 Early Hints): the real
+                // one follows.
+                buf.drain(..head.len);
+                continue;
+            }
+            Ok(Some(head)) => break head,
+            Ok(None) if buf.len() >= MAX_HEAD_BYTES => {
+                return Err(failed(HttpProblem::HeadTooLarge));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(failed(HttpProblem::Malformed(e))),
+        }
+        match timeout_at(deadline, read_more(stream, buf)).await {
+            Err(_) => return Err(timed_out("waiting for the response from")),
+            Ok(Ok(0)) | Ok(Err(_)) if buf.is_empty() => return Err(Unanswered::Closed),
+            Ok(Ok(0)) => return Err(failed(HttpProblem::Closed)),
+            Ok(Err(e)) => return Err(failed(HttpProblem::Io(e))),
+            Ok(Ok(_)) => {}
+        }
+    };
+    let status = head.status;
+    if !check.expect_status.contains(status) {
+        return Ok(Answer {
+            verdict: Err(ProbeError::Status {
                 status,
                 expected: check.expect_status.to_string(),
-            });
-        }
-        if let Some(needle) = &check.body_contains {
-            let body = timeout_at(deadline, read_body(response.into_body()))
-                .await
-                .map_err(|_| ProbeError::Timeout {
-                    waiting_for: format!("reading the body from {addr}"),
-                    after: timeout,
-                })?
-                .map_err(http_err)?;
-            if !contains(&body, needle.as_bytes()) {
-                return Err(ProbeError::Body {
-                    status,
-                    read: body.len(),
-                    needle: needle.clone(),
-                });
-            }
-            return Ok(format!(
-                "HTTP {status} from {addr}, body contains {needle:?}"
-            ));
-        }
-        Ok(format!("HTTP {status} from {addr}"))
+            }),
+            reusable: false,
+        });
+    }
+    let reuse = check.reuse_connection && head.keep_alive && head.framing != Framing::Close;
+    if check.body_contains.is_none() && !reuse {
+        return Ok(Answer {
+            verdict: Ok(format!("HTTP {status} from {addr}")),
+            reusable: false,
+        });
+    }
+    buf.drain(..head.len);
+    let body = match timeout_at(deadline, read_body(stream, buf, head.framing)).await {
+        Err(_) => return Err(timed_out("reading the body from")),
+        Ok(Err(problem)) => return Err(failed(problem)),
+        Ok(Ok(body)) => body,
     };
-    let mut work = std::pin::pin!(work);
-    let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        biased;
-        result = &mut work => result,
-        ended = &mut conn => match ended {
-            Err(source) => Err(http_err(source)),
-            // The connection finished (the server closed it after its
-            // answer); what it delivered is in `work` already.
-            Ok(()) => work.await,
-        },
-    }
+    let verdict = match &check.body_contains {
+        Some(needle) if !contains(&body.bytes, needle.as_bytes()) => Err(ProbeError::Body {
+            status,
+            read: body.bytes.len(),
+            needle: needle.clone(),
+        }),
+        Some(needle) => Ok(format!(
+            "HTTP {status} from {addr}, body contains {needle:?}"
+        )),
+        None => Ok(format!("HTTP {status} from {addr}")),
+    };
+    Ok(Answer {
+        verdict,
+        reusable: reuse && body.complete,
+    })
 }
 
-fn build_request(check: &HttpCheck) -> Request<Empty<Bytes>> {
-    let path = check
-        .url
-        .path_and_query()
-        .map(|p| p.as_str())
-        .filter(|p| !p.is_empty())
-        .unwrap_or("/");
-    let mut request = Request::new(Empty::new());
-    *request.uri_mut() = path.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
-    let headers = request.headers_mut();
-    if let Some(authority) = check.url.authority()
-        && let Ok(host) = header::HeaderValue::from_str(authority.as_str())
-    {
-        headers.insert(header::HOST, host);
-    }
-    headers.insert(
-        header::USER_AGENT,
-        header::HeaderValue::from_static(USER_AGENT),
-    );
-    headers.insert(header::ACCEPT, header::HeaderValue::from_static("*/*"));
-    headers.insert(
-        header::CONNECTION,
-        header::HeaderValue::from_static("close"),
-    );
-    // Operator headers last: a `Host` here names a virtual host on the
-    // address in the URL.
-    for (name, value) in &check.headers {
-        headers.insert(name.clone(), value.clone());
-    }
-    request
+fn is_closed(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof
+    )
 }
 
-/// Reads at most [`MAX_BODY_BYTES`] of the body.
-async fn read_body(mut body: Incoming) -> Result<Vec<u8>, hyper::Error> {
-    let mut out = Vec::new();
-    while out.len() < MAX_BODY_BYTES {
-        let Some(frame) = body.frame().await else {
-            break;
-        };
-        if let Ok(data) = frame?.into_data() {
-            let room = MAX_BODY_BYTES - out.len();
-            out.extend_from_slice(&data[..data.len().min(room)]);
+/// Reads what the socket has into the free end of `buf`.
+async fn read_more(stream: &mut Box<dyn Stream>, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(4096);
+    }
+    stream.read_buf(buf).await
+}
+
+/// The answer's head, once `buf` holds all of it.
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, httparse::Error> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let len = match response.parse(buf)? {
+        httparse::Status::Partial => return Ok(None),
+        httparse::Status::Complete(len) => len,
+    };
+    let status = response.code.unwrap_or_default();
+    let mut keep_alive = response.version == Some(1);
+    let mut framing = Framing::Close;
+    for header in response.headers.iter() {
+        let value = std::str::from_utf8(header.value).unwrap_or_default();
+        if header.name.eq_ignore_ascii_case("connection") {
+            if value
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("close"))
+            {
+                keep_alive = false;
+            }
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            framing = if value
+                .rsplit(',')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"))
+            {
+                Framing::Chunked
+            } else {
+                Framing::Close
+            };
+        } else if header.name.eq_ignore_ascii_case("content-length") && framing != Framing::Chunked
+        {
+            framing = value
+                .trim()
+                .parse()
+                .map(Framing::Length)
+                .map_err(|_| httparse::Error::HeaderValue)?;
         }
     }
-    Ok(out)
+    // No body, whatever the headers say (RFC 9112 section 6.3).
+    if status == 204 || status == 304 {
+        framing = Framing::Length(0);
+    }
+    Ok(Some(Head {
+        status,
+        len,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// A body, up to [`MAX_BODY_BYTES`] of it.
+struct Body {
+    bytes: Vec<u8>,
+    /// All of it was read, and the connection is at the next answer.
+    complete: bool,
+}
+
+/// Reads the body that starts at `buf[0]`, as `framing` says it ends.
+async fn read_body(
+    stream: &mut Box<dyn Stream>,
+    buf: &mut Vec<u8>,
+    framing: Framing,
+) -> Result<Body, HttpProblem> {
+    let mut bytes = Vec::new();
+    match framing {
+        Framing::Length(len) => {
+            let want = len.min(MAX_BODY_BYTES);
+            while buf.len() < want {
+                if read_more(stream, buf).await.map_err(HttpProblem::Io)? == 0 {
+                    return Err(HttpProblem::Closed);
+                }
+            }
+            bytes.extend_from_slice(&buf[..want]);
+            Ok(Body {
+                bytes,
+                complete: len <= MAX_BODY_BYTES && buf.len() == len,
+            })
+        }
+        Framing::Close => {
+            while buf.len() < MAX_BODY_BYTES {
+                if read_more(stream, buf).await.map_err(HttpProblem::Io)? == 0 {
+                    break;
+                }
+            }
+            buf.truncate(MAX_BODY_BYTES);
+            bytes.extend_from_slice(buf);
+            Ok(Body {
+                bytes,
+                complete: false,
+            })
+        }
+        Framing::Chunked => {
+            // Each chunk: its size in hex, CRLF, the data, CRLF; a size of 0
+            // ends the body (trailers are not used by health endpoints and
+            // end the reuse of the connection).
+            let mut at = 0;
+            loop {
+                let (size_len, size) = loop {
+                    match httparse::parse_chunk_size(&buf[at..]) {
+                        Ok(httparse::Status::Complete((n, size))) => break (n, size as usize),
+                        Ok(httparse::Status::Partial) => {}
+                        Err(_) => return Err(HttpProblem::BadChunk),
+                    }
+                    if read_more(stream, buf).await.map_err(HttpProblem::Io)? == 0 {
+                        return Err(HttpProblem::Closed);
+                    }
+                };
+                at += size_len;
+                if size == 0 {
+                    while buf.len() < at + 2 {
+                        if read_more(stream, buf).await.map_err(HttpProblem::Io)? == 0 {
+                            return Err(HttpProblem::Closed);
+                        }
+                    }
+                    return Ok(Body {
+                        bytes,
+                        complete: &buf[at..at + 2] == b"\r\n" && buf.len() == at + 2,
+                    });
+                }
+                if bytes.len() + size > MAX_BODY_BYTES {
+                    // Enough to judge; the rest is not read, so the
+                    // connection is not reused.
+                    let room = MAX_BODY_BYTES - bytes.len();
+                    while buf.len() < at + room {
+                        if read_more(stream, buf).await.map_err(HttpProblem::Io)? == 0 {
+                            break;
+                        }
+                    }
+                    let end = buf.len().min(at + room);
+                    bytes.extend_from_slice(&buf[at..end]);
+                    return Ok(Body {
+                        bytes,
+                        complete: false,
+                    });
+                }
+                while buf.len() < at + size + 2 {
+                    if read_more(stream, buf).await.map_err(HttpProblem::Io)? == 0 {
+                        return Err(HttpProblem::Closed);
+                    }
+                }
+                bytes.extend_from_slice(&buf[at..at + size]);
+                if &buf[at + size..at + size + 2] != b"\r\n" {
+                    return Err(HttpProblem::BadChunk);
+                }
+                at += size + 2;
+            }
+        }
+    }
+}
+
+/// The request a check sends, encoded once: the path and query of the URL,
+/// `Host` from the URL (or the operator's own), lbfo's `User-Agent`,
+/// `Connection: close` unless the connection is kept, the operator's
+/// headers.
+pub(crate) fn encode_request(
+    path_and_query: &str,
+    authority: &str,
+    headers: &[(http::HeaderName, http::HeaderValue)],
+    keep_alive: bool,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    let path = if path_and_query.is_empty() {
+        "/"
+    } else {
+        path_and_query
+    };
+    out.extend_from_slice(format!("GET {path} HTTP/1.1\r\n").as_bytes());
+    if !headers.iter().any(|(name, _)| name == http::header::HOST) {
+        out.extend_from_slice(format!("host: {authority}\r\n").as_bytes());
+    }
+    out.extend_from_slice(format!("user-agent: {USER_AGENT}\r\naccept: */*\r\n").as_bytes());
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -337,8 +602,29 @@ mod tests {
     async fn run(check: &HttpCheck, timeout_ms: u64) -> Result<String, ProbeError> {
         let timeout = Duration::from_millis(timeout_ms);
         HttpProber::default()
-            .probe(check, Instant::now() + timeout, timeout)
+            .probe(
+                check,
+                &mut HttpState::default(),
+                Instant::now() + timeout,
+                timeout,
+            )
             .await
+    }
+
+    /// Probes `times` times with one prober and one check state, as a
+    /// check task does; every result in order.
+    async fn probes(
+        check: &HttpCheck,
+        times: usize,
+    ) -> (Vec<Result<String, ProbeError>>, HttpState) {
+        let prober = HttpProber::default();
+        let mut state = HttpState::default();
+        let mut results = Vec::new();
+        for _ in 0..times {
+            let t = Duration::from_millis(500);
+            results.push(prober.probe(check, &mut state, Instant::now() + t, t).await);
+        }
+        (results, state)
     }
 
     #[tokio::test]
@@ -482,17 +768,120 @@ mod tests {
 
     #[tokio::test]
     async fn each_probe_uses_a_fresh_connection() {
-        let server = TestHttpServer::start(Answer::Status(200, "ok")).await;
+        // Even against a server that would keep the connection open.
+        let server = TestHttpServer::start(Answer::KeepAlive(200, "ok")).await;
         let c = check(&format!("http://{}/", server.addr), "");
-        let prober = HttpProber::default();
-        for _ in 0..3 {
-            let t = Duration::from_secs(2);
-            prober.probe(&c, Instant::now() + t, t).await.expect("200");
-        }
+        let (results, state) = probes(&c, 3).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(
             server.connections(),
             3,
             "three probes must open three connections"
+        );
+        assert_eq!(state.kept(), 0, "nothing is kept between probes");
+    }
+
+    #[tokio::test]
+    async fn reuse_keeps_one_connection_across_probes() {
+        let server = TestHttpServer::start(Answer::KeepAlive(200, "all ok")).await;
+        let c = check(
+            &format!("http://{}/health", server.addr),
+            "reuse_connection = true\nbody_contains = \"ok\"",
+        );
+        let (results, state) = probes(&c, 5).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(server.connections(), 1, "five probes, one connection");
+        assert_eq!(server.requests().len(), 5, "one request per probe");
+        assert_eq!(state.kept(), 1);
+        let req = server.requests()[0].to_ascii_lowercase();
+        assert!(
+            !req.contains("connection: close"),
+            "a kept connection does not ask to close: {req:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn reuse_reads_chunked_bodies_to_their_end() {
+        let server = TestHttpServer::start(Answer::KeepAliveChunked(200, "status: all ok")).await;
+        let c = check(
+            &format!("http://{}/", server.addr),
+            "reuse_connection = true\nbody_contains = \"all ok\"",
+        );
+        let (results, _) = probes(&c, 3).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(
+            server.connections(),
+            1,
+            "the chunked body was read to its end, so the connection carried every request"
+        );
+    }
+
+    #[tokio::test]
+    async fn reuse_reopens_when_the_server_closes_kept_connections() {
+        let server = TestHttpServer::start(Answer::KeepAliveThenClose(200, "ok")).await;
+        let c = check(
+            &format!("http://{}/", server.addr),
+            "reuse_connection = true",
+        );
+        let (results, _) = probes(&c, 4).await;
+        assert!(
+            results.iter().all(Result::is_ok),
+            "a server closing idle connections is healthy: {results:?}"
+        );
+        assert_eq!(
+            server.connections(),
+            4,
+            "each probe found the kept connection closed"
+        );
+    }
+
+    #[tokio::test]
+    async fn reuse_honours_connection_close() {
+        let server = TestHttpServer::start(Answer::Status(200, "ok")).await;
+        let c = check(
+            &format!("http://{}/", server.addr),
+            "reuse_connection = true",
+        );
+        let (results, state) = probes(&c, 3).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(
+            server.connections(),
+            3,
+            "`Connection: close` answers are not reused"
+        );
+        assert_eq!(state.kept(), 0);
+    }
+
+    #[tokio::test]
+    async fn reuse_fails_a_stalled_server_and_starts_again_fresh() {
+        let server = TestHttpServer::start(Answer::KeepAlive(200, "ok")).await;
+        let c = check(
+            &format!("http://{}/", server.addr),
+            "reuse_connection = true",
+        );
+        let prober = HttpProber::default();
+        let mut state = HttpState::default();
+        let t = Duration::from_millis(200);
+        prober
+            .probe(&c, &mut state, Instant::now() + t, t)
+            .await
+            .expect("first answer");
+        server.set(Answer::Hang);
+        let err = prober
+            .probe(&c, &mut state, Instant::now() + t, t)
+            .await
+            .expect_err("a kept connection that stalls is a failure, not a retry");
+        assert!(matches!(err, ProbeError::Timeout { .. }), "{err}");
+        assert_eq!(state.kept(), 0, "the stalled connection is dropped");
+        server.set(Answer::KeepAlive(200, "ok"));
+        prober
+            .probe(&c, &mut state, Instant::now() + t, t)
+            .await
+            .expect("answers again");
+        assert_eq!(
+            server.connections(),
+            2,
+            "the next probe opened a new connection"
         );
     }
 

@@ -26,6 +26,12 @@ pub(crate) struct Probers {
     icmp_warned: AtomicBool,
 }
 
+/// What one check keeps from one probe to the next.
+#[derive(Default)]
+pub(crate) struct ProbeState {
+    pub(crate) http: http::HttpState,
+}
+
 impl Probers {
     /// Runs one probe that must end by `deadline`. Ok carries a short detail
     /// of what was seen ("HTTP 200", "connected", …).
@@ -36,11 +42,16 @@ impl Probers {
     pub(crate) async fn probe(
         &self,
         config: &CheckConfig,
+        state: &mut ProbeState,
         deadline: Instant,
     ) -> Result<String, ProbeError> {
         let timeout = config.timeout;
         match &config.kind {
-            CheckKind::Http(check) => self.http.probe(check, deadline, timeout).await,
+            CheckKind::Http(check) => {
+                self.http
+                    .probe(check, &mut state.http, deadline, timeout)
+                    .await
+            }
             CheckKind::Tcp(check) => tcp::probe(&check.address, deadline, timeout).await,
             CheckKind::Icmp(check) => {
                 let client = self

@@ -7,7 +7,7 @@ use std::{
 };
 
 use tokio::{
-    net::TcpStream,
+    net::{TcpSocket, TcpStream},
     time::{Instant, timeout_at},
 };
 
@@ -57,11 +57,18 @@ pub(crate) async fn resolve(
 
 /// Connects to the first address that accepts, all within `deadline`.
 ///
-/// The socket gets `SO_LINGER` 0, so closing it sends a reset instead of a
-/// FIN. A health checker opens a fresh connection per probe; at thousands of
-/// probes a second, closing first with a FIN would leave that many TIME_WAIT
-/// sockets per second on lbfo's side, holding its ephemeral ports. A check
-/// closes only once it has read all it wants, so the reset loses nothing.
+/// Two socket options, set before the connect:
+/// - `SO_LINGER` 0, so closing sends a reset instead of a FIN. A health
+///   checker opens a fresh connection per probe; at thousands of probes a
+///   second, closing first with a FIN would leave that many TIME_WAIT
+///   sockets per second on lbfo's side, holding its ephemeral ports. A check
+///   closes only once it has read all it wants, so the reset loses nothing.
+/// - `TCP_QUICKACK` off, so the handshake's last ACK waits to ride on the
+///   request instead of going out alone: one segment fewer per probe, and
+///   the server wakes once (connection and request together) instead of
+///   twice. A plain tcp check sends no data; its ACK goes out with the
+///   delayed-ACK timer or the reset, whichever comes first, and the
+///   handshake is complete on lbfo's side either way.
 pub(crate) async fn connect(
     addrs: &[SocketAddr],
     deadline: Instant,
@@ -69,24 +76,31 @@ pub(crate) async fn connect(
 ) -> Result<(TcpStream, SocketAddr), ProbeError> {
     let mut last_error = None;
     for &addr in addrs {
-        match timeout_at(deadline, TcpStream::connect(addr)).await {
+        let socket = probe_socket(addr).map_err(|source| ProbeError::Connect { addr, source })?;
+        match timeout_at(deadline, socket.connect(addr)).await {
             Err(_) => {
                 return Err(ProbeError::Timeout {
                     waiting_for: format!("connecting to {addr}"),
                     after: timeout,
                 });
             }
-            Ok(Ok(stream)) => {
-                let sock = socket2::SockRef::from(&stream);
-                // Best effort: without them the check still works.
-                let _ = sock.set_linger(Some(Duration::ZERO));
-                let _ = sock.set_tcp_nodelay(true);
-                return Ok((stream, addr));
-            }
+            Ok(Ok(stream)) => return Ok((stream, addr)),
             Ok(Err(source)) => last_error = Some(ProbeError::Connect { addr, source }),
         }
     }
     Err(last_error.expect("resolve returns at least one address"))
+}
+
+fn probe_socket(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    let sock = socket2::SockRef::from(&socket);
+    // Best effort: without them the check still works, at a higher cost.
+    let _ = sock.set_linger(Some(Duration::ZERO));
+    let _ = sock.set_tcp_quickack(false);
+    Ok(socket)
 }
 
 #[cfg(test)]

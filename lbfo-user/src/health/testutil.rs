@@ -27,6 +27,14 @@ pub(crate) enum Answer {
     Hang,
     /// Read the request, then close without answering.
     Close,
+    /// Answer with this status and body and keep the connection open for
+    /// more requests (HTTP/1.1 keep-alive, `Content-Length` framing).
+    KeepAlive(u16, &'static str),
+    /// The same with a chunked body, in chunks of at most 3 bytes.
+    KeepAliveChunked(u16, &'static str),
+    /// Answer as `KeepAlive` does, then close the idle connection at once
+    /// without saying so (as a server whose keep-alive timeout is short).
+    KeepAliveThenClose(u16, &'static str),
 }
 
 /// No test connection lives longer than this, whatever it was told.
@@ -139,41 +147,75 @@ impl Drop for TestHttpServer {
 }
 
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, shared: &Shared) {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        if head.len() > 16 * 1024 {
+    let mut pending = Vec::new();
+    loop {
+        let mut buf = [0u8; 1024];
+        let head_end = loop {
+            if let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            if pending.len() > 16 * 1024 {
+                return;
+            }
+            match tokio::time::timeout(MAX_HOLD, stream.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => pending.extend_from_slice(&buf[..n]),
+                _ => return,
+            }
+        };
+        let head: Vec<u8> = pending.drain(..head_end).collect();
+        shared
+            .requests
+            .lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&head).into_owned());
+        let answer = *shared.answer.lock().unwrap();
+        let response = match answer {
+            Answer::Status(status, body) => close_response(status, body),
+            Answer::Slow(delay, status) => {
+                tokio::time::sleep(delay.min(MAX_HOLD)).await;
+                close_response(status, "slow")
+            }
+            Answer::Hang => {
+                tokio::time::sleep(MAX_HOLD).await;
+                return;
+            }
+            Answer::Close => return,
+            Answer::KeepAlive(status, body) | Answer::KeepAliveThenClose(status, body) => {
+                format!(
+                    "HTTP/1.1 {status} Test\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            }
+            Answer::KeepAliveChunked(status, body) => {
+                let mut r = format!("HTTP/1.1 {status} Test\r\nTransfer-Encoding: chunked\r\n\r\n");
+                for chunk in body.as_bytes().chunks(3) {
+                    r += &format!(
+                        "{:x}\r\n{}\r\n",
+                        chunk.len(),
+                        String::from_utf8_lossy(chunk)
+                    );
+                }
+                r + "0\r\n\r\n"
+            }
+        };
+        if stream.write_all(response.as_bytes()).await.is_err() {
             return;
         }
-        match tokio::time::timeout(MAX_HOLD, stream.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
-            _ => return,
+        match answer {
+            Answer::KeepAlive(..) | Answer::KeepAliveChunked(..) => continue,
+            _ => {
+                let _ = stream.shutdown().await;
+                return;
+            }
         }
     }
-    shared
-        .requests
-        .lock()
-        .unwrap()
-        .push(String::from_utf8_lossy(&head).into_owned());
-    let answer = *shared.answer.lock().unwrap();
-    let (status, body) = match answer {
-        Answer::Status(status, body) => (status, body),
-        Answer::Slow(delay, status) => {
-            tokio::time::sleep(delay.min(MAX_HOLD)).await;
-            (status, "slow")
-        }
-        Answer::Hang => {
-            tokio::time::sleep(MAX_HOLD).await;
-            return;
-        }
-        Answer::Close => return,
-    };
-    let response = format!(
+}
+
+fn close_response(status: u16, body: &str) -> String {
+    format!(
         "HTTP/1.1 {status} Test\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    );
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
+    )
 }
 
 /// A free port on 127.0.0.1 with nothing listening (bound, then closed).
