@@ -241,10 +241,19 @@ pub async fn run(config_path: &Path, socket_path: &Path, runtimes: Runtimes) -> 
     if let Some(observer) = &probe_metrics {
         checker.set_observer(observer.clone());
     }
+    let check_count = checks.len();
     checker
         .sync(checks)
         .await
         .context("starting health checks")?;
+    if check_count > 0 {
+        // Identical checks on several VIPs or backends share one probe.
+        tracing::info!(
+            checks = check_count,
+            probes = checker.probe_tasks(),
+            "health checks started"
+        );
+    }
     let board = checker.status_board();
 
     // From here on the system changes.

@@ -50,7 +50,7 @@ pub const DEFAULT_EXPECT_STATUS: &str = "200-299";
 /// Two configs compare equal exactly when they would probe the same way, which
 /// is what [`super::HealthChecker::sync`] uses to keep unchanged checks (and
 /// their rise/fall state) running across a reload.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(try_from = "RawCheck")]
 pub struct CheckConfig {
     pub kind: CheckKind,
@@ -69,7 +69,7 @@ pub struct CheckConfig {
 }
 
 /// The kind-specific part of a check.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CheckKind {
     Http(HttpCheck),
     Tcp(TcpCheck),
@@ -79,7 +79,7 @@ pub enum CheckKind {
 
 /// `kind = "http"`: one HTTP/1.1 GET, on a fresh connection unless
 /// `reuse_connection`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HttpCheck {
     /// `http://` or `https://`, always with a host.
     pub url: Uri,
@@ -103,19 +103,19 @@ pub struct HttpCheck {
 }
 
 /// `kind = "tcp"`: a TCP connect.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TcpCheck {
     pub address: HostPort,
 }
 
 /// `kind = "icmp"`: one echo request, one matching echo reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IcmpCheck {
     pub host: Ipv4Addr,
 }
 
 /// `kind = "exec"`: run a program (no shell); exit status 0 is healthy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ExecCheck {
     /// Program (an absolute path) and its arguments.
     pub command: Vec<String>,
@@ -132,7 +132,7 @@ pub struct HostPort {
 
 /// Accepted HTTP status codes: `"200"`, `"200-299"` or a comma-separated list
 /// of both (`"200,301-302"`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StatusRanges {
     ranges: Vec<(u16, u16)>,
 }
@@ -214,6 +214,20 @@ impl CheckConfig {
             CheckKind::Exec(e) => validate_command(&e.command)?,
         }
         Ok(())
+    }
+}
+
+impl CheckConfig {
+    /// What two checks must share to share their probes: everything but
+    /// `rise`, `fall` and `weight`, which each user applies to the results
+    /// on its own.
+    pub(crate) fn probe_key(&self) -> CheckConfig {
+        CheckConfig {
+            rise: 0,
+            fall: 0,
+            weight: None,
+            ..self.clone()
+        }
     }
 }
 

@@ -5,10 +5,11 @@
 //!
 //! - [`config`]: what an operator writes (`[[vip.check]]`,
 //!   `[[vip.backend.check]]`) and its validation.
-//! - [`HealthChecker`] ([`scheduler`]): one tokio task per check, probing on a
-//!   fixed cadence; add, remove and replace checks at run time with
+//! - [`HealthChecker`] ([`scheduler`]): one tokio task per distinct probe
+//!   (identical checks share one), probing on a fixed cadence; add, remove and replace checks at run time with
 //!   [`HealthChecker::sync`].
-//! - The probes: [`http`] (HTTP/1.1 GET, fresh connection each time), [`tcp`]
+//! - The probes: [`http`] (HTTP/1.1 GET, a fresh connection each time unless
+//!   `reuse_connection`), [`tcp`]
 //!   (connect), [`icmp`] (echo on a shared raw socket, replies matched by
 //!   address, identifier, sequence and a payload token), [`exec`] (a program,
 //!   no shell, killed with its process group at the timeout).

@@ -1,14 +1,19 @@
-//! The engine: one task per check, probing on a fixed cadence, feeding the
-//! rise/fall machine, publishing status and sending transitions.
+//! The engine: one task per distinct probe, probing on a fixed cadence and
+//! feeding each check that uses it (its rise/fall machine, status and
+//! transitions). Identical checks configured on several VIPs or backends
+//! (same kind, target, expectations, interval and timeout;
+//! [`CheckConfig::probe_key`]) thus cost one probe, while each keeps its own
+//! `rise`, `fall`, `weight`, state and status.
 //!
 //! Cadence: each task ticks with `tokio::time::interval` (start to start,
 //! `MissedTickBehavior::Skip`), so a slow probe does not push later probes
 //! back, and a task that was starved does not fire a burst to catch up. A
 //! probe gets `timeout` to give its verdict and is dropped at the next tick
 //! at the latest, which counts as a timeout failure: probes of one check never
-//! overlap. Checks' first probes are spread over their first interval (by a
-//! hash of the id), so thousands of checks started together do not probe in
-//! the same millisecond forever after.
+//! overlap. First probes are spread over the first interval (by a hash of
+//! the probe) on a 5 ms grid ([`PROBE_GRID`]), so thousands of checks
+//! started together do not probe in the same millisecond forever after, and
+//! one wake-up of the thread starts every probe of a grid point.
 //!
 //! Nothing in a check task waits on another check: probes share only the TLS
 //! configs and the ICMP socket, both lock-free on the probe path (the ICMP
@@ -63,7 +68,10 @@ pub struct HealthChecker {
     runtime: Option<tokio::runtime::Handle>,
     cancel: CancellationToken,
     probers: Arc<Probers>,
+    /// Every check by id, and the probe group that serves it.
     running: HashMap<CheckId, RunningCheck>,
+    /// One probe task per distinct probe ([`CheckConfig::probe_key`]).
+    groups: HashMap<CheckConfig, ProbeGroup>,
     board: StatusBoard,
     instances: AtomicU64,
     /// The origin of every check's probe times (see [`first_probe`]).
@@ -72,6 +80,15 @@ pub struct HealthChecker {
 
 struct RunningCheck {
     config: Arc<CheckConfig>,
+    /// The key of its group in `groups`.
+    probe: CheckConfig,
+}
+
+/// One probe task and the checks it feeds. Identical checks (same kind,
+/// target, expectations, interval and timeout) on several VIPs or backends
+/// run one probe; each keeps its own rise/fall state, status and events.
+struct ProbeGroup {
+    users: Arc<Mutex<Vec<User>>>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -155,6 +172,7 @@ impl HealthChecker {
             cancel,
             probers: Arc::new(Probers::default()),
             running: HashMap::new(),
+            groups: HashMap::new(),
             board: StatusBoard::default(),
             instances: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -253,6 +271,11 @@ impl HealthChecker {
         self.running.len()
     }
 
+    /// Number of probe tasks running (checks that share a probe count once).
+    pub fn probe_tasks(&self) -> usize {
+        self.groups.len()
+    }
+
     /// Stops every check and waits until their tasks have ended (probes in
     /// flight are dropped: sockets closed, programs killed).
     pub async fn shutdown(mut self) {
@@ -263,17 +286,30 @@ impl HealthChecker {
         }
     }
 
-    /// Stops one check's task and waits for it; returns its last state.
+    /// Takes one check off its probe group (stopping the group's task, and
+    /// waiting for it, when it was the last user); returns its last state.
+    /// Once this returns, no event of this check is sent any more.
     async fn stop(&mut self, id: &CheckId) -> HealthState {
         let state = self
             .board
             .get(id)
             .map(|s| s.state)
             .unwrap_or(HealthState::Unknown);
-        if let Some(running) = self.running.remove(id) {
-            running.cancel.cancel();
+        let Some(running) = self.running.remove(id) else {
+            return state;
+        };
+        let Some(group) = self.groups.get(&running.probe) else {
+            return state;
+        };
+        let now_empty = {
+            let mut users = group.users.lock().expect("probe group lock");
+            users.retain(|u| u.id != *id);
+            users.is_empty()
+        };
+        if now_empty && let Some(group) = self.groups.remove(&running.probe) {
+            group.cancel.cancel();
             // Every await in the task races its token, so this is prompt.
-            if let Err(e) = running.task.await
+            if let Err(e) = group.task.await
                 && e.is_panic()
             {
                 warn!(check = %id, "health check task had panicked");
@@ -300,27 +336,51 @@ impl HealthChecker {
             weight: config.weight,
         }));
         self.board.insert(id.clone(), status.clone());
-        let cancel = self.cancel.child_token();
-        let task = CheckTask {
+        let user = User {
             id: id.clone(),
             instance,
             target: config.to_string(),
-            config: config.clone(),
+            machine: RiseFall::new(config.rise, config.fall),
             status,
-            probers: self.probers.clone(),
-            events: self.events.clone(),
-            observer: self.observer.clone(),
-            cancel: cancel.clone(),
-            epoch: self.epoch,
+            unsent: None,
+            queue_full: false,
         };
-        let task = match &self.runtime {
-            Some(runtime) => runtime.spawn(task.run()),
-            None => tokio::spawn(task.run()),
-        };
+        let probe = config.probe_key();
         self.running.insert(
             id,
             RunningCheck {
-                config,
+                config: config.clone(),
+                probe: probe.clone(),
+            },
+        );
+        if let Some(group) = self.groups.get(&probe) {
+            group.users.lock().expect("probe group lock").push(user);
+            return;
+        }
+        let users = Arc::new(Mutex::new(vec![user]));
+        let cancel = self.cancel.child_token();
+        let task = ProbeTask {
+            config,
+            users: users.clone(),
+            probers: self.probers.clone(),
+            events: self.events.clone(),
+            observer: self.observer.clone(),
+            epoch: self.epoch,
+        };
+        let run = {
+            let cancel = cancel.clone();
+            async move {
+                cancel.run_until_cancelled(task.run()).await;
+            }
+        };
+        let task = match &self.runtime {
+            Some(runtime) => runtime.spawn(run),
+            None => tokio::spawn(run),
+        };
+        self.groups.insert(
+            probe,
+            ProbeGroup {
+                users,
                 cancel,
                 task,
             },
@@ -330,8 +390,8 @@ impl HealthChecker {
 
 impl Drop for HealthChecker {
     fn drop(&mut self) {
-        for running in self.running.values() {
-            running.cancel.cancel();
+        for group in self.groups.values() {
+            group.cancel.cancel();
         }
     }
 }
@@ -340,46 +400,52 @@ impl Drop for HealthChecker {
 /// reap it, say) before the engine drops it; never past the next tick.
 const OVERRUN_GRACE: Duration = Duration::from_millis(100);
 
-struct CheckTask {
-    id: CheckId,
-    instance: u64,
-    target: String,
+/// The task of one probe group: probes on the group's cadence and feeds
+/// every result to each of its users.
+struct ProbeTask {
+    /// The config of the check that started the group; its users' configs
+    /// differ from it at most in rise, fall and weight.
     config: Arc<CheckConfig>,
-    status: Arc<Mutex<CheckStatus>>,
+    users: Arc<Mutex<Vec<User>>>,
     probers: Arc<Probers>,
     events: mpsc::Sender<HealthEvent>,
     observer: Option<Arc<dyn ProbeObserver>>,
-    cancel: CancellationToken,
     epoch: Instant,
 }
 
-impl CheckTask {
+/// One check fed by a probe group.
+struct User {
+    id: CheckId,
+    instance: u64,
+    target: String,
+    machine: RiseFall,
+    status: Arc<Mutex<CheckStatus>>,
+    /// A transition the queue had no room for yet, and whether that was
+    /// logged.
+    unsent: Option<HealthEvent>,
+    queue_full: bool,
+}
+
+impl ProbeTask {
+    /// Runs until the group's token is cancelled (the caller races it).
     async fn run(self) {
         let interval = self.config.interval;
-        let first = first_probe(self.epoch, Instant::now(), &self.id, interval);
+        let phase_id = CheckId::from(format!("{}/{:?}", self.config, self.config.interval));
+        let first = first_probe(self.epoch, Instant::now(), &phase_id, interval);
         let mut ticker = interval_at(first, interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-        let mut machine = RiseFall::new(self.config.rise, self.config.fall);
         let mut state = ProbeState::default();
-        // A transition the queue had no room for yet, and whether that was
-        // logged.
-        let mut unsent: Option<HealthEvent> = None;
-        let mut queue_full = false;
-        debug!(check = %self.id, target = %self.target, "health check started");
+        debug!(target = %self.config, "health probe started");
         loop {
-            let scheduled = tokio::select! {
-                biased;
-                _ = self.cancel.cancelled() => break,
-                at = ticker.tick() => at,
-            };
+            let scheduled = ticker.tick().await;
             let started = Instant::now();
             let deadline = started + self.config.timeout;
             let hard_stop = (deadline + OVERRUN_GRACE).min(scheduled + interval);
-            let outcome = tokio::select! {
-                biased;
-                _ = self.cancel.cancelled() => break,
-                outcome = timeout_at(hard_stop, self.probers.probe(&self.config, &mut state, deadline)) => outcome,
-            };
+            let outcome = timeout_at(
+                hard_stop,
+                self.probers.probe(&self.config, &mut state, deadline),
+            )
+            .await;
             let latency = started.elapsed();
             let (success, detail, failure) = match outcome {
                 Ok(Ok(detail)) => (true, detail, None),
@@ -394,77 +460,88 @@ impl CheckTask {
                     Some("timeout"),
                 ),
             };
-            if let Some(observer) = &self.observer {
-                observer.probed(&self.id, self.config.kind_name(), latency, failure);
-            }
             let result = ProbeResult {
                 success,
                 detail,
                 latency,
                 finished_at: SystemTime::now(),
             };
-            let transition = machine.record(success);
-            {
-                let mut s = self.status.lock().expect("check status lock");
-                s.state = machine.state();
-                s.consecutive_successes = machine.consecutive_successes();
-                s.consecutive_failures = machine.consecutive_failures();
-                s.probes += 1;
-                if !success {
-                    s.failed_probes += 1;
-                    s.last_error = Some(result.clone());
-                }
-                if transition.is_some() {
-                    s.since = result.finished_at;
-                }
-                s.last = Some(result.clone());
-            }
             if !success {
-                debug!(check = %self.id, detail = %result.detail, "health probe failed");
+                debug!(target = %self.config, detail = %result.detail, "health probe failed");
             }
-            if let Some(transition) = transition {
-                let in_a_row = if success {
-                    machine.consecutive_successes()
-                } else {
-                    machine.consecutive_failures()
-                };
-                let event = HealthEvent {
-                    id: self.id.clone(),
-                    instance: self.instance,
-                    target: self.target.clone(),
-                    old: transition.from,
-                    new: transition.to,
-                    result,
-                    in_a_row,
-                };
-                if event.new.is_healthy() {
-                    info!(check = %self.id, "{event}");
-                } else {
-                    warn!(check = %self.id, "{event}");
+            let mut users = self.users.lock().expect("probe group lock");
+            for user in users.iter_mut() {
+                if let Some(observer) = &self.observer {
+                    observer.probed(&user.id, self.config.kind_name(), latency, failure);
                 }
-                unsent = coalesce(unsent.take(), event);
+                user.record(&result, &self.events);
             }
-            // Never wait for the receiver: a check keeps its cadence (and its
-            // status) even if the daemon is slow to read events.
-            if let Some(event) = unsent.take() {
-                match self.events.try_send(event) {
-                    Ok(()) => queue_full = false,
-                    Err(TrySendError::Full(event)) => {
-                        if !queue_full {
-                            warn!(check = %self.id, "health event queue is full; the transition is delivered at a later probe");
-                            queue_full = true;
-                        }
-                        unsent = Some(event);
+        }
+    }
+}
+
+impl User {
+    /// Feeds one probe result to this check: its state, status and, on a
+    /// transition, an event.
+    fn record(&mut self, result: &ProbeResult, events: &mpsc::Sender<HealthEvent>) {
+        let success = result.success;
+        let transition = self.machine.record(success);
+        {
+            let mut s = self.status.lock().expect("check status lock");
+            s.state = self.machine.state();
+            s.consecutive_successes = self.machine.consecutive_successes();
+            s.consecutive_failures = self.machine.consecutive_failures();
+            s.probes += 1;
+            if !success {
+                s.failed_probes += 1;
+                s.last_error = Some(result.clone());
+            }
+            if transition.is_some() {
+                s.since = result.finished_at;
+            }
+            s.last = Some(result.clone());
+        }
+        if let Some(transition) = transition {
+            let in_a_row = if success {
+                self.machine.consecutive_successes()
+            } else {
+                self.machine.consecutive_failures()
+            };
+            let event = HealthEvent {
+                id: self.id.clone(),
+                instance: self.instance,
+                target: self.target.clone(),
+                old: transition.from,
+                new: transition.to,
+                result: result.clone(),
+                in_a_row,
+            };
+            if event.new.is_healthy() {
+                info!(check = %self.id, "{event}");
+            } else {
+                warn!(check = %self.id, "{event}");
+            }
+            self.unsent = coalesce(self.unsent.take(), event);
+        }
+        // Never wait for the receiver: a check keeps its cadence (and its
+        // status) even if the daemon is slow to read events.
+        if let Some(event) = self.unsent.take() {
+            match events.try_send(event) {
+                Ok(()) => self.queue_full = false,
+                Err(TrySendError::Full(event)) => {
+                    if !self.queue_full {
+                        warn!(check = %self.id, "health event queue is full; the transition is delivered at a later probe");
+                        self.queue_full = true;
                     }
-                    Err(TrySendError::Closed(_)) => {
-                        // Nobody listens any more; the status board still
-                        // shows the truth, so keep checking.
-                        debug!(check = %self.id, "health event receiver is gone");
-                    }
+                    self.unsent = Some(event);
+                }
+                Err(TrySendError::Closed(_)) => {
+                    // Nobody listens any more; the status board still
+                    // shows the truth, so keep checking.
+                    debug!(check = %self.id, "health event receiver is gone");
                 }
             }
         }
-        debug!(check = %self.id, "health check stopped");
     }
 }
 
@@ -511,7 +588,7 @@ fn first_probe(epoch: Instant, now: Instant, id: &CheckId, interval: Duration) -
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
+    use std::{collections::BTreeSet, net::SocketAddr};
 
     use super::*;
     use crate::health::{
@@ -1091,16 +1168,18 @@ mod tests {
         let (mut checker, mut rx, _cancel) = engine(16);
         tokio::spawn(async move { while rx.recv().await.is_some() {} });
         let list = (0..checks).map(|i| {
+            // A path per check: identical checks would share one probe.
             let addr = servers[i % servers.len()].addr;
-            let c = if tls {
-                let text = format!(
-                    "kind = \"http\"\nurl = \"https://{addr}/health\"\ntls_skip_verify = true\n\
-                     interval_ms = 1000\ntimeout_ms = 800\nrise = 1\nfall = 1\n"
-                );
-                toml::from_str(&text).unwrap()
+            let (scheme, tls_line) = if tls {
+                ("https", "tls_skip_verify = true\n")
             } else {
-                http(addr, 1000, 800, 1, 1)
+                ("http", "")
             };
+            let text = format!(
+                "kind = \"http\"\nurl = \"{scheme}://{addr}/health/{i}\"\n{tls_line}\
+                 interval_ms = 1000\ntimeout_ms = 800\nrise = 1\nfall = 1\n"
+            );
+            let c: CheckConfig = toml::from_str(&text).unwrap();
             (CheckId::from(format!("scale/{i:05}")), c)
         });
         checker.sync(list).await.unwrap();
@@ -1121,7 +1200,7 @@ mod tests {
         let cpu_used = cpu(nix::sys::resource::UsageWho::RUSAGE_SELF) - cpu0;
         let mut probes = 0u64;
         let mut failed = 0u64;
-        let mut errors = std::collections::BTreeSet::new();
+        let mut errors = BTreeSet::new();
         let mut max_latency = Duration::ZERO;
         let mut slowest_check = u64::MAX;
         for ((_, b), (_, a)) in before.iter().zip(&after) {
@@ -1154,6 +1233,84 @@ mod tests {
         assert!(
             failed * 100 <= probes,
             "more than 1% of probes failed: {failed} of {probes}"
+        );
+        checker.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn identical_checks_share_one_probe_and_each_reacts() {
+        let server = TestHttpServer::start(Answer::Status(200, "ok")).await;
+        let (mut checker, mut rx, _cancel) = engine(16);
+        // The same probe on two VIPs, with different rise and fall; a third
+        // check differs in its interval and gets a probe of its own.
+        let a = http(server.addr, 50, 40, 1, 1);
+        let b = http(server.addr, 50, 40, 2, 2);
+        let other = http(server.addr, 60, 40, 1, 1);
+        checker
+            .sync([
+                ("web/check/0".into(), a),
+                ("api/check/0".into(), b),
+                ("other/check/0".into(), other),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(checker.probe_tasks(), 2, "two distinct probes");
+        let mut healthy = BTreeSet::new();
+        while healthy.len() < 3 {
+            let event = tokio::time::timeout(LIMIT, rx.recv())
+                .await
+                .expect("events")
+                .unwrap();
+            if event.new == HealthState::Healthy {
+                healthy.insert(event.id.to_string());
+            }
+        }
+        let before = server.requests().len();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let probes = server.requests().len() - before;
+        // 500 ms: about 10 probes of the shared check and 8 of the other;
+        // unshared, about 28.
+        assert!(
+            (12..=22).contains(&probes),
+            "two probe tasks should make 12-22 requests in 500 ms, saw {probes}"
+        );
+        server.set(Answer::Status(500, "down"));
+        let mut unhealthy = BTreeSet::new();
+        while unhealthy.len() < 3 {
+            let event = tokio::time::timeout(LIMIT, rx.recv())
+                .await
+                .expect("events")
+                .unwrap();
+            if event.new == HealthState::Unhealthy {
+                unhealthy.insert(event.id.to_string());
+            }
+        }
+        let board = checker.status_board();
+        let web = board.get(&"web/check/0".into()).unwrap();
+        let api = board.get(&"api/check/0".into()).unwrap();
+        assert_eq!(
+            (web.state, api.state),
+            (HealthState::Unhealthy, HealthState::Unhealthy)
+        );
+        assert!(
+            web.probes > 0 && api.probes > 0,
+            "each user counts the shared probes"
+        );
+        // Removing one user keeps the probe for the other.
+        checker
+            .sync([
+                ("api/check/0".into(), http(server.addr, 50, 40, 2, 2)),
+                ("other/check/0".into(), http(server.addr, 60, 40, 1, 1)),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(checker.probe_tasks(), 2);
+        assert!(board.get(&"web/check/0".into()).is_none());
+        let api_probes = board.get(&"api/check/0".into()).unwrap().probes;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            board.get(&"api/check/0".into()).unwrap().probes > api_probes,
+            "the remaining user is still fed"
         );
         checker.shutdown().await;
     }
