@@ -35,7 +35,7 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
         /// Run only this benchmark and replace its section of docs/BENCHMARKS.md
-        /// (xdp_cost, arp_rate, failover, health_scale, memory, throughput,
+        /// (xdp_cost, arp_rate, failover, health_cost, health_scale, memory, throughput,
         /// advert_jitter).
         #[arg(long)]
         only: Option<String>,

@@ -6,6 +6,7 @@
 pub mod advert_jitter;
 pub mod arp_rate;
 pub mod failover;
+pub mod health_cost;
 pub mod health_scale;
 pub mod memory;
 pub mod throughput;
@@ -101,6 +102,28 @@ pub fn cpu_times(pid: u32) -> Result<(f64, f64)> {
     Ok((field(14)? / ticks, field(15)? / ticks))
 }
 
+/// On-CPU time of every thread of `pid` so far, in nanoseconds
+/// (`/proc/PID/task/*/schedstat`: exact, where `/proc/PID/stat`'s utime and
+/// stime are sampled at clock ticks).
+pub fn cpu_ns(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .with_context(|| format!("reading /proc/{pid}/task"))?
+    {
+        let path = task?.path().join("schedstat");
+        // A thread may end between the listing and the read.
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        total += text
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .with_context(|| format!("{}: {text:?}", path.display()))?;
+    }
+    Ok(total)
+}
+
 /// One section of the report.
 pub struct Section {
     pub title: String,
@@ -108,10 +131,11 @@ pub struct Section {
 }
 
 /// The benchmarks by name, in report order.
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 8] = [
     "xdp_cost",
     "arp_rate",
     "failover",
+    "health_cost",
     "health_scale",
     "memory",
     "throughput",
@@ -131,6 +155,7 @@ pub fn run_selected(effort: Effort, only: Option<&str>) -> Result<Vec<Section>> 
             "xdp_cost" => xdp_cost::run(effort)?,
             "arp_rate" => arp_rate::run(effort)?,
             "failover" => failover::run(effort)?,
+            "health_cost" => health_cost::run(effort)?,
             "health_scale" => health_scale::run(effort)?,
             "memory" => memory::run(effort)?,
             "throughput" => throughput::run(effort)?,
