@@ -129,7 +129,8 @@ pub struct VipConfig {
     pub backends: Vec<BackendConfig>,
     /// Health checks of the service behind the VIP. A failing check without
     /// `weight` puts the VIP in fault (it owns nothing); a check with
-    /// `weight = -N` lowers its VRRP priority by N instead.
+    /// `weight = -N` lowers its VRRP priority by N while it fails, one with
+    /// `weight = N` raises it by N while it passes.
     #[serde(rename = "check", default)]
     pub checks: Vec<CheckConfig>,
     /// Run on every state change as `notify NAME OLD NEW` (keepalived's
@@ -286,7 +287,7 @@ impl VipConfig {
                 && self.vrrp.vrid.is_none()
             {
                 return Err(format!(
-                    "vip {name:?}: check weight {w} only applies to VIPs with a vrid (it lowers the VRRP priority)"
+                    "vip {name:?}: check weight {w} only applies to VIPs with a vrid (it changes the VRRP priority)"
                 ));
             }
         }
@@ -771,8 +772,8 @@ address = "192.0.2.100/24"
                 "only applies to VIPs with a vrid",
             ),
             (
-                format!("{base}vrid = 5\n{check}weight = 20\n"),
-                "lbfo.toml:6: weight = 20 is not in -253..=-1: only negative weights are accepted",
+                format!("{base}vrid = 5\n{check}weight = 254\n"),
+                "lbfo.toml:6: weight = 254 is not in -253..=-1 or 1..=253",
             ),
             (
                 format!("{base}notify = \"notify.sh\"\n"),
@@ -796,6 +797,7 @@ address = "192.0.2.100/24"
             assert!(!err.contains('\n'), "one line: {err:?}");
         }
         assert!(parse(&format!("{base}vrid = 5\n{check}weight = -20\n")).is_ok());
+        assert!(parse(&format!("{base}vrid = 5\n{check}weight = 20\n")).is_ok());
     }
 
     #[test]

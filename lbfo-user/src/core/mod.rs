@@ -618,11 +618,19 @@ impl Node {
         };
         let vip = &mut self.vips[index];
         let mut fault = !self.link_up;
-        let mut penalty: u8 = 0;
-        for &i in &vip.failing_checks {
-            match vip.config.checks.get(i).and_then(|c| c.weight) {
-                Some(w) => penalty = penalty.saturating_add(w.unsigned_abs().min(255) as u8),
-                None => fault = true,
+        // keepalived's meaning: a positive weight counts while its check
+        // passes, a negative one while it fails. Unproven checks fail.
+        let mut change: i16 = 0;
+        for (i, check) in vip.config.checks.iter().enumerate() {
+            let failing = vip.failing_checks.contains(&i);
+            match check.weight {
+                None if failing => fault = true,
+                Some(w) if (w > 0) != failing => {
+                    // Weights are within ±253 and a VIP has few checks; the
+                    // machine clamps the sum into 1..=254.
+                    change = change.saturating_add(w.clamp(-253, 253) as i16);
+                }
+                _ => {}
             }
         }
         let mut backends_changed = false;
@@ -642,19 +650,20 @@ impl Node {
         if backends_changed {
             publish_effects(vip, out, lease);
         }
-        if fault == vip.fault && penalty == vip.priority_penalty {
+        if fault == vip.fault && change == vip.priority_change {
             return;
         }
         vip.fault = fault;
-        vip.priority_penalty = penalty;
+        vip.priority_change = change;
         if vip.election.is_some() {
-            let cause = match (fault, penalty) {
+            let cause = match (fault, change) {
                 (true, _) | (false, 0) => why,
-                (false, p) => format!("{why}; priority lowered by {p}"),
+                (false, c) if c < 0 => format!("{why}; priority lowered by {}", -c),
+                (false, c) => format!("{why}; priority raised by {c}"),
             };
             let event = Event::Health {
                 fault,
-                priority_penalty: penalty,
+                priority_change: change,
             };
             self.vrrp_event(now, index, event, cause, out);
         } else {

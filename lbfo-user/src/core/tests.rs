@@ -449,6 +449,59 @@ fn a_weighted_check_lowers_the_advertised_priority_and_a_plain_one_faults() {
 }
 
 #[test]
+fn a_positive_weight_raises_the_priority_while_its_check_passes() {
+    // keepalived's "add 2 points of prio if OK", beside a failing -30.
+    let checks = "[[vip.check]]\nkind = \"tcp\"\naddress = \"127.0.0.1:80\"\nweight = 2\n[[vip.check]]\nkind = \"tcp\"\naddress = \"127.0.0.1:81\"\nweight = -30\n";
+    let mut n = node(&elected(253, checks));
+    play(
+        &mut n,
+        &[
+            // Unproven: the +2 does not count, the -30 does: 223, so
+            // Master_Down_Interval = 300 + (256 - 223) / 256 * 100 ms.
+            (0, Input::Start, &[]),
+            (
+                313,
+                Input::Timer,
+                &[
+                    "take 192.0.2.100/24 lease 312.890625ms",
+                    "advert vrid 51 priority 223",
+                    "write 192.0.2.100/24 owned gen 0 lease 312.890625ms",
+                ],
+            ),
+            (410, check("web", 0, true), &[]),
+            (
+                413,
+                Input::Timer,
+                &[
+                    "advert vrid 51 priority 225",
+                    "write 192.0.2.100/24 owned gen 0 lease 312.109375ms",
+                ],
+            ),
+            // Both pass: 253 + 2 is kept at 254.
+            (510, check("web", 1, true), &[]),
+            (
+                513,
+                Input::Timer,
+                &[
+                    "advert vrid 51 priority 254",
+                    "write 192.0.2.100/24 owned gen 0 lease 300.78125ms",
+                ],
+            ),
+            // The +2 check fails: back to 253.
+            (610, check("web", 0, false), &[]),
+            (
+                613,
+                Input::Timer,
+                &[
+                    "advert vrid 51 priority 253",
+                    "write 192.0.2.100/24 owned gen 0 lease 301.171875ms",
+                ],
+            ),
+        ],
+    );
+}
+
+#[test]
 fn shutdown_keeps_the_vip_until_the_successor_advertises() {
     let mut n = master_at_342();
     play(

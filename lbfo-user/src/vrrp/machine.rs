@@ -159,9 +159,9 @@ pub enum Event {
     Health {
         /// A check without weight is failing.
         fault: bool,
-        /// Sum of the weights of failing weighted checks (saturated at 255),
-        /// subtracted from the configured priority.
-        priority_penalty: u8,
+        /// Added to the configured priority: the weights of passing
+        /// positive-weight checks less those of failing negative-weight ones.
+        priority_change: i16,
     },
 }
 
@@ -200,7 +200,7 @@ pub struct Machine {
     advert_interval_cs: u16,
     state: State,
     fault: bool,
-    priority_penalty: u8,
+    priority_change: i16,
     master_adver_interval_cs: u16,
     /// Adver_Timer in Master, Master_Down_Timer in Backup.
     deadline: Option<Duration>,
@@ -223,7 +223,7 @@ impl Machine {
             advert_interval_cs,
             state: State::Initialize,
             fault: false,
-            priority_penalty: 0,
+            priority_change: 0,
             master_adver_interval_cs: advert_interval_cs,
             deadline: None,
             preempt_hold_until: None,
@@ -239,14 +239,15 @@ impl Machine {
         self.state
     }
 
-    /// The configured priority lowered by failing weighted checks: any
-    /// penalty takes an owner below 255, and none takes anyone to 0, which
-    /// would mean "giving up".
+    /// The configured priority changed by weighted checks, kept within
+    /// 1..=254 (keepalived's rule): any change takes an owner below 255, and
+    /// none takes anyone to 0, which would mean "giving up".
     pub fn effective_priority(&self) -> u8 {
-        self.config
-            .priority
-            .saturating_sub(self.priority_penalty)
-            .max(1)
+        if self.priority_change == 0 {
+            return self.config.priority;
+        }
+        let changed = i16::from(self.config.priority) + self.priority_change;
+        changed.clamp(1, i16::from(OWNER_PRIORITY) - 1) as u8
     }
 
     /// The interval of the Master we follow (ours until we hear one).
@@ -297,8 +298,8 @@ impl Machine {
             Event::AdvertReceived { from, advert } => self.advert_received(now, from, advert),
             Event::Health {
                 fault,
-                priority_penalty,
-            } => self.health(now, fault, priority_penalty),
+                priority_change,
+            } => self.health(now, fault, priority_change),
         }
     }
 
@@ -369,11 +370,11 @@ impl Machine {
         }
     }
 
-    fn health(&mut self, now: Duration, fault: bool, priority_penalty: u8) -> Vec<Action> {
+    fn health(&mut self, now: Duration, fault: bool, priority_change: i16) -> Vec<Action> {
         self.fault = fault;
         // A new priority is carried by the next advertisement and used by
         // the next Skew_Time; neither the RFC nor a peer needs more.
-        self.priority_penalty = priority_penalty;
+        self.priority_change = priority_change;
         match (self.state, fault) {
             (State::Master, true) => {
                 let actions = vec![
@@ -631,10 +632,11 @@ mod tests {
         Event::AdvertReceived { from, advert }
     }
 
-    fn health(fault: bool, priority_penalty: u8) -> Event {
+    /// Health with failing negative weights adding up to `penalty`.
+    fn health(fault: bool, penalty: u8) -> Event {
         Event::Health {
             fault,
-            priority_penalty,
+            priority_change: -i16::from(penalty),
         }
     }
 
@@ -1215,6 +1217,51 @@ mod tests {
                 "priority {configured} with penalty {penalty}: expected {effective}"
             );
         }
+    }
+
+    #[test]
+    fn positive_change_raises_the_priority_within_1_to_254() {
+        // (configured, change, effective)
+        let cases = [
+            (100, 2, 102),
+            (100, 154, 254),
+            (100, 253, 254),
+            (1, 253, 254),
+            (254, 1, 254),
+            (255, 1, 254),
+            (100, 50 - 20, 130),
+        ];
+        for (configured, change, effective) in cases {
+            let mut m = machine(config(configured));
+            m.handle(
+                Duration::ZERO,
+                Event::Health {
+                    fault: false,
+                    priority_change: change,
+                },
+            );
+            assert_eq!(
+                m.effective_priority(),
+                effective,
+                "priority {configured} changed by {change}: expected {effective}"
+            );
+        }
+        // A raised Backup preempts a Master it was below.
+        let mut m = backup(config(100));
+        expect(&mut m, secs(1), received(HIGHER_PEER, advert(101)), &[]);
+        m.handle(
+            secs(1),
+            Event::Health {
+                fault: false,
+                priority_change: 2,
+            },
+        );
+        expect(&mut m, secs(2), received(HIGHER_PEER, advert(101)), &[]);
+        assert_eq!(
+            m.next_deadline(),
+            Some(secs(1) + MDI_100),
+            "at 102 the Backup ignores the Master's 101 and lets the timer set at 1 s run out"
+        );
     }
 
     #[test]
