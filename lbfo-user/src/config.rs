@@ -16,7 +16,10 @@ use std::{
 use lbfo_common::MAX_VIPS;
 use serde::{Deserialize, Serialize};
 
-use crate::health::config::CheckConfig;
+use crate::{
+    health::config::CheckConfig,
+    vrrp::{Auth, Version},
+};
 
 /// A configuration error: always one line.
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +184,13 @@ pub struct VrrpConfig {
     /// Send advertisements to these addresses instead of 224.0.0.18.
     #[serde(default)]
     pub unicast_peers: Vec<std::net::Ipv4Addr>,
+    /// 3 (RFC 5798) or 2 (RFC 3768, keepalived's default): every router
+    /// of a virtual router speaks the same one.
+    #[serde(default = "defaults::vrrp_version")]
+    pub vrrp_version: u8,
+    /// Version 2 only: keepalived's `auth_type PASS` password, 1..=8
+    /// bytes. Interop, not security: it travels in clear text.
+    pub auth_pass: Option<String>,
 }
 
 /// An IPv4 address with the prefix length it is added to the interface with.
@@ -249,6 +259,9 @@ mod defaults {
     }
     pub fn priority() -> u8 {
         100
+    }
+    pub fn vrrp_version() -> u8 {
+        3
     }
     pub fn advert_interval_ms() -> u64 {
         1000
@@ -361,14 +374,18 @@ impl VrrpConfig {
                 || self.advert_interval_ms != defaults::advert_interval_ms()
                 || self.preempt != defaults::preempt()
                 || self.preempt_delay_ms != 0
-                || !self.unicast_peers.is_empty();
+                || !self.unicast_peers.is_empty()
+                || self.vrrp_version != defaults::vrrp_version()
+                || self.auth_pass.is_some();
             if vrrp_key_set {
                 return Err(format!("vip {vip:?} has VRRP settings but no vrid"));
             }
             return Ok(());
         };
-        crate::vrrp::validate_settings(vrid, self.priority, self.advert_interval())
+        let version = self.version().map_err(|e| format!("vip {vip:?}: {e}"))?;
+        crate::vrrp::validate_settings(vrid, self.priority, self.advert_interval(), version)
             .map_err(|e| format!("vip {vip:?}: {e}"))?;
+        self.auth().map_err(|e| format!("vip {vip:?}: {e}"))?;
         if !vrids.insert(vrid) {
             return Err(format!(
                 "vrid {vrid} is used by two VIPs; each VIP needs its own"
@@ -384,6 +401,27 @@ impl VrrpConfig {
 
     pub fn advert_interval(&self) -> Duration {
         Duration::from_millis(self.advert_interval_ms)
+    }
+
+    pub fn version(&self) -> Result<Version, String> {
+        match self.vrrp_version {
+            2 => Ok(Version::V2),
+            3 => Ok(Version::V3),
+            v => Err(format!(
+                "vrrp_version = {v}: lbfo speaks 2 (RFC 3768) and 3 (RFC 5798)"
+            )),
+        }
+    }
+
+    /// What the advertisements carry for authentication.
+    pub fn auth(&self) -> Result<Auth, String> {
+        match &self.auth_pass {
+            None => Ok(Auth::None),
+            Some(_) if self.vrrp_version != 2 => {
+                Err("auth_pass needs vrrp_version = 2 (version 3 has no authentication)".into())
+            }
+            Some(pass) => Auth::pass(pass),
+        }
     }
 }
 
@@ -678,6 +716,26 @@ address = "192.0.2.100/24"
                 "cannot be a VIP",
             ),
             (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrid = 5\nvrrp_version = 4\n",
+                "vip \"a\": vrrp_version = 4: lbfo speaks 2 (RFC 3768) and 3 (RFC 5798)",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrid = 5\nauth_pass = \"secret\"\n",
+                "vip \"a\": auth_pass needs vrrp_version = 2",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrid = 5\nvrrp_version = 2\nauth_pass = \"123456789\"\n",
+                "vip \"a\": auth_pass must be 1..=8 bytes",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrid = 5\nvrrp_version = 2\nadvert_interval_ms = 100\n",
+                "vip \"a\": advert interval 100ms is not whole seconds",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrrp_version = 2\n",
+                "has VRRP settings but no vrid",
+            ),
+            (
                 "interface = \"eth0\"\nconntrack_entries = 1023\n",
                 "lbfo.toml: conntrack_entries = 1023 is out of range (1024..=16777216)",
             ),
@@ -798,6 +856,16 @@ address = "192.0.2.100/24"
         }
         assert!(parse(&format!("{base}vrid = 5\n{check}weight = -20\n")).is_ok());
         assert!(parse(&format!("{base}vrid = 5\n{check}weight = 20\n")).is_ok());
+    }
+
+    #[test]
+    fn vrrp_version_2_with_a_password() {
+        let c = parse("interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrid = 5\nvrrp_version = 2\nauth_pass = \"secret\"\n").unwrap();
+        assert_eq!(c.vips[0].vrrp.version(), Ok(Version::V2));
+        assert_eq!(c.vips[0].vrrp.auth(), Ok(Auth::Pass(*b"secret\0\0")));
+        let default = parse(GOOD).unwrap();
+        assert_eq!(default.vips[0].vrrp.version(), Ok(Version::V3));
+        assert_eq!(default.vips[0].vrrp.auth(), Ok(Auth::None));
     }
 
     #[test]

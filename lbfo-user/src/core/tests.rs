@@ -5,7 +5,7 @@
 use std::{collections::HashSet, net::Ipv4Addr, path::Path, time::Duration};
 
 use super::*;
-use crate::vrrp::Advertisement;
+use crate::vrrp::{Advertisement, Auth, Version};
 
 const PRIMARY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
 const PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 12);
@@ -122,6 +122,8 @@ fn advert(vrid: u8, priority: u8, interval_cs: u16) -> Input {
     Input::Advert {
         from: PEER,
         advert: Advertisement {
+            version: Version::V3,
+            auth: Auth::None,
             vrid,
             priority,
             max_advert_interval_cs: interval_cs,

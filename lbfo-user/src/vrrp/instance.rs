@@ -44,6 +44,8 @@ impl Instance {
             preempt_delay: Duration::from_millis(vip.vrrp.preempt_delay_ms),
             primary_address: primary,
             addresses: vec![vip.address.addr],
+            version: vip.vrrp.version()?,
+            auth: vip.vrrp.auth()?,
         };
         let machine = Machine::new(config).map_err(|e| format!("vip {:?}: {e}", vip.name))?;
         Ok(Some(Instance {

@@ -11,13 +11,15 @@
 
 use std::{net::Ipv4Addr, time::Duration};
 
-use super::packet::{Advertisement, MAX_ADDRESSES, MAX_ADVERT_INTERVAL_CS, Reject};
+use super::packet::{Advertisement, Auth, MAX_ADDRESSES, MAX_ADVERT_INTERVAL_CS, Reject, Version};
 
 /// The priority of the router that owns the virtual addresses: it takes
 /// over at once on startup and always preempts.
 pub const OWNER_PRIORITY: u8 = 255;
 pub const MIN_ADVERT_INTERVAL: Duration = Duration::from_millis(10);
 pub const MAX_ADVERT_INTERVAL: Duration = Duration::from_millis(10 * MAX_ADVERT_INTERVAL_CS as u64);
+/// VRRPv2 carries whole seconds in one byte.
+pub const MAX_ADVERT_INTERVAL_V2: Duration = Duration::from_secs(255);
 const NANOS_PER_CENTISECOND: u64 = 10_000_000;
 
 /// What one virtual router is configured with.
@@ -40,6 +42,10 @@ pub struct InstanceConfig {
     pub primary_address: Ipv4Addr,
     /// The virtual addresses, in the order they are advertised.
     pub addresses: Vec<Ipv4Addr>,
+    /// The VRRP spoken; advertisements of the other version are ignored.
+    pub version: Version,
+    /// v2 only: what our advertisements carry and peers' must match.
+    pub auth: Auth,
 }
 
 impl InstanceConfig {
@@ -54,11 +60,16 @@ impl InstanceConfig {
             preempt_delay: Duration::ZERO,
             primary_address,
             addresses,
+            version: Version::V3,
+            auth: Auth::None,
         }
     }
 
     fn validate(&self) -> Result<(), InvalidConfig> {
-        validate_settings(self.vrid, self.priority, self.advert_interval)?;
+        validate_settings(self.vrid, self.priority, self.advert_interval, self.version)?;
+        if self.version == Version::V3 && self.auth != Auth::None {
+            return Err(InvalidConfig::AuthWithV3);
+        }
         if self.addresses.is_empty() {
             return Err(InvalidConfig::NoAddresses);
         }
@@ -82,12 +93,22 @@ pub fn validate_settings(
     vrid: u8,
     priority: u8,
     advert_interval: Duration,
+    version: Version,
 ) -> Result<(), InvalidConfig> {
     if vrid == 0 {
         return Err(InvalidConfig::Vrid);
     }
     if priority == 0 {
         return Err(InvalidConfig::Priority);
+    }
+    if version == Version::V2 {
+        let whole_seconds = advert_interval.subsec_nanos() == 0;
+        if !whole_seconds
+            || !(Duration::from_secs(1)..=MAX_ADVERT_INTERVAL_V2).contains(&advert_interval)
+        {
+            return Err(InvalidConfig::IntervalV2(advert_interval));
+        }
+        return Ok(());
     }
     if !(MIN_ADVERT_INTERVAL..=MAX_ADVERT_INTERVAL).contains(&advert_interval) {
         return Err(InvalidConfig::IntervalRange(advert_interval));
@@ -111,6 +132,12 @@ pub enum InvalidConfig {
     IntervalRange(Duration),
     #[error("advert interval {0:?} is not a multiple of 10ms (advertisements carry centiseconds)")]
     IntervalResolution(Duration),
+    #[error(
+        "advert interval {0:?} is not whole seconds within 1s..=255s (VRRP version 2 carries seconds; use version 3 for shorter intervals)"
+    )]
+    IntervalV2(Duration),
+    #[error("auth_pass needs VRRP version 2 (version 3 has no authentication)")]
+    AuthWithV3,
     #[error("no virtual addresses")]
     NoAddresses,
     #[error("{0} virtual addresses; an advertisement carries at most 255")]
@@ -283,10 +310,12 @@ impl Machine {
     /// Our advertisement at `priority`.
     pub fn advertisement(&self, priority: u8) -> Advertisement {
         Advertisement {
+            version: self.config.version,
             vrid: self.config.vrid,
             priority,
             max_advert_interval_cs: self.advert_interval_cs,
             addresses: self.config.addresses.clone(),
+            auth: self.config.auth,
         }
     }
 
@@ -412,6 +441,20 @@ impl Machine {
         // not make Master_Down_Interval 0 either.
         if advert.max_advert_interval_cs == 0 {
             return vec![Action::Discard(Reject::ZeroInterval)];
+        }
+        if advert.version != self.config.version {
+            return vec![Action::Discard(Reject::VersionMismatch {
+                ours: self.config.version.number(),
+                theirs: advert.version.number(),
+            })];
+        }
+        if advert.auth != self.config.auth {
+            let why = match (self.config.auth, advert.auth) {
+                (Auth::Pass(_), Auth::None) => "no password",
+                (Auth::None, _) => "a password where none is configured",
+                _ => "wrong password",
+            };
+            return vec![Action::Discard(Reject::Auth { why })];
         }
         if !self.same_addresses(&advert.addresses) {
             return vec![Action::Discard(Reject::AddressMismatch {
@@ -621,6 +664,8 @@ mod tests {
     /// A peer's advertisement for our VRID and address, 1 s interval.
     fn advert(priority: u8) -> Advertisement {
         Advertisement {
+            version: Version::V3,
+            auth: Auth::None,
             vrid: 51,
             priority,
             max_advert_interval_cs: 100,
@@ -1356,6 +1401,8 @@ mod tests {
             assert_eq!(
                 advert,
                 Advertisement {
+                    version: Version::V3,
+                    auth: Auth::None,
                     vrid: 51,
                     priority: 100,
                     max_advert_interval_cs: cs,
@@ -1380,6 +1427,8 @@ mod tests {
         let cases = [
             (
                 Advertisement {
+                    version: Version::V3,
+                    auth: Auth::None,
                     vrid: 52,
                     ..ours(vec![VIP, VIP2])
                 },
@@ -1848,6 +1897,98 @@ mod tests {
             lan.states(),
             [State::Master, State::Backup],
             "A preempts once healthy"
+        );
+    }
+
+    #[test]
+    fn v2_ignores_v3_and_checks_the_password() {
+        let v2 = |auth| InstanceConfig {
+            version: Version::V2,
+            auth,
+            ..config(100)
+        };
+        let secret = Auth::pass("secret").unwrap();
+        let peer = |version, auth| Advertisement {
+            version,
+            auth,
+            ..advert(200)
+        };
+        let mismatch = |ours, theirs| Action::Discard(Reject::VersionMismatch { ours, theirs });
+        let auth = |why| Action::Discard(Reject::Auth { why });
+        let cases = [
+            (
+                v2(secret),
+                peer(Version::V3, Auth::None),
+                vec![mismatch(2, 3)],
+            ),
+            (
+                config(100),
+                peer(Version::V2, Auth::None),
+                vec![mismatch(3, 2)],
+            ),
+            (
+                v2(secret),
+                peer(Version::V2, Auth::None),
+                vec![auth("no password")],
+            ),
+            (
+                v2(secret),
+                peer(Version::V2, Auth::pass("secreT").unwrap()),
+                vec![auth("wrong password")],
+            ),
+            (
+                v2(Auth::None),
+                peer(Version::V2, secret),
+                vec![auth("a password where none is configured")],
+            ),
+        ];
+        for (ours, theirs, expected) in cases {
+            let mut m = backup(ours.clone());
+            let what = format!("{ours:?} hearing {theirs:?}");
+            let actions = m.handle(secs(1), received(HIGHER_PEER, theirs));
+            assert_eq!(actions, expected, "{what}");
+            assert_eq!(
+                m.next_deadline(),
+                Some(MDI_100),
+                "{what}: a rejected advert must not restart Master_Down_Timer"
+            );
+        }
+        // The matching one is heard, and ours carry version and password.
+        let mut m = backup(v2(secret));
+        expect(
+            &mut m,
+            secs(1),
+            received(HIGHER_PEER, peer(Version::V2, secret)),
+            &[],
+        );
+        assert_eq!(m.next_deadline(), Some(secs(1) + MDI_100));
+        assert_eq!(m.advertisement(100).version, Version::V2);
+        assert_eq!(m.advertisement(100).auth, secret);
+    }
+
+    #[test]
+    fn v2_needs_whole_seconds_and_v3_no_password() {
+        let v2 = |ms| InstanceConfig {
+            version: Version::V2,
+            advert_interval: ms,
+            ..config(100)
+        };
+        assert!(Machine::new(v2(secs(1))).is_ok());
+        assert!(Machine::new(v2(secs(255))).is_ok());
+        for bad in [ms(500), ms(1500), secs(256)] {
+            assert_eq!(
+                Machine::new(v2(bad)).err(),
+                Some(InvalidConfig::IntervalV2(bad)),
+                "{bad:?}"
+            );
+        }
+        let v3_with_pass = InstanceConfig {
+            auth: Auth::pass("x").unwrap(),
+            ..config(100)
+        };
+        assert_eq!(
+            Machine::new(v3_with_pass).err(),
+            Some(InvalidConfig::AuthWithV3)
         );
     }
 }
