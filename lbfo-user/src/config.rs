@@ -119,7 +119,15 @@ impl Default for GarpConfig {
 #[serde(deny_unknown_fields)]
 pub struct VipConfig {
     pub name: String,
-    pub address: VipAddress,
+    /// The VIP's address. Either this or `addresses`; after parsing, it is
+    /// also `addresses[0]` (see [`VipConfig::address`]).
+    #[serde(default, rename = "address")]
+    single_address: Option<VipAddress>,
+    /// Several addresses one virtual router advertises together and that
+    /// move together (keepalived's `virtual_ipaddress` block), in the order
+    /// advertised. Filled from `address` when that is given.
+    #[serde(default)]
+    pub addresses: Vec<VipAddress>,
     /// VRRP election (RFC 5798): present when `vrid` is set. Without it
     /// the VIP is owned only while an operator says so.
     #[serde(flatten)]
@@ -291,6 +299,50 @@ mod defaults {
 }
 
 impl VipConfig {
+    /// The first (for most VIPs the only) address: the one that names the
+    /// VIP in status, logs and metrics.
+    pub fn address(&self) -> VipAddress {
+        self.addresses[0]
+    }
+
+    /// The addresses as one text, `192.0.2.100/24, 192.0.2.101/24`.
+    pub fn addresses_text(&self) -> String {
+        let all: Vec<String> = self.addresses.iter().map(ToString::to_string).collect();
+        all.join(", ")
+    }
+
+    /// Makes `addresses` the one list of addresses.
+    fn settle_addresses(&mut self) -> Result<(), String> {
+        let name = &self.name;
+        match (self.single_address, self.addresses.is_empty()) {
+            (Some(a), true) => self.addresses = vec![a],
+            (Some(_), false) => {
+                return Err(format!(
+                    "vip {name:?} has both address and addresses; give one of them"
+                ));
+            }
+            (None, true) => {
+                return Err(format!(
+                    "vip {name:?} needs an address (or addresses = [...])"
+                ));
+            }
+            (None, false) => {}
+        }
+        if self.addresses.len() > crate::vrrp::packet::MAX_ADDRESSES {
+            return Err(format!(
+                "vip {name:?} has {} addresses; an advertisement carries at most {}",
+                self.addresses.len(),
+                crate::vrrp::packet::MAX_ADDRESSES
+            ));
+        }
+        if self.addresses.len() > 1 && self.mode == VipServeMode::Balance {
+            return Err(format!(
+                "vip {name:?}: a balanced VIP has one address; give each balanced address a [[vip]] of its own"
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_checks(&self) -> Result<(), String> {
         let name = &self.name;
         for check in &self.checks {
@@ -353,7 +405,7 @@ impl VipConfig {
                     b.address
                 ));
             }
-            if b.address == self.address.addr {
+            if self.addresses.iter().any(|a| a.addr == b.address) {
                 return Err(format!("vip {name:?}: a backend cannot be the VIP itself"));
             }
             if !(1..=1000).contains(&b.weight) {
@@ -437,7 +489,7 @@ impl Config {
 
     /// Parses and validates config text; `path` only labels errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             line: e
                 .span()
@@ -445,6 +497,13 @@ impl Config {
                 .unwrap_or(1),
             message: e.message().replace('\n', " ").trim().to_string(),
         })?;
+        let invalid = |message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        for vip in &mut config.vips {
+            vip.settle_addresses().map_err(invalid)?;
+        }
         config.validate().map_err(|message| ConfigError::Invalid {
             path: path.to_path_buf(),
             message,
@@ -556,8 +615,10 @@ impl Config {
             vip.vrrp.validate(&vip.name, &mut vrids)?;
             vip.validate_backends()?;
             vip.validate_checks()?;
-            if !addresses.insert(vip.address.addr) {
-                return Err(format!("vip address {} is used twice", vip.address.addr));
+            for address in &vip.addresses {
+                if !addresses.insert(address.addr) {
+                    return Err(format!("vip address {} is used twice", address.addr));
+                }
             }
         }
         Ok(())
@@ -592,15 +653,22 @@ impl Config {
         self.backend_headroom.unwrap_or(defaults::BACKEND_HEADROOM)
     }
 
+    /// Every VIP address of every VIP.
+    pub fn all_addresses(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.vips
+            .iter()
+            .flat_map(|v| v.addresses.iter().map(|a| a.addr))
+    }
+
     /// Finds a VIP by name or by address.
     pub fn find_vip(&self, name_or_address: &str) -> Option<&VipConfig> {
         let as_addr = name_or_address
             .split('/')
             .next()
             .and_then(|a| a.parse::<Ipv4Addr>().ok());
-        self.vips
-            .iter()
-            .find(|v| v.name == name_or_address || Some(v.address.addr) == as_addr)
+        self.vips.iter().find(|v| {
+            v.name == name_or_address || v.addresses.iter().any(|a| Some(a.addr) == as_addr)
+        })
     }
 }
 
@@ -635,7 +703,7 @@ address = "192.0.2.100/24"
             }
         );
         assert_eq!(
-            c.vips[0].address,
+            c.vips[0].address(),
             VipAddress {
                 addr: Ipv4Addr::new(192, 0, 2, 100),
                 prefix_len: 24
@@ -866,6 +934,53 @@ address = "192.0.2.100/24"
         let default = parse(GOOD).unwrap();
         assert_eq!(default.vips[0].vrrp.version(), Ok(Version::V3));
         assert_eq!(default.vips[0].vrrp.auth(), Ok(Auth::None));
+    }
+
+    #[test]
+    fn several_addresses_per_vip() {
+        let base = "interface = \"eth0\"\n[[vip]]\nname = \"web\"\n";
+        let c = parse(&format!(
+            "{base}addresses = [\"192.0.2.100/24\", \"192.0.2.101\"]\nvrid = 5\n"
+        ))
+        .unwrap();
+        assert_eq!(c.vips[0].addresses_text(), "192.0.2.100/24, 192.0.2.101/32");
+        assert_eq!(c.vips[0].address().to_string(), "192.0.2.100/24");
+        assert_eq!(c.find_vip("192.0.2.101").unwrap().name, "web");
+        let cases = [
+            (
+                format!("{base}address = \"192.0.2.1\"\naddresses = [\"192.0.2.2\"]\n"),
+                "vip \"web\" has both address and addresses",
+            ),
+            (format!("{base}\n"), "vip \"web\" needs an address"),
+            (
+                format!("{base}addresses = []\n"),
+                "vip \"web\" needs an address",
+            ),
+            (
+                format!("{base}addresses = [\"192.0.2.1\", \"192.0.2.1/24\"]\n"),
+                "vip address 192.0.2.1 is used twice",
+            ),
+            (
+                format!(
+                    "{base}addresses = [\"192.0.2.1\", \"192.0.2.2\"]\n[[vip]]\nname = \"b\"\naddress = \"192.0.2.2\"\n"
+                ),
+                "vip address 192.0.2.2 is used twice",
+            ),
+            (
+                format!(
+                    "{base}addresses = [\"192.0.2.1\", \"192.0.2.2\"]\nmode = \"balance\"\n[[vip.backend]]\naddress = \"192.0.2.21\"\n"
+                ),
+                "a balanced VIP has one address",
+            ),
+            (
+                format!("{base}addresses = [\"nope\"]\n"),
+                "lbfo.toml:4: \"nope\" is not an IPv4 address",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(&text).expect_err(&text);
+            assert!(err.contains(want), "expected {want:?} in {err:?}");
+        }
     }
 
     #[test]

@@ -138,7 +138,8 @@ pub enum Input {
         plan: Box<Plan>,
         healthy: HashSet<CheckKey>,
     },
-    /// An [`Effect::Take`] failed (the executor left nothing behind).
+    /// An [`Effect::Take`] failed (the executor left nothing behind);
+    /// `address` is the VIP's first.
     TakeFailed { address: Ipv4Addr, error: String },
     /// An [`Effect::Take`] is done: XDP answered and the first announcement
     /// was out `took` after the failover began.
@@ -150,11 +151,12 @@ pub enum Input {
 /// What the core asks the executor to do, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Put the address on the interface (unless it is there), write the map
-    /// entry owned with a lease, send the first gratuitous ARP, then the
-    /// rest of the burst.
+    /// For each of the VIP's addresses: put it on the interface (unless it
+    /// is there), write its map entry owned with a lease, send the first
+    /// gratuitous ARP, then the rest of the burst. All or none: a failure
+    /// undoes the addresses already taken.
     Take {
-        address: VipAddress,
+        addresses: Vec<VipAddress>,
         entry: MapEntry,
         lease: Duration,
         garp: GarpConfig,
@@ -163,23 +165,23 @@ pub enum Effect {
     /// Write the map entry not owned (XDP falls silent at once), then remove
     /// the address if lbfo put it there.
     Release {
-        address: VipAddress,
+        addresses: Vec<VipAddress>,
         entry: MapEntry,
     },
     /// Write the map entry as it stands: ownership and mode unchanged, the
     /// lease (for an owned VIP) pushed forward by `lease`.
     Write {
-        address: VipAddress,
+        addresses: Vec<VipAddress>,
         entry: MapEntry,
         lease: Option<Duration>,
     },
     /// Remove the VIP's map entry (it left the configuration).
-    Forget { address: VipAddress },
+    Forget { addresses: Vec<VipAddress> },
     /// Zero a counter slot given to a new VIP.
     ResetCounters { vip_id: u32 },
     /// Announce an owned VIP again (gratuitous ARP burst).
     Announce {
-        address: VipAddress,
+        addresses: Vec<VipAddress>,
         garp: GarpConfig,
     },
     /// Write backends and a table into the idle generation; a
@@ -299,7 +301,7 @@ impl Node {
             publish_effects(vip, &mut effects, lease);
             if vip.balance.is_none() {
                 effects.push(Effect::Write {
-                    address: vip.config.address,
+                    addresses: vip.config.addresses.clone(),
                     entry: vip.entry(),
                     lease: None,
                 });
@@ -353,7 +355,7 @@ impl Node {
                 let lease = self.config.lease();
                 for vip in self.vips.iter().filter(|v| v.election.is_none() && v.owned) {
                     out.push(Effect::Write {
-                        address: vip.config.address,
+                        addresses: vip.config.addresses.clone(),
                         entry: vip.entry(),
                         lease: Some(lease),
                     });
@@ -362,7 +364,7 @@ impl Node {
             Input::RefreshAnnouncements => {
                 for vip in self.vips.iter().filter(|v| v.owned) {
                     out.push(Effect::Announce {
-                        address: vip.config.address,
+                        addresses: vip.config.addresses.clone(),
                         garp: self.config.garp,
                     });
                 }
@@ -415,7 +417,7 @@ impl Node {
             format!(
                 "{} {} is already owned by this node",
                 vip.name(),
-                vip.config.address
+                vip.config.addresses_text()
             )
         } else {
             vip.reason = "operator command `lbfo own`".into();
@@ -424,7 +426,7 @@ impl Node {
             format!(
                 "{} {} is now owned by this node",
                 vip.name(),
-                vip.config.address
+                vip.config.addresses_text()
             )
         };
         out.push(Effect::Reply(Response::Done { message }));
@@ -440,12 +442,12 @@ impl Node {
         vip.operator_wants = false;
         vip.reason = "operator command `lbfo release`".into();
         let message = if vip.owned {
-            format!("{} {} released", vip.name(), vip.config.address)
+            format!("{} {} released", vip.name(), vip.config.addresses_text())
         } else {
             format!(
                 "{} {} was not owned by this node",
                 vip.name(),
-                vip.config.address
+                vip.config.addresses_text()
             )
         };
         self.reconcile_operator_vip(index, (now, Reason::Operator), out);
@@ -806,7 +808,7 @@ impl Node {
                 if vip.owned {
                     let lease = Some(instance.machine.master_down_interval());
                     out.push(Effect::Write {
-                        address: vip.config.address,
+                        addresses: vip.config.addresses.clone(),
                         entry: vip.entry(),
                         lease,
                     });
@@ -840,7 +842,7 @@ impl Node {
                 if vip.owned {
                     tracing::info!(vip = %vip.config.name, "another node acted as Master ({cause}); re-announcing with gratuitous ARP");
                     out.push(Effect::Announce {
-                        address: vip.config.address,
+                        addresses: vip.config.addresses.clone(),
                         garp,
                     });
                 }
@@ -863,7 +865,7 @@ impl Node {
         } else {
             tracing::info!(
                 vip = %vip.config.name,
-                address = %vip.config.address,
+                address = %vip.config.addresses_text(),
                 "{} -> {phase}: {} (XDP {})",
                 vip.logged,
                 vip.reason,
@@ -887,7 +889,7 @@ impl Node {
         let Some(vip) = self
             .vips
             .iter_mut()
-            .find(|v| v.config.address.addr == address)
+            .find(|v| v.config.address().addr == address)
         else {
             return;
         };
@@ -906,7 +908,7 @@ impl Node {
         let Some(vip) = self
             .vips
             .iter_mut()
-            .find(|v| v.config.address.addr == address)
+            .find(|v| v.config.address().addr == address)
         else {
             return;
         };
@@ -919,7 +921,7 @@ impl Node {
             .unwrap_or((vip.logged, vip.logged));
         tracing::info!(
             vip = %vip.config.name,
-            address = %vip.config.address,
+            address = %vip.config.addresses_text(),
             reason = reason.as_str(),
             took_ms = took.as_secs_f64() * 1000.0,
             "{from} -> {to}: {} (XDP answering, first announcement out {:.1} ms after the takeover began)",
@@ -986,7 +988,7 @@ impl Node {
                 ));
             }
             out.push(Effect::Forget {
-                address: vip.config.address,
+                addresses: vip.config.addresses.clone(),
             });
             tracing::info!(vip = %vip.config.name, "removed by reload");
         }
@@ -1015,7 +1017,7 @@ impl Node {
                 publish_effects(&mut vip, out, lease);
             } else {
                 out.push(Effect::Write {
-                    address: vip.config.address,
+                    addresses: vip.config.addresses.clone(),
                     entry: vip.entry(),
                     lease: None,
                 });
@@ -1120,7 +1122,7 @@ fn take(
     *vip.transitions.entry(reason).or_default() += 1;
     vip.pending_failover = Some((began, reason));
     out.push(Effect::Take {
-        address: vip.config.address,
+        addresses: vip.config.addresses.clone(),
         entry: vip.entry(),
         lease,
         garp,
@@ -1136,7 +1138,7 @@ fn take(
 fn release(vip: &mut Vip, out: &mut Vec<Effect>) {
     vip.owned = false;
     out.push(Effect::Release {
-        address: vip.config.address,
+        addresses: vip.config.addresses.clone(),
         entry: vip.entry(),
     });
 }
@@ -1159,7 +1161,7 @@ fn publish_effects(vip: &mut Vip, out: &mut Vec<Effect>, operator_lease: Duratio
     out.push(Effect::PublishTable(Box::new(update)));
     let lease = vip.owned.then(|| vip.lease(operator_lease));
     out.push(Effect::Write {
-        address: vip.config.address,
+        addresses: vip.config.addresses.clone(),
         entry: vip.entry(),
         lease,
     });
