@@ -285,8 +285,14 @@ impl Machine {
     /// Skew_Time = ((256 - Priority) * Master_Adver_Interval) / 256, exact to
     /// the nanosecond (truncated): higher priorities wait less, so they win
     /// the race to take over.
+    /// In VRRPv2 (RFC 3768 section 6.1) it is `(256 - Priority) / 256`
+    /// seconds, whatever the interval.
     pub fn skew_time(&self) -> Duration {
-        let interval_ns = u64::from(self.master_adver_interval_cs) * NANOS_PER_CENTISECOND;
+        let interval_cs = match self.config.version {
+            Version::V2 => 100,
+            Version::V3 => self.master_adver_interval_cs,
+        };
+        let interval_ns = u64::from(interval_cs) * NANOS_PER_CENTISECOND;
         let weight = 256 - u64::from(self.effective_priority());
         Duration::from_nanos(interval_ns * weight / 256)
     }
@@ -455,6 +461,16 @@ impl Machine {
                 _ => "wrong password",
             };
             return vec![Action::Discard(Reject::Auth { why })];
+        }
+        // RFC 3768 has no learning of the Master's interval: a different one
+        // is a misconfiguration, and the packet is discarded.
+        if self.config.version == Version::V2
+            && advert.max_advert_interval_cs != self.advert_interval_cs
+        {
+            return vec![Action::Discard(Reject::IntervalMismatch {
+                ours_cs: self.advert_interval_cs,
+                theirs_cs: advert.max_advert_interval_cs,
+            })];
         }
         if !self.same_addresses(&advert.addresses) {
             return vec![Action::Discard(Reject::AddressMismatch {
@@ -1953,6 +1969,28 @@ mod tests {
                 "{what}: a rejected advert must not restart Master_Down_Timer"
             );
         }
+        // v2 intervals must match (no learning as in v3).
+        let mut m = backup(v2(secret));
+        let slow = Advertisement {
+            max_advert_interval_cs: 200,
+            ..peer(Version::V2, secret)
+        };
+        expect(
+            &mut m,
+            secs(1),
+            received(HIGHER_PEER, slow),
+            &[Action::Discard(Reject::IntervalMismatch {
+                ours_cs: 100,
+                theirs_cs: 200,
+            })],
+        );
+        // v2 Skew_Time is in seconds whatever the interval.
+        let m = backup(InstanceConfig {
+            advert_interval: secs(2),
+            ..v2(Auth::None)
+        });
+        assert_eq!(m.skew_time(), SKEW_100);
+        assert_eq!(m.master_down_interval(), secs(6) + SKEW_100);
         // The matching one is heard, and ours carry version and password.
         let mut m = backup(v2(secret));
         expect(

@@ -139,12 +139,14 @@ pub enum Reject {
     AuthType { auth_type: u8 },
     #[error("authentication differs from ours ({why})")]
     Auth { why: &'static str },
+    #[error("VRRPv2 advertisement interval {theirs_cs} cs, ours is {ours_cs} cs (RFC 3768 7.1)")]
+    IntervalMismatch { ours_cs: u16, theirs_cs: u16 },
 }
 
 impl Reject {
     /// Every [`Reject::as_str`] value, so counters can exist before the
     /// first reject.
-    pub const NAMES: [&'static str; 12] = [
+    pub const NAMES: [&'static str; 13] = [
         "ttl",
         "too_short",
         "version",
@@ -157,6 +159,7 @@ impl Reject {
         "version_mismatch",
         "auth_type",
         "auth",
+        "interval_mismatch",
     ];
 
     /// A stable short name for counters and status output.
@@ -174,6 +177,7 @@ impl Reject {
             Reject::VersionMismatch { .. } => "version_mismatch",
             Reject::AuthType { .. } => "auth_type",
             Reject::Auth { .. } => "auth",
+            Reject::IntervalMismatch { .. } => "interval_mismatch",
         }
     }
 }
@@ -677,6 +681,10 @@ mod tests {
             Reject::VersionMismatch { ours: 0, theirs: 0 },
             Reject::AuthType { auth_type: 0 },
             Reject::Auth { why: "" },
+            Reject::IntervalMismatch {
+                ours_cs: 0,
+                theirs_cs: 0,
+            },
         ];
         let names: Vec<&str> = rejects.iter().map(Reject::as_str).collect();
         assert_eq!(
