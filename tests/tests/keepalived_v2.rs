@@ -277,7 +277,7 @@ fn a_wrong_password_is_refused_by_both_sides() {
     );
     let json = lbfo.cli_ok(&["status", "--json"]).unwrap();
     assert!(
-        metrics.contains("\"auth\""),
-        "status JSON names the reason: {metrics}"
+        json.contains("\"auth\""),
+        "status JSON names the reason: {json}"
     );
 }
