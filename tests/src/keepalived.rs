@@ -44,6 +44,8 @@ impl KeepalivedConfig {
 pub struct Keepalived {
     pub host: Host,
     pub pid: u32,
+    /// The configuration file it runs (what `lbfo import-keepalived` reads).
+    pub conf: std::path::PathBuf,
     pub log: std::path::PathBuf,
     pub vip_cidr: String,
 }
@@ -72,6 +74,7 @@ impl Keepalived {
         Ok(Keepalived {
             host: host.clone(),
             pid,
+            conf,
             log,
             vip_cidr: config.vip_cidr.clone(),
         })
