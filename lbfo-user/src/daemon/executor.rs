@@ -108,9 +108,8 @@ impl Executor {
                                 took,
                             });
                         }
-                        Err((address, e)) => {
-                            let error = e.to_string();
-                            failed_take = Some(format!("cannot take {address}: {error}"));
+                        Err(error) => {
+                            failed_take = Some(format!("cannot take {error}"));
                             applied.feedback.push(Input::TakeFailed {
                                 address: first,
                                 error,
