@@ -248,12 +248,18 @@ fn keepalived_master_lbfo_backup_on_v2_then_lbfo_takes_over_on_link_down() {
 
 #[test]
 fn a_wrong_password_is_refused_by_both_sides() {
-    let (mut lab, _client, nodes) = lab();
+    let (mut lab, client, nodes) = lab();
     let keepalived =
         Keepalived::start(&mut lab, &nodes[1], &keepalived_config(150, "secret")).unwrap();
     keepalived.wait_master(Duration::from_secs(6)).unwrap();
     // Were keepalived's adverts accepted, lbfo (100) would stay Backup.
-    let lbfo = LbfoNode::start(&mut lab, &nodes[0], &lbfo_config(100, "wrong")).unwrap();
+    let metrics = format!("{}:9655", nodes[0].addr);
+    let config = lbfo_config(100, "wrong").replacen(
+        "\n\n[[vip]]",
+        &format!("\n[metrics]\nlisten = \"{metrics}\"\n\n[[vip]]"),
+        1,
+    );
+    let lbfo = LbfoNode::start(&mut lab, &nodes[0], &config).unwrap();
     wait_state(
         &lbfo,
         "master",
@@ -275,9 +281,19 @@ fn a_wrong_password_is_refused_by_both_sides() {
         keepalived.is_master().unwrap(),
         "keepalived (150) stays Master"
     );
-    let json = lbfo.cli_ok(&["status", "--json"]).unwrap();
+    // The same count, by reason, on the metrics endpoint.
+    let out = run(netns_exec(&client.ns, "curl")
+        .args(["-sf", "--max-time", "2"])
+        .arg(format!("http://{metrics}/metrics")))
+    .unwrap();
+    let exposition = String::from_utf8_lossy(&out.stdout);
+    let counted: f64 = exposition
+        .lines()
+        .find(|l| l.starts_with("lbfo_vrrp_adverts_rejected_total{reason=\"auth\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no auth rejects in the exposition:\n{exposition}"));
     assert!(
-        json.contains("\"auth\""),
-        "status JSON names the reason: {json}"
+        counted >= auth_rejects as f64,
+        "metrics count {counted} auth rejects, status counted {auth_rejects} before"
     );
 }
