@@ -16,7 +16,10 @@ use std::{
 use lbfo_common::MAX_VIPS;
 use serde::{Deserialize, Serialize};
 
-use crate::health::config::CheckConfig;
+use crate::{
+    health::config::CheckConfig,
+    vrrp::{Auth, Version},
+};
 
 /// A configuration error: always one line.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +119,15 @@ impl Default for GarpConfig {
 #[serde(deny_unknown_fields)]
 pub struct VipConfig {
     pub name: String,
-    pub address: VipAddress,
+    /// The VIP's address. Either this or `addresses`; after parsing, it is
+    /// also `addresses[0]` (see [`VipConfig::address`]).
+    #[serde(default, rename = "address")]
+    single_address: Option<VipAddress>,
+    /// Several addresses one virtual router advertises together and that
+    /// move together (keepalived's `virtual_ipaddress` block), in the order
+    /// advertised. Filled from `address` when that is given.
+    #[serde(default)]
+    pub addresses: Vec<VipAddress>,
     /// VRRP election (RFC 5798): present when `vrid` is set. Without it
     /// the VIP is owned only while an operator says so.
     #[serde(flatten)]
@@ -129,7 +140,8 @@ pub struct VipConfig {
     pub backends: Vec<BackendConfig>,
     /// Health checks of the service behind the VIP. A failing check without
     /// `weight` puts the VIP in fault (it owns nothing); a check with
-    /// `weight = -N` lowers its VRRP priority by N instead.
+    /// `weight = -N` lowers its VRRP priority by N while it fails, one with
+    /// `weight = N` raises it by N while it passes.
     #[serde(rename = "check", default)]
     pub checks: Vec<CheckConfig>,
     /// Run on every state change as `notify NAME OLD NEW` (keepalived's
@@ -180,6 +192,13 @@ pub struct VrrpConfig {
     /// Send advertisements to these addresses instead of 224.0.0.18.
     #[serde(default)]
     pub unicast_peers: Vec<std::net::Ipv4Addr>,
+    /// 3 (RFC 5798) or 2 (RFC 3768, keepalived's default): every router
+    /// of a virtual router speaks the same one.
+    #[serde(default = "defaults::vrrp_version")]
+    pub vrrp_version: u8,
+    /// Version 2 only: keepalived's `auth_type PASS` password, 1..=8
+    /// bytes. Interop, not security: it travels in clear text.
+    pub auth_pass: Option<String>,
 }
 
 /// An IPv4 address with the prefix length it is added to the interface with.
@@ -249,6 +268,9 @@ mod defaults {
     pub fn priority() -> u8 {
         100
     }
+    pub fn vrrp_version() -> u8 {
+        3
+    }
     pub fn advert_interval_ms() -> u64 {
         1000
     }
@@ -277,6 +299,50 @@ mod defaults {
 }
 
 impl VipConfig {
+    /// The first (for most VIPs the only) address: the one that names the
+    /// VIP in status, logs and metrics.
+    pub fn address(&self) -> VipAddress {
+        self.addresses[0]
+    }
+
+    /// The addresses as one text, `192.0.2.100/24, 192.0.2.101/24`.
+    pub fn addresses_text(&self) -> String {
+        let all: Vec<String> = self.addresses.iter().map(ToString::to_string).collect();
+        all.join(", ")
+    }
+
+    /// Makes `addresses` the one list of addresses.
+    fn settle_addresses(&mut self) -> Result<(), String> {
+        let name = &self.name;
+        match (self.single_address, self.addresses.is_empty()) {
+            (Some(a), true) => self.addresses = vec![a],
+            (Some(_), false) => {
+                return Err(format!(
+                    "vip {name:?} has both address and addresses; give one of them"
+                ));
+            }
+            (None, true) => {
+                return Err(format!(
+                    "vip {name:?} needs an address (or addresses = [...])"
+                ));
+            }
+            (None, false) => {}
+        }
+        if self.addresses.len() > crate::vrrp::packet::MAX_ADDRESSES {
+            return Err(format!(
+                "vip {name:?} has {} addresses; an advertisement carries at most {}",
+                self.addresses.len(),
+                crate::vrrp::packet::MAX_ADDRESSES
+            ));
+        }
+        if self.addresses.len() > 1 && self.mode == VipServeMode::Balance {
+            return Err(format!(
+                "vip {name:?}: a balanced VIP has one address; give each balanced address a [[vip]] of its own"
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_checks(&self) -> Result<(), String> {
         let name = &self.name;
         for check in &self.checks {
@@ -286,7 +352,7 @@ impl VipConfig {
                 && self.vrrp.vrid.is_none()
             {
                 return Err(format!(
-                    "vip {name:?}: check weight {w} only applies to VIPs with a vrid (it lowers the VRRP priority)"
+                    "vip {name:?}: check weight {w} only applies to VIPs with a vrid (it changes the VRRP priority)"
                 ));
             }
         }
@@ -339,7 +405,7 @@ impl VipConfig {
                     b.address
                 ));
             }
-            if b.address == self.address.addr {
+            if self.addresses.iter().any(|a| a.addr == b.address) {
                 return Err(format!("vip {name:?}: a backend cannot be the VIP itself"));
             }
             if !(1..=1000).contains(&b.weight) {
@@ -360,14 +426,18 @@ impl VrrpConfig {
                 || self.advert_interval_ms != defaults::advert_interval_ms()
                 || self.preempt != defaults::preempt()
                 || self.preempt_delay_ms != 0
-                || !self.unicast_peers.is_empty();
+                || !self.unicast_peers.is_empty()
+                || self.vrrp_version != defaults::vrrp_version()
+                || self.auth_pass.is_some();
             if vrrp_key_set {
                 return Err(format!("vip {vip:?} has VRRP settings but no vrid"));
             }
             return Ok(());
         };
-        crate::vrrp::validate_settings(vrid, self.priority, self.advert_interval())
+        let version = self.version().map_err(|e| format!("vip {vip:?}: {e}"))?;
+        crate::vrrp::validate_settings(vrid, self.priority, self.advert_interval(), version)
             .map_err(|e| format!("vip {vip:?}: {e}"))?;
+        self.auth().map_err(|e| format!("vip {vip:?}: {e}"))?;
         if !vrids.insert(vrid) {
             return Err(format!(
                 "vrid {vrid} is used by two VIPs; each VIP needs its own"
@@ -384,6 +454,27 @@ impl VrrpConfig {
     pub fn advert_interval(&self) -> Duration {
         Duration::from_millis(self.advert_interval_ms)
     }
+
+    pub fn version(&self) -> Result<Version, String> {
+        match self.vrrp_version {
+            2 => Ok(Version::V2),
+            3 => Ok(Version::V3),
+            v => Err(format!(
+                "vrrp_version = {v}: lbfo speaks 2 (RFC 3768) and 3 (RFC 5798)"
+            )),
+        }
+    }
+
+    /// What the advertisements carry for authentication.
+    pub fn auth(&self) -> Result<Auth, String> {
+        match &self.auth_pass {
+            None => Ok(Auth::None),
+            Some(_) if self.vrrp_version != 2 => {
+                Err("auth_pass needs vrrp_version = 2 (version 3 has no authentication)".into())
+            }
+            Some(pass) => Auth::pass(pass),
+        }
+    }
 }
 
 impl Config {
@@ -398,7 +489,7 @@ impl Config {
 
     /// Parses and validates config text; `path` only labels errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             line: e
                 .span()
@@ -406,6 +497,13 @@ impl Config {
                 .unwrap_or(1),
             message: e.message().replace('\n', " ").trim().to_string(),
         })?;
+        let invalid = |message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        for vip in &mut config.vips {
+            vip.settle_addresses().map_err(invalid)?;
+        }
         config.validate().map_err(|message| ConfigError::Invalid {
             path: path.to_path_buf(),
             message,
@@ -517,8 +615,10 @@ impl Config {
             vip.vrrp.validate(&vip.name, &mut vrids)?;
             vip.validate_backends()?;
             vip.validate_checks()?;
-            if !addresses.insert(vip.address.addr) {
-                return Err(format!("vip address {} is used twice", vip.address.addr));
+            for address in &vip.addresses {
+                if !addresses.insert(address.addr) {
+                    return Err(format!("vip address {} is used twice", address.addr));
+                }
             }
         }
         Ok(())
@@ -553,15 +653,22 @@ impl Config {
         self.backend_headroom.unwrap_or(defaults::BACKEND_HEADROOM)
     }
 
+    /// Every VIP address of every VIP.
+    pub fn all_addresses(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.vips
+            .iter()
+            .flat_map(|v| v.addresses.iter().map(|a| a.addr))
+    }
+
     /// Finds a VIP by name or by address.
     pub fn find_vip(&self, name_or_address: &str) -> Option<&VipConfig> {
         let as_addr = name_or_address
             .split('/')
             .next()
             .and_then(|a| a.parse::<Ipv4Addr>().ok());
-        self.vips
-            .iter()
-            .find(|v| v.name == name_or_address || Some(v.address.addr) == as_addr)
+        self.vips.iter().find(|v| {
+            v.name == name_or_address || v.addresses.iter().any(|a| Some(a.addr) == as_addr)
+        })
     }
 }
 
@@ -596,7 +703,7 @@ address = "192.0.2.100/24"
             }
         );
         assert_eq!(
-            c.vips[0].address,
+            c.vips[0].address(),
             VipAddress {
                 addr: Ipv4Addr::new(192, 0, 2, 100),
                 prefix_len: 24
@@ -675,6 +782,26 @@ address = "192.0.2.100/24"
             (
                 "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"224.0.0.18\"\n",
                 "cannot be a VIP",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrid = 5\nvrrp_version = 4\n",
+                "vip \"a\": vrrp_version = 4: lbfo speaks 2 (RFC 3768) and 3 (RFC 5798)",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrid = 5\nauth_pass = \"secret\"\n",
+                "vip \"a\": auth_pass needs vrrp_version = 2",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrid = 5\nvrrp_version = 2\nauth_pass = \"123456789\"\n",
+                "vip \"a\": auth_pass must be 1..=8 bytes",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrid = 5\nvrrp_version = 2\nadvert_interval_ms = 100\n",
+                "vip \"a\": advert interval 100ms is not whole seconds",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrrp_version = 2\n",
+                "has VRRP settings but no vrid",
             ),
             (
                 "interface = \"eth0\"\nconntrack_entries = 1023\n",
@@ -771,8 +898,8 @@ address = "192.0.2.100/24"
                 "only applies to VIPs with a vrid",
             ),
             (
-                format!("{base}vrid = 5\n{check}weight = 20\n"),
-                "lbfo.toml:6: weight = 20 is not in -253..=-1: only negative weights are accepted",
+                format!("{base}vrid = 5\n{check}weight = 254\n"),
+                "lbfo.toml:6: weight = 254 is not in -253..=-1 or 1..=253",
             ),
             (
                 format!("{base}notify = \"notify.sh\"\n"),
@@ -796,6 +923,64 @@ address = "192.0.2.100/24"
             assert!(!err.contains('\n'), "one line: {err:?}");
         }
         assert!(parse(&format!("{base}vrid = 5\n{check}weight = -20\n")).is_ok());
+        assert!(parse(&format!("{base}vrid = 5\n{check}weight = 20\n")).is_ok());
+    }
+
+    #[test]
+    fn vrrp_version_2_with_a_password() {
+        let c = parse("interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrid = 5\nvrrp_version = 2\nauth_pass = \"secret\"\n").unwrap();
+        assert_eq!(c.vips[0].vrrp.version(), Ok(Version::V2));
+        assert_eq!(c.vips[0].vrrp.auth(), Ok(Auth::Pass(*b"secret\0\0")));
+        let default = parse(GOOD).unwrap();
+        assert_eq!(default.vips[0].vrrp.version(), Ok(Version::V3));
+        assert_eq!(default.vips[0].vrrp.auth(), Ok(Auth::None));
+    }
+
+    #[test]
+    fn several_addresses_per_vip() {
+        let base = "interface = \"eth0\"\n[[vip]]\nname = \"web\"\n";
+        let c = parse(&format!(
+            "{base}addresses = [\"192.0.2.100/24\", \"192.0.2.101\"]\nvrid = 5\n"
+        ))
+        .unwrap();
+        assert_eq!(c.vips[0].addresses_text(), "192.0.2.100/24, 192.0.2.101/32");
+        assert_eq!(c.vips[0].address().to_string(), "192.0.2.100/24");
+        assert_eq!(c.find_vip("192.0.2.101").unwrap().name, "web");
+        let cases = [
+            (
+                format!("{base}address = \"192.0.2.1\"\naddresses = [\"192.0.2.2\"]\n"),
+                "vip \"web\" has both address and addresses",
+            ),
+            (format!("{base}\n"), "vip \"web\" needs an address"),
+            (
+                format!("{base}addresses = []\n"),
+                "vip \"web\" needs an address",
+            ),
+            (
+                format!("{base}addresses = [\"192.0.2.1\", \"192.0.2.1/24\"]\n"),
+                "vip address 192.0.2.1 is used twice",
+            ),
+            (
+                format!(
+                    "{base}addresses = [\"192.0.2.1\", \"192.0.2.2\"]\n[[vip]]\nname = \"b\"\naddress = \"192.0.2.2\"\n"
+                ),
+                "vip address 192.0.2.2 is used twice",
+            ),
+            (
+                format!(
+                    "{base}addresses = [\"192.0.2.1\", \"192.0.2.2\"]\nmode = \"balance\"\n[[vip.backend]]\naddress = \"192.0.2.21\"\n"
+                ),
+                "a balanced VIP has one address",
+            ),
+            (
+                format!("{base}addresses = [\"nope\"]\n"),
+                "lbfo.toml:4: \"nope\" is not an IPv4 address",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(&text).expect_err(&text);
+            assert!(err.contains(want), "expected {want:?} in {err:?}");
+        }
     }
 
     #[test]

@@ -5,12 +5,13 @@
 //! - [`netlink`]: the interface, its addresses and the XDP attachment.
 //! - [`core`]: every decision, pure: inputs in, effects out.
 //! - [`ownership`]: taking and giving up a VIP in the right order.
-//! - [`vrrp`]: VRRPv3, the protocol, one VIP's election and its I/O.
+//! - [`vrrp`]: VRRP (versions 3 and 2), the protocol, one VIP's election and its I/O.
 //! - [`health`]: health checks; [`notify`]: notify scripts.
 //! - [`balance`]: Maglev tables and the backends behind them.
 //! - [`announce`] and [`arp`]: gratuitous ARP.
 //! - [`control`] and [`status`]: the control socket behind `lbfo status/own/release`.
 //! - [`metrics`]: the Prometheus registry and its endpoint.
+//! - [`keepalived`]: `lbfo import-keepalived`, keepalived's syntax and its mapping.
 //! - [`daemon`]: `lbfo run`, the I/O around the core.
 
 pub mod announce;
@@ -24,6 +25,7 @@ pub mod core;
 pub mod daemon;
 pub mod datapath;
 pub mod health;
+pub mod keepalived;
 pub mod metrics;
 pub mod netlink;
 pub mod notify;

@@ -54,6 +54,17 @@ enum Cmd {
     Drain { backend: String },
     /// Let a drained backend take new flows again.
     Undrain { backend: String },
+    /// Print an equivalent lbfo config (TOML) for a keepalived config;
+    /// warnings on stderr; exit 1 (and no output) where lbfo would behave
+    /// differently. See docs/MIGRATING.md.
+    ImportKeepalived {
+        /// keepalived's configuration file (its includes are followed).
+        file: PathBuf,
+        /// keepalived's `-i`: which `@ID` lines count (default: the host
+        /// name up to its first dot, as keepalived).
+        #[arg(long)]
+        config_id: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -186,6 +197,21 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 c.vips.len(),
                 c.interface
             ));
+        }
+        Cmd::ImportKeepalived { file, config_id } => {
+            let id = config_id.unwrap_or_else(lbfo::keepalived::default_config_id);
+            let import = lbfo::keepalived::import(&file, &id);
+            for line in import.warnings.iter().chain(&import.errors) {
+                eprintln!("{line}");
+            }
+            if !import.errors.is_empty() {
+                bail!(
+                    "{} keyword(s) in {} would behave differently under lbfo; nothing printed",
+                    import.errors.len(),
+                    file.display()
+                );
+            }
+            return print(&import.toml);
         }
         Cmd::Status { json } => {
             return match control::request(&cli.socket, &Request::Status).await? {

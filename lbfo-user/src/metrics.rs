@@ -379,9 +379,9 @@ impl Metrics {
                 Phase::Fault => 3,
             };
             self.vip_state
-                .with_label_values(&[name, &vip.config.address.to_string(), &vrid])
+                .with_label_values(&[name, &vip.config.address().to_string(), &vrid])
                 .set(state);
-            let entry = datapath.vip(vip.config.address.addr).unwrap_or_default();
+            let entry = datapath.vip(vip.config.address().addr).unwrap_or_default();
             let answers = now.is_some_and(|now| entry.answers(now));
             self.vip_owned
                 .with_label_values(&[name])
@@ -420,7 +420,11 @@ impl Metrics {
             set_counter(
                 &self.announcements,
                 &[name, "garp"],
-                owner.announcements_sent(vip.config.address.addr),
+                vip.config
+                    .addresses
+                    .iter()
+                    .map(|a| owner.announcements_sent(a.addr))
+                    .sum(),
             );
             for (key, id) in check_ids.iter().filter(|(k, _)| *k.vip == *name) {
                 if let Some(status) = board.get(id) {

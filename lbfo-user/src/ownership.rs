@@ -180,6 +180,34 @@ impl Owner {
         }
     }
 
+    /// Takes every address of a VIP, in order, with [`Owner::take`]; if one
+    /// fails, those already taken are released again, so the VIP is taken
+    /// whole or not at all. The error (one line) names the address that
+    /// failed.
+    pub async fn take_all(
+        &mut self,
+        addresses: &[VipAddress],
+        entry: &MapEntry,
+        lease: Duration,
+        garp: GarpConfig,
+    ) -> Result<(), String> {
+        for (taken, &address) in addresses.iter().enumerate() {
+            if let Err(e) = self.take(address, entry, lease, garp).await {
+                let not_owned = MapEntry {
+                    owned: false,
+                    ..*entry
+                };
+                for &undo in &addresses[..taken] {
+                    if let Err(cleanup) = self.release(undo, &not_owned).await {
+                        tracing::error!(vip = %undo, "cleaning up after a failed take: {cleanup}");
+                    }
+                }
+                return Err(format!("{address}: {e}"));
+            }
+        }
+        Ok(())
+    }
+
     async fn try_take(
         &mut self,
         address: VipAddress,

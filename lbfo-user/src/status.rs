@@ -28,7 +28,11 @@ pub struct Status {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VipStatus {
     pub name: String,
+    /// The first address (for most VIPs the only one).
     pub address: String,
+    /// Every address, in the order advertised; they move together.
+    #[serde(default)]
+    pub addresses: Vec<String>,
     /// "owner" or "standby" for operator-owned VIPs; "initialize",
     /// "backup", "master" or "fault" for elected ones.
     pub state: String,
@@ -128,8 +132,11 @@ impl CheckView {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VrrpStatus {
     pub vrid: u8,
+    /// VRRP version, 2 or 3.
+    #[serde(default)]
+    pub version: u8,
     pub priority: u8,
-    /// Priority after failing weighted checks lowered it.
+    /// Priority after weighted checks changed it.
     pub effective_priority: u8,
     pub advert_interval_ms: u64,
     pub master_down_interval_ms: u64,
@@ -172,7 +179,15 @@ impl Status {
             let _ = writeln!(
                 out,
                 "\nvip {} {}: {} ({lease}), address on interface: {}\n  why: {}",
-                v.name, v.address, v.state, v.address_origin, v.reason
+                v.name,
+                if v.addresses.len() > 1 {
+                    v.addresses.join(", ")
+                } else {
+                    v.address.clone()
+                },
+                v.state,
+                v.address_origin,
+                v.reason
             );
             if let Some(f) = &v.last_failover {
                 let _ = writeln!(out, "  last takeover: {:.1} ms ({})", f.took_ms, f.reason);
@@ -180,7 +195,8 @@ impl Status {
             if let Some(vrrp) = &v.vrrp {
                 let _ = writeln!(
                     out,
-                    "  vrrp vrid {} priority {} (effective {}), advert every {} ms, master down after {} ms{}; adverts sent {}, received {}",
+                    "  vrrp{} vrid {} priority {} (effective {}), advert every {} ms, master down after {} ms{}; adverts sent {}, received {}",
+                    if vrrp.version == 2 { " v2" } else { "" },
                     vrrp.vrid,
                     vrrp.priority,
                     vrrp.effective_priority,

@@ -1,4 +1,5 @@
-//! keepalived (Debian's package, VRRP version 3) as a peer in the lab.
+//! keepalived (Debian's package) as a peer in the lab: VRRP version 3 by
+//! default, or its own default, version 2, with `auth_type PASS`.
 
 use std::{fmt::Write as _, net::Ipv4Addr, process::Stdio, time::Duration};
 
@@ -14,6 +15,12 @@ pub struct KeepalivedConfig {
     pub vip_cidr: String,
     pub preempt: bool,
     pub unicast_peers: Vec<Ipv4Addr>,
+    /// `vrrp_version`: 3, or 2 (keepalived's own default).
+    pub version: u8,
+    /// `authentication { auth_type PASS; auth_pass ... }` (version 2).
+    pub auth_pass: Option<String>,
+    /// Addresses after `vip_cidr` in the same `virtual_ipaddress` block.
+    pub more_vips: Vec<String>,
 }
 
 impl KeepalivedConfig {
@@ -27,6 +34,9 @@ impl KeepalivedConfig {
             vip_cidr: vip_cidr.into(),
             preempt: true,
             unicast_peers: vec![],
+            version: 3,
+            auth_pass: None,
+            more_vips: vec![],
         }
     }
 }
@@ -34,6 +44,8 @@ impl KeepalivedConfig {
 pub struct Keepalived {
     pub host: Host,
     pub pid: u32,
+    /// The configuration file it runs (what `lbfo import-keepalived` reads).
+    pub conf: std::path::PathBuf,
     pub log: std::path::PathBuf,
     pub vip_cidr: String,
 }
@@ -55,15 +67,22 @@ impl Keepalived {
                 .arg(dir.join("vrrp.pid"))
                 .arg("-c")
                 .arg(dir.join("checkers.pid"))
-                .stdout(std::fs::File::create(&log)?)
-                .stderr(Stdio::null()),
+                .stdout(Stdio::null())
+                // `-l` logs to the console, which is stderr.
+                .stderr(std::fs::File::create(&log)?),
         )?;
         Ok(Keepalived {
             host: host.clone(),
             pid,
+            conf,
             log,
             vip_cidr: config.vip_cidr.clone(),
         })
+    }
+
+    /// The lines keepalived logged so far that contain `text`.
+    pub fn log_lines_with(&self, text: &str) -> usize {
+        self.log_text().lines().filter(|l| l.contains(text)).count()
     }
 
     /// keepalived adds the VIP to its interface exactly while it is Master.
@@ -105,8 +124,8 @@ fn render(host: &Host, c: &KeepalivedConfig) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "global_defs {{\n    vrrp_version 3\n    router_id {}\n    vrrp_garp_master_delay 0\n}}",
-        host.name
+        "global_defs {{\n    vrrp_version {}\n    router_id {}\n    vrrp_garp_master_delay 0\n}}",
+        c.version, host.name
     );
     let _ = writeln!(s, "vrrp_instance lbfo_lab {{");
     let _ = writeln!(
@@ -125,10 +144,16 @@ fn render(host: &Host, c: &KeepalivedConfig) -> String {
         }
         let _ = writeln!(s, "    }}");
     }
-    let _ = writeln!(
-        s,
-        "    virtual_ipaddress {{\n        {} dev {}\n    }}\n}}",
-        c.vip_cidr, host.ifname
-    );
+    if let Some(pass) = &c.auth_pass {
+        let _ = writeln!(
+            s,
+            "    authentication {{\n        auth_type PASS\n        auth_pass {pass}\n    }}"
+        );
+    }
+    let _ = writeln!(s, "    virtual_ipaddress {{");
+    for vip in std::iter::once(&c.vip_cidr).chain(&c.more_vips) {
+        let _ = writeln!(s, "        {vip} dev {}", host.ifname);
+    }
+    let _ = writeln!(s, "    }}\n}}");
     s
 }

@@ -138,7 +138,8 @@ pub enum Input {
         plan: Box<Plan>,
         healthy: HashSet<CheckKey>,
     },
-    /// An [`Effect::Take`] failed (the executor left nothing behind).
+    /// An [`Effect::Take`] failed (the executor left nothing behind);
+    /// `address` is the VIP's first.
     TakeFailed { address: Ipv4Addr, error: String },
     /// An [`Effect::Take`] is done: XDP answered and the first announcement
     /// was out `took` after the failover began.
@@ -150,11 +151,12 @@ pub enum Input {
 /// What the core asks the executor to do, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Put the address on the interface (unless it is there), write the map
-    /// entry owned with a lease, send the first gratuitous ARP, then the
-    /// rest of the burst.
+    /// For each of the VIP's addresses: put it on the interface (unless it
+    /// is there), write its map entry owned with a lease, send the first
+    /// gratuitous ARP, then the rest of the burst. All or none: a failure
+    /// undoes the addresses already taken.
     Take {
-        address: VipAddress,
+        addresses: Vec<VipAddress>,
         entry: MapEntry,
         lease: Duration,
         garp: GarpConfig,
@@ -163,23 +165,23 @@ pub enum Effect {
     /// Write the map entry not owned (XDP falls silent at once), then remove
     /// the address if lbfo put it there.
     Release {
-        address: VipAddress,
+        addresses: Vec<VipAddress>,
         entry: MapEntry,
     },
     /// Write the map entry as it stands: ownership and mode unchanged, the
     /// lease (for an owned VIP) pushed forward by `lease`.
     Write {
-        address: VipAddress,
+        addresses: Vec<VipAddress>,
         entry: MapEntry,
         lease: Option<Duration>,
     },
     /// Remove the VIP's map entry (it left the configuration).
-    Forget { address: VipAddress },
+    Forget { addresses: Vec<VipAddress> },
     /// Zero a counter slot given to a new VIP.
     ResetCounters { vip_id: u32 },
     /// Announce an owned VIP again (gratuitous ARP burst).
     Announce {
-        address: VipAddress,
+        addresses: Vec<VipAddress>,
         garp: GarpConfig,
     },
     /// Write backends and a table into the idle generation; a
@@ -299,7 +301,7 @@ impl Node {
             publish_effects(vip, &mut effects, lease);
             if vip.balance.is_none() {
                 effects.push(Effect::Write {
-                    address: vip.config.address,
+                    addresses: vip.config.addresses.clone(),
                     entry: vip.entry(),
                     lease: None,
                 });
@@ -353,7 +355,7 @@ impl Node {
                 let lease = self.config.lease();
                 for vip in self.vips.iter().filter(|v| v.election.is_none() && v.owned) {
                     out.push(Effect::Write {
-                        address: vip.config.address,
+                        addresses: vip.config.addresses.clone(),
                         entry: vip.entry(),
                         lease: Some(lease),
                     });
@@ -362,7 +364,7 @@ impl Node {
             Input::RefreshAnnouncements => {
                 for vip in self.vips.iter().filter(|v| v.owned) {
                     out.push(Effect::Announce {
-                        address: vip.config.address,
+                        addresses: vip.config.addresses.clone(),
                         garp: self.config.garp,
                     });
                 }
@@ -415,7 +417,7 @@ impl Node {
             format!(
                 "{} {} is already owned by this node",
                 vip.name(),
-                vip.config.address
+                vip.config.addresses_text()
             )
         } else {
             vip.reason = "operator command `lbfo own`".into();
@@ -424,7 +426,7 @@ impl Node {
             format!(
                 "{} {} is now owned by this node",
                 vip.name(),
-                vip.config.address
+                vip.config.addresses_text()
             )
         };
         out.push(Effect::Reply(Response::Done { message }));
@@ -440,12 +442,12 @@ impl Node {
         vip.operator_wants = false;
         vip.reason = "operator command `lbfo release`".into();
         let message = if vip.owned {
-            format!("{} {} released", vip.name(), vip.config.address)
+            format!("{} {} released", vip.name(), vip.config.addresses_text())
         } else {
             format!(
                 "{} {} was not owned by this node",
                 vip.name(),
-                vip.config.address
+                vip.config.addresses_text()
             )
         };
         self.reconcile_operator_vip(index, (now, Reason::Operator), out);
@@ -618,11 +620,19 @@ impl Node {
         };
         let vip = &mut self.vips[index];
         let mut fault = !self.link_up;
-        let mut penalty: u8 = 0;
-        for &i in &vip.failing_checks {
-            match vip.config.checks.get(i).and_then(|c| c.weight) {
-                Some(w) => penalty = penalty.saturating_add(w.unsigned_abs().min(255) as u8),
-                None => fault = true,
+        // keepalived's meaning: a positive weight counts while its check
+        // passes, a negative one while it fails. Unproven checks fail.
+        let mut change: i16 = 0;
+        for (i, check) in vip.config.checks.iter().enumerate() {
+            let failing = vip.failing_checks.contains(&i);
+            match check.weight {
+                None if failing => fault = true,
+                Some(w) if (w > 0) != failing => {
+                    // Weights are within ±253 and a VIP has few checks; the
+                    // machine clamps the sum into 1..=254.
+                    change = change.saturating_add(w.clamp(-253, 253) as i16);
+                }
+                _ => {}
             }
         }
         let mut backends_changed = false;
@@ -642,19 +652,20 @@ impl Node {
         if backends_changed {
             publish_effects(vip, out, lease);
         }
-        if fault == vip.fault && penalty == vip.priority_penalty {
+        if fault == vip.fault && change == vip.priority_change {
             return;
         }
         vip.fault = fault;
-        vip.priority_penalty = penalty;
+        vip.priority_change = change;
         if vip.election.is_some() {
-            let cause = match (fault, penalty) {
+            let cause = match (fault, change) {
                 (true, _) | (false, 0) => why,
-                (false, p) => format!("{why}; priority lowered by {p}"),
+                (false, c) if c < 0 => format!("{why}; priority lowered by {}", -c),
+                (false, c) => format!("{why}; priority raised by {c}"),
             };
             let event = Event::Health {
                 fault,
-                priority_penalty: penalty,
+                priority_change: change,
             };
             self.vrrp_event(now, index, event, cause, out);
         } else {
@@ -797,7 +808,7 @@ impl Node {
                 if vip.owned {
                     let lease = Some(instance.machine.master_down_interval());
                     out.push(Effect::Write {
-                        address: vip.config.address,
+                        addresses: vip.config.addresses.clone(),
                         entry: vip.entry(),
                         lease,
                     });
@@ -831,7 +842,7 @@ impl Node {
                 if vip.owned {
                     tracing::info!(vip = %vip.config.name, "another node acted as Master ({cause}); re-announcing with gratuitous ARP");
                     out.push(Effect::Announce {
-                        address: vip.config.address,
+                        addresses: vip.config.addresses.clone(),
                         garp,
                     });
                 }
@@ -854,7 +865,7 @@ impl Node {
         } else {
             tracing::info!(
                 vip = %vip.config.name,
-                address = %vip.config.address,
+                address = %vip.config.addresses_text(),
                 "{} -> {phase}: {} (XDP {})",
                 vip.logged,
                 vip.reason,
@@ -878,7 +889,7 @@ impl Node {
         let Some(vip) = self
             .vips
             .iter_mut()
-            .find(|v| v.config.address.addr == address)
+            .find(|v| v.config.address().addr == address)
         else {
             return;
         };
@@ -897,7 +908,7 @@ impl Node {
         let Some(vip) = self
             .vips
             .iter_mut()
-            .find(|v| v.config.address.addr == address)
+            .find(|v| v.config.address().addr == address)
         else {
             return;
         };
@@ -910,7 +921,7 @@ impl Node {
             .unwrap_or((vip.logged, vip.logged));
         tracing::info!(
             vip = %vip.config.name,
-            address = %vip.config.address,
+            address = %vip.config.addresses_text(),
             reason = reason.as_str(),
             took_ms = took.as_secs_f64() * 1000.0,
             "{from} -> {to}: {} (XDP answering, first announcement out {:.1} ms after the takeover began)",
@@ -977,7 +988,7 @@ impl Node {
                 ));
             }
             out.push(Effect::Forget {
-                address: vip.config.address,
+                addresses: vip.config.addresses.clone(),
             });
             tracing::info!(vip = %vip.config.name, "removed by reload");
         }
@@ -1006,7 +1017,7 @@ impl Node {
                 publish_effects(&mut vip, out, lease);
             } else {
                 out.push(Effect::Write {
-                    address: vip.config.address,
+                    addresses: vip.config.addresses.clone(),
                     entry: vip.entry(),
                     lease: None,
                 });
@@ -1111,7 +1122,7 @@ fn take(
     *vip.transitions.entry(reason).or_default() += 1;
     vip.pending_failover = Some((began, reason));
     out.push(Effect::Take {
-        address: vip.config.address,
+        addresses: vip.config.addresses.clone(),
         entry: vip.entry(),
         lease,
         garp,
@@ -1127,7 +1138,7 @@ fn take(
 fn release(vip: &mut Vip, out: &mut Vec<Effect>) {
     vip.owned = false;
     out.push(Effect::Release {
-        address: vip.config.address,
+        addresses: vip.config.addresses.clone(),
         entry: vip.entry(),
     });
 }
@@ -1150,7 +1161,7 @@ fn publish_effects(vip: &mut Vip, out: &mut Vec<Effect>, operator_lease: Duratio
     out.push(Effect::PublishTable(Box::new(update)));
     let lease = vip.owned.then(|| vip.lease(operator_lease));
     out.push(Effect::Write {
-        address: vip.config.address,
+        addresses: vip.config.addresses.clone(),
         entry: vip.entry(),
         lease,
     });

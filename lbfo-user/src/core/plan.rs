@@ -174,9 +174,9 @@ pub fn plan(node: &Node, new: Config, primary: Option<Ipv4Addr>) -> Result<Plan,
         });
     }
     // A VIP stays (keeping its ownership and election state) when its
-    // address, election and mode are the same.
+    // addresses, election and mode are the same.
     let stays = |old: &VipConfig, new: &VipConfig| {
-        old.address == new.address && old.vrrp == new.vrrp && old.mode == new.mode
+        old.addresses == new.addresses && old.vrrp == new.vrrp && old.mode == new.mode
     };
     let mut going = Vec::new();
     let mut staying_at = Vec::new();

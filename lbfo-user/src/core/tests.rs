@@ -5,7 +5,7 @@
 use std::{collections::HashSet, net::Ipv4Addr, path::Path, time::Duration};
 
 use super::*;
-use crate::vrrp::Advertisement;
+use crate::vrrp::{Advertisement, Auth, Version};
 
 const PRIMARY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
 const PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 12);
@@ -33,28 +33,38 @@ fn node(text: &str) -> Node {
 /// One effect as a line of the tables.
 fn line(effect: &Effect) -> String {
     let owned = |e: &MapEntry| if e.owned { "owned" } else { "not-owned" };
+    let all = |addresses: &[VipAddress]| {
+        let all: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+        all.join(",")
+    };
     match effect {
-        Effect::Take { address, lease, .. } => format!("take {address} lease {lease:?}"),
-        Effect::Release { address, entry } => format!("release {address} {}", owned(entry)),
+        Effect::Take {
+            addresses, lease, ..
+        } => format!("take {} lease {lease:?}", all(addresses)),
+        Effect::Release { addresses, entry } => {
+            format!("release {} {}", all(addresses), owned(entry))
+        }
         Effect::Write {
-            address,
+            addresses,
             entry,
             lease,
         } => match lease {
             Some(l) => format!(
-                "write {address} {} gen {} lease {l:?}",
+                "write {} {} gen {} lease {l:?}",
+                all(addresses),
                 owned(entry),
                 entry.table_generation
             ),
             None => format!(
-                "write {address} {} gen {}",
+                "write {} {} gen {}",
+                all(addresses),
                 owned(entry),
                 entry.table_generation
             ),
         },
-        Effect::Forget { address } => format!("forget {address}"),
+        Effect::Forget { addresses } => format!("forget {}", all(addresses)),
         Effect::ResetCounters { vip_id } => format!("reset counters {vip_id}"),
-        Effect::Announce { address, .. } => format!("announce {address}"),
+        Effect::Announce { addresses, .. } => format!("announce {}", all(addresses)),
         Effect::PublishTable(t) => {
             let mut ids: Vec<u32> = t.table.clone();
             ids.sort_unstable();
@@ -122,6 +132,8 @@ fn advert(vrid: u8, priority: u8, interval_cs: u16) -> Input {
     Input::Advert {
         from: PEER,
         advert: Advertisement {
+            version: Version::V3,
+            auth: Auth::None,
             vrid,
             priority,
             max_advert_interval_cs: interval_cs,
@@ -446,6 +458,117 @@ fn a_weighted_check_lowers_the_advertised_priority_and_a_plain_one_faults() {
         ],
     );
     assert_eq!(phase(&n, "web"), Phase::Fault);
+}
+
+#[test]
+fn a_positive_weight_raises_the_priority_while_its_check_passes() {
+    // keepalived's "add 2 points of prio if OK", beside a failing -30.
+    let checks = "[[vip.check]]\nkind = \"tcp\"\naddress = \"127.0.0.1:80\"\nweight = 2\n[[vip.check]]\nkind = \"tcp\"\naddress = \"127.0.0.1:81\"\nweight = -30\n";
+    let mut n = node(&elected(253, checks));
+    play(
+        &mut n,
+        &[
+            // Unproven: the +2 does not count, the -30 does: 223, so
+            // Master_Down_Interval = 300 + (256 - 223) / 256 * 100 ms.
+            (0, Input::Start, &[]),
+            (
+                313,
+                Input::Timer,
+                &[
+                    "take 192.0.2.100/24 lease 312.890625ms",
+                    "advert vrid 51 priority 223",
+                    "write 192.0.2.100/24 owned gen 0 lease 312.890625ms",
+                ],
+            ),
+            (410, check("web", 0, true), &[]),
+            (
+                413,
+                Input::Timer,
+                &[
+                    "advert vrid 51 priority 225",
+                    "write 192.0.2.100/24 owned gen 0 lease 312.109375ms",
+                ],
+            ),
+            // Both pass: 253 + 2 is kept at 254.
+            (510, check("web", 1, true), &[]),
+            (
+                513,
+                Input::Timer,
+                &[
+                    "advert vrid 51 priority 254",
+                    "write 192.0.2.100/24 owned gen 0 lease 300.78125ms",
+                ],
+            ),
+            // The +2 check fails: back to 253.
+            (610, check("web", 0, false), &[]),
+            (
+                613,
+                Input::Timer,
+                &[
+                    "advert vrid 51 priority 253",
+                    "write 192.0.2.100/24 owned gen 0 lease 301.171875ms",
+                ],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn several_addresses_move_together_in_one_advertisement() {
+    let mut n = node(
+        "[[vip]]\nname = \"web\"\naddresses = [\"192.0.2.100/24\", \"192.0.2.101/32\"]\nvrid = 51\npriority = 150\nadvert_interval_ms = 100\n",
+    );
+    let effects = n.handle(Duration::ZERO, Input::Start);
+    assert!(effects.is_empty(), "{effects:?}");
+    let effects = n.handle(Duration::from_millis(342), Input::Timer);
+    assert_eq!(
+        effects.iter().map(line).collect::<Vec<_>>(),
+        [
+            "take 192.0.2.100/24,192.0.2.101/32 lease 341.40625ms",
+            "advert vrid 51 priority 150",
+            "write 192.0.2.100/24,192.0.2.101/32 owned gen 0 lease 341.40625ms",
+        ]
+    );
+    let Some(Effect::SendAdvert { advert, .. }) = effects.get(1) else {
+        panic!("expected an advertisement second, got {effects:?}");
+    };
+    assert_eq!(
+        advert.addresses,
+        [Ipv4Addr::new(192, 0, 2, 100), Ipv4Addr::new(192, 0, 2, 101)],
+        "one advertisement lists every address, in the configured order"
+    );
+    // A higher-priority Master: both go at once.
+    play(
+        &mut n,
+        &[(
+            400,
+            Input::Advert {
+                from: PEER,
+                advert: Advertisement {
+                    priority: 200,
+                    ..advert.clone()
+                },
+            },
+            &[
+                "release 192.0.2.100/24,192.0.2.101/32 not-owned",
+                "advert vrid 51 priority 150",
+            ],
+        )],
+    );
+    // An advertisement with one of the two addresses is not ours.
+    let before = n.rejected()["address_mismatch"];
+    n.handle(
+        Duration::from_millis(500),
+        Input::Advert {
+            from: PEER,
+            advert: Advertisement {
+                priority: 200,
+                addresses: vec![Ipv4Addr::new(192, 0, 2, 100)],
+                ..advert.clone()
+            },
+        },
+    );
+    assert_eq!(n.rejected()["address_mismatch"], before + 1);
 }
 
 #[test]

@@ -135,8 +135,9 @@ pub struct Vip {
     pub owned: bool,
     /// A check without weight is not healthy, or the link is down.
     pub fault: bool,
-    /// Sum of the weights of failing weighted checks (VRRP priority penalty).
-    pub priority_penalty: u8,
+    /// What weighted checks add to the VRRP priority: passing positive
+    /// weights less failing negative ones.
+    pub priority_change: i16,
     /// Indexes of the VIP's checks that are not healthy (unproven ones count).
     pub failing_checks: BTreeSet<usize>,
     /// The same for each backend's checks.
@@ -185,7 +186,7 @@ impl Vip {
             operator_wants: false,
             owned: false,
             fault: false,
-            priority_penalty: 0,
+            priority_change: 0,
             failing_checks: BTreeSet::new(),
             failing_backend_checks: HashMap::new(),
             reason: if config.vrrp.vrid.is_some() {

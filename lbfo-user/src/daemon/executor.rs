@@ -89,13 +89,14 @@ impl Executor {
         for effect in effects {
             match effect {
                 Effect::Take {
-                    address,
+                    addresses,
                     entry,
                     lease,
                     garp,
                     failover,
                 } => {
-                    match self.owner.take(address, &entry, lease, garp).await {
+                    let first = addresses[0].addr;
+                    match self.owner.take_all(&addresses, &entry, lease, garp).await {
                         Ok(()) => {
                             // XDP answers and the first announcement is out.
                             let took = self.clock.now().saturating_sub(failover.began);
@@ -103,37 +104,42 @@ impl Executor {
                                 metrics.observe_failover(&failover, took);
                             }
                             applied.feedback.push(Input::TookOver {
-                                address: address.addr,
+                                address: first,
                                 took,
                             });
                         }
-                        Err(e) => {
-                            let error = e.to_string();
-                            failed_take = Some(format!("cannot take {address}: {error}"));
+                        Err(error) => {
+                            failed_take = Some(format!("cannot take {error}"));
                             applied.feedback.push(Input::TakeFailed {
-                                address: address.addr,
+                                address: first,
                                 error,
                             });
                         }
                     }
                 }
-                Effect::Release { address, entry } => {
-                    if let Err(e) = self.owner.release(address, &entry).await {
-                        tracing::error!(vip = %address, "cannot release the VIP: {e}");
+                Effect::Release { addresses, entry } => {
+                    for address in addresses {
+                        if let Err(e) = self.owner.release(address, &entry).await {
+                            tracing::error!(vip = %address, "cannot release the VIP: {e}");
+                        }
                     }
                 }
                 Effect::Write {
-                    address,
+                    addresses,
                     entry,
                     lease,
                 } => {
-                    if let Err(e) = self.owner.write(address.addr, &entry, lease) {
-                        tracing::error!(vip = %address, "cannot write the map entry: {e}");
+                    for address in addresses {
+                        if let Err(e) = self.owner.write(address.addr, &entry, lease) {
+                            tracing::error!(vip = %address, "cannot write the map entry: {e}");
+                        }
                     }
                 }
-                Effect::Forget { address } => {
-                    if let Err(e) = self.owner.forget(address.addr) {
-                        tracing::error!(vip = %address, "cannot remove from the map: {e}");
+                Effect::Forget { addresses } => {
+                    for address in addresses {
+                        if let Err(e) = self.owner.forget(address.addr) {
+                            tracing::error!(vip = %address, "cannot remove from the map: {e}");
+                        }
                     }
                 }
                 Effect::ResetCounters { vip_id } => {
@@ -141,7 +147,11 @@ impl Executor {
                         tracing::warn!("cannot reset counters of slot {vip_id}: {e}");
                     }
                 }
-                Effect::Announce { address, garp } => self.owner.announce(address.addr, garp),
+                Effect::Announce { addresses, garp } => {
+                    for address in addresses {
+                        self.owner.announce(address.addr, garp);
+                    }
+                }
                 Effect::PublishTable(update) => {
                     if let Err(e) = self.owner.publish(&update) {
                         tracing::error!(

@@ -24,7 +24,7 @@ pub(super) async fn election_primary(
     if !config.vips.iter().any(|v| v.vrrp.vrid.is_some()) {
         return Ok(None);
     }
-    let vip_addresses: Vec<Ipv4Addr> = config.vips.iter().map(|v| v.address.addr).collect();
+    let vip_addresses: Vec<Ipv4Addr> = config.all_addresses().collect();
     let addresses = netlink.addresses(iface.index).await?;
     let primary = addresses
         .iter()
@@ -37,15 +37,16 @@ pub(super) async fn election_primary(
             )
         })?;
     for vip in config.vips.iter().filter(|v| v.vrrp.vrid.is_some()) {
-        if vip.vrrp.priority == 255
-            && !addresses
+        let missing = vip.addresses.iter().find(|vip_address| {
+            !addresses
                 .iter()
-                .any(|a| a.addr == vip.address.addr && !a.added_by_lbfo)
-        {
+                .any(|a| a.addr == vip_address.addr && !a.added_by_lbfo)
+        });
+        if let (255, Some(missing)) = (vip.vrrp.priority, missing) {
             bail!(
                 "vip {:?}: priority 255 is for the node that owns {} (configured on {}), and this node does not",
                 vip.name,
-                vip.address.addr,
+                missing.addr,
                 iface.name
             );
         }

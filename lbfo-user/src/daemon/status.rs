@@ -48,11 +48,19 @@ impl StatusSources<'_> {
                     pending.push((at, Some(b), check_keys(vip, Some(backend.address))));
                 }
             }
-            let entry = datapath.vip(vip.config.address.addr).unwrap_or_default();
+            // Every address of a VIP gets the same entry; the first stands
+            // for all.
+            let entry = datapath.vip(vip.config.address().addr).unwrap_or_default();
             let answers = entry.answers(now);
             vips.push(VipStatus {
                 name: vip.config.name.clone(),
-                address: vip.config.address.to_string(),
+                address: vip.config.address().to_string(),
+                addresses: vip
+                    .config
+                    .addresses
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
                 state: vip.phase().as_str().into(),
                 owned: answers,
                 lease_left_ms: if answers {
@@ -63,7 +71,7 @@ impl StatusSources<'_> {
                 mac: format_mac(&self.iface.mac),
                 address_origin: self
                     .owner
-                    .address_origin(vip.config.address.addr)
+                    .address_origin(vip.config.address().addr)
                     .as_str()
                     .into(),
                 reason: vip.reason.clone(),
@@ -81,6 +89,7 @@ impl StatusSources<'_> {
                 checks: Vec::new(),
                 vrrp: vip.election.as_ref().map(|i| VrrpStatus {
                     vrid: i.machine.config().vrid,
+                    version: i.machine.config().version.number(),
                     priority: i.machine.config().priority,
                     effective_priority: i.machine.effective_priority(),
                     advert_interval_ms: i.machine.config().advert_interval.as_millis() as u64,

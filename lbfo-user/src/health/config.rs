@@ -37,8 +37,9 @@ pub const MIN_INTERVAL_MS: u64 = 10;
 pub const MAX_INTERVAL_MS: u64 = 3_600_000;
 /// Largest `rise` / `fall`.
 pub const MAX_RISE_FALL: u32 = 100;
-/// The most negative weight: it takes any priority of 1..=254 down to 1.
-pub const MIN_WEIGHT: i32 = -253;
+/// The largest weight either way: it takes any priority of 1..=254 to the
+/// other end of that range.
+pub const MAX_WEIGHT: i32 = 253;
 
 pub const DEFAULT_INTERVAL_MS: u64 = 1000;
 pub const DEFAULT_RISE: u32 = 2;
@@ -62,9 +63,10 @@ pub struct CheckConfig {
     pub rise: u32,
     /// Failures in a row that turn a healthy check unhealthy.
     pub fall: u32,
-    /// `None`: a failing check faults the VIP. `Some(w)`, always negative
-    /// ([`MIN_WEIGHT`]`..=-1`): the VIP's VRRP priority is lowered by `|w|`
-    /// while the check is not healthy.
+    /// `None`: a failing check faults the VIP. `Some(w)` with `w` in
+    /// `-`[`MAX_WEIGHT`]`..=-1`: the VIP's VRRP priority is lowered by `|w|`
+    /// while the check is not healthy; `1..=`[`MAX_WEIGHT`]: it is raised by
+    /// `w` while the check is healthy (keepalived's meanings).
     pub weight: Option<i32>,
 }
 
@@ -184,12 +186,12 @@ impl CheckConfig {
             }
         }
         if let Some(w) = self.weight
-            && !(MIN_WEIGHT..=-1).contains(&w)
+            && (w == 0 || w.abs() > MAX_WEIGHT)
         {
             return Err(format!(
-                "weight = {w} is not in {MIN_WEIGHT}..=-1: only negative weights are accepted \
-                 (a failing check lowers the VRRP priority by -weight); leave it out to fault \
-                 the VIP instead"
+                "weight = {w} is not in -{MAX_WEIGHT}..=-1 or 1..={MAX_WEIGHT} (a failing check \
+                 lowers the VRRP priority by -weight, a passing one raises it by weight); leave \
+                 it out to fault the VIP instead"
             ));
         }
         match &self.kind {
@@ -894,15 +896,15 @@ url = "http://192.0.2.1/"
             ),
             (
                 "kind = \"tcp\"\naddress = \"192.0.2.1:80\"\nweight = 0",
-                "weight = 0 is not in -253..=-1: only negative weights are accepted",
+                "weight = 0 is not in -253..=-1 or 1..=253",
             ),
             (
-                "kind = \"tcp\"\naddress = \"192.0.2.1:80\"\nweight = 20",
-                "weight = 20 is not in -253..=-1: only negative weights are accepted",
+                "kind = \"tcp\"\naddress = \"192.0.2.1:80\"\nweight = 254",
+                "weight = 254 is not in -253..=-1 or 1..=253",
             ),
             (
                 "kind = \"tcp\"\naddress = \"192.0.2.1:80\"\nweight = -300",
-                "weight = -300 is not in -253..=-1: only negative weights are accepted",
+                "weight = -300 is not in -253..=-1 or 1..=253",
             ),
             (
                 "kind = \"tcp\"\naddress = \"192.0.2.1:80\"\nintervall_ms = 500",

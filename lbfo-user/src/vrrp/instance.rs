@@ -43,7 +43,9 @@ impl Instance {
             preempt: vip.vrrp.preempt,
             preempt_delay: Duration::from_millis(vip.vrrp.preempt_delay_ms),
             primary_address: primary,
-            addresses: vec![vip.address.addr],
+            addresses: vip.addresses.iter().map(|a| a.addr).collect(),
+            version: vip.vrrp.version()?,
+            auth: vip.vrrp.auth()?,
         };
         let machine = Machine::new(config).map_err(|e| format!("vip {:?}: {e}", vip.name))?;
         Ok(Some(Instance {

@@ -11,13 +11,15 @@
 
 use std::{net::Ipv4Addr, time::Duration};
 
-use super::packet::{Advertisement, MAX_ADDRESSES, MAX_ADVERT_INTERVAL_CS, Reject};
+use super::packet::{Advertisement, Auth, MAX_ADDRESSES, MAX_ADVERT_INTERVAL_CS, Reject, Version};
 
 /// The priority of the router that owns the virtual addresses: it takes
 /// over at once on startup and always preempts.
 pub const OWNER_PRIORITY: u8 = 255;
 pub const MIN_ADVERT_INTERVAL: Duration = Duration::from_millis(10);
 pub const MAX_ADVERT_INTERVAL: Duration = Duration::from_millis(10 * MAX_ADVERT_INTERVAL_CS as u64);
+/// VRRPv2 carries whole seconds in one byte.
+pub const MAX_ADVERT_INTERVAL_V2: Duration = Duration::from_secs(255);
 const NANOS_PER_CENTISECOND: u64 = 10_000_000;
 
 /// What one virtual router is configured with.
@@ -40,6 +42,10 @@ pub struct InstanceConfig {
     pub primary_address: Ipv4Addr,
     /// The virtual addresses, in the order they are advertised.
     pub addresses: Vec<Ipv4Addr>,
+    /// The VRRP spoken; advertisements of the other version are ignored.
+    pub version: Version,
+    /// v2 only: what our advertisements carry and peers' must match.
+    pub auth: Auth,
 }
 
 impl InstanceConfig {
@@ -54,11 +60,16 @@ impl InstanceConfig {
             preempt_delay: Duration::ZERO,
             primary_address,
             addresses,
+            version: Version::V3,
+            auth: Auth::None,
         }
     }
 
     fn validate(&self) -> Result<(), InvalidConfig> {
-        validate_settings(self.vrid, self.priority, self.advert_interval)?;
+        validate_settings(self.vrid, self.priority, self.advert_interval, self.version)?;
+        if self.version == Version::V3 && self.auth != Auth::None {
+            return Err(InvalidConfig::AuthWithV3);
+        }
         if self.addresses.is_empty() {
             return Err(InvalidConfig::NoAddresses);
         }
@@ -82,12 +93,22 @@ pub fn validate_settings(
     vrid: u8,
     priority: u8,
     advert_interval: Duration,
+    version: Version,
 ) -> Result<(), InvalidConfig> {
     if vrid == 0 {
         return Err(InvalidConfig::Vrid);
     }
     if priority == 0 {
         return Err(InvalidConfig::Priority);
+    }
+    if version == Version::V2 {
+        let whole_seconds = advert_interval.subsec_nanos() == 0;
+        if !whole_seconds
+            || !(Duration::from_secs(1)..=MAX_ADVERT_INTERVAL_V2).contains(&advert_interval)
+        {
+            return Err(InvalidConfig::IntervalV2(advert_interval));
+        }
+        return Ok(());
     }
     if !(MIN_ADVERT_INTERVAL..=MAX_ADVERT_INTERVAL).contains(&advert_interval) {
         return Err(InvalidConfig::IntervalRange(advert_interval));
@@ -111,6 +132,12 @@ pub enum InvalidConfig {
     IntervalRange(Duration),
     #[error("advert interval {0:?} is not a multiple of 10ms (advertisements carry centiseconds)")]
     IntervalResolution(Duration),
+    #[error(
+        "advert interval {0:?} is not whole seconds within 1s..=255s (VRRP version 2 carries seconds; use version 3 for shorter intervals)"
+    )]
+    IntervalV2(Duration),
+    #[error("auth_pass needs VRRP version 2 (version 3 has no authentication)")]
+    AuthWithV3,
     #[error("no virtual addresses")]
     NoAddresses,
     #[error("{0} virtual addresses; an advertisement carries at most 255")]
@@ -159,9 +186,9 @@ pub enum Event {
     Health {
         /// A check without weight is failing.
         fault: bool,
-        /// Sum of the weights of failing weighted checks (saturated at 255),
-        /// subtracted from the configured priority.
-        priority_penalty: u8,
+        /// Added to the configured priority: the weights of passing
+        /// positive-weight checks less those of failing negative-weight ones.
+        priority_change: i16,
     },
 }
 
@@ -200,7 +227,7 @@ pub struct Machine {
     advert_interval_cs: u16,
     state: State,
     fault: bool,
-    priority_penalty: u8,
+    priority_change: i16,
     master_adver_interval_cs: u16,
     /// Adver_Timer in Master, Master_Down_Timer in Backup.
     deadline: Option<Duration>,
@@ -223,7 +250,7 @@ impl Machine {
             advert_interval_cs,
             state: State::Initialize,
             fault: false,
-            priority_penalty: 0,
+            priority_change: 0,
             master_adver_interval_cs: advert_interval_cs,
             deadline: None,
             preempt_hold_until: None,
@@ -239,14 +266,15 @@ impl Machine {
         self.state
     }
 
-    /// The configured priority lowered by failing weighted checks: any
-    /// penalty takes an owner below 255, and none takes anyone to 0, which
-    /// would mean "giving up".
+    /// The configured priority changed by weighted checks, kept within
+    /// 1..=254 (keepalived's rule): any change takes an owner below 255, and
+    /// none takes anyone to 0, which would mean "giving up".
     pub fn effective_priority(&self) -> u8 {
-        self.config
-            .priority
-            .saturating_sub(self.priority_penalty)
-            .max(1)
+        if self.priority_change == 0 {
+            return self.config.priority;
+        }
+        let changed = i16::from(self.config.priority) + self.priority_change;
+        changed.clamp(1, i16::from(OWNER_PRIORITY) - 1) as u8
     }
 
     /// The interval of the Master we follow (ours until we hear one).
@@ -257,8 +285,14 @@ impl Machine {
     /// Skew_Time = ((256 - Priority) * Master_Adver_Interval) / 256, exact to
     /// the nanosecond (truncated): higher priorities wait less, so they win
     /// the race to take over.
+    /// In VRRPv2 (RFC 3768 section 6.1) it is `(256 - Priority) / 256`
+    /// seconds, whatever the interval.
     pub fn skew_time(&self) -> Duration {
-        let interval_ns = u64::from(self.master_adver_interval_cs) * NANOS_PER_CENTISECOND;
+        let interval_cs = match self.config.version {
+            Version::V2 => 100,
+            Version::V3 => self.master_adver_interval_cs,
+        };
+        let interval_ns = u64::from(interval_cs) * NANOS_PER_CENTISECOND;
         let weight = 256 - u64::from(self.effective_priority());
         Duration::from_nanos(interval_ns * weight / 256)
     }
@@ -282,10 +316,12 @@ impl Machine {
     /// Our advertisement at `priority`.
     pub fn advertisement(&self, priority: u8) -> Advertisement {
         Advertisement {
+            version: self.config.version,
             vrid: self.config.vrid,
             priority,
             max_advert_interval_cs: self.advert_interval_cs,
             addresses: self.config.addresses.clone(),
+            auth: self.config.auth,
         }
     }
 
@@ -297,8 +333,8 @@ impl Machine {
             Event::AdvertReceived { from, advert } => self.advert_received(now, from, advert),
             Event::Health {
                 fault,
-                priority_penalty,
-            } => self.health(now, fault, priority_penalty),
+                priority_change,
+            } => self.health(now, fault, priority_change),
         }
     }
 
@@ -369,11 +405,11 @@ impl Machine {
         }
     }
 
-    fn health(&mut self, now: Duration, fault: bool, priority_penalty: u8) -> Vec<Action> {
+    fn health(&mut self, now: Duration, fault: bool, priority_change: i16) -> Vec<Action> {
         self.fault = fault;
         // A new priority is carried by the next advertisement and used by
         // the next Skew_Time; neither the RFC nor a peer needs more.
-        self.priority_penalty = priority_penalty;
+        self.priority_change = priority_change;
         match (self.state, fault) {
             (State::Master, true) => {
                 let actions = vec![
@@ -411,6 +447,30 @@ impl Machine {
         // not make Master_Down_Interval 0 either.
         if advert.max_advert_interval_cs == 0 {
             return vec![Action::Discard(Reject::ZeroInterval)];
+        }
+        if advert.version != self.config.version {
+            return vec![Action::Discard(Reject::VersionMismatch {
+                ours: self.config.version.number(),
+                theirs: advert.version.number(),
+            })];
+        }
+        if advert.auth != self.config.auth {
+            let why = match (self.config.auth, advert.auth) {
+                (Auth::Pass(_), Auth::None) => "no password",
+                (Auth::None, _) => "a password where none is configured",
+                _ => "wrong password",
+            };
+            return vec![Action::Discard(Reject::Auth { why })];
+        }
+        // RFC 3768 has no learning of the Master's interval: a different one
+        // is a misconfiguration, and the packet is discarded.
+        if self.config.version == Version::V2
+            && advert.max_advert_interval_cs != self.advert_interval_cs
+        {
+            return vec![Action::Discard(Reject::IntervalMismatch {
+                ours_cs: self.advert_interval_cs,
+                theirs_cs: advert.max_advert_interval_cs,
+            })];
         }
         if !self.same_addresses(&advert.addresses) {
             return vec![Action::Discard(Reject::AddressMismatch {
@@ -620,6 +680,8 @@ mod tests {
     /// A peer's advertisement for our VRID and address, 1 s interval.
     fn advert(priority: u8) -> Advertisement {
         Advertisement {
+            version: Version::V3,
+            auth: Auth::None,
             vrid: 51,
             priority,
             max_advert_interval_cs: 100,
@@ -631,10 +693,11 @@ mod tests {
         Event::AdvertReceived { from, advert }
     }
 
-    fn health(fault: bool, priority_penalty: u8) -> Event {
+    /// Health with failing negative weights adding up to `penalty`.
+    fn health(fault: bool, penalty: u8) -> Event {
         Event::Health {
             fault,
-            priority_penalty,
+            priority_change: -i16::from(penalty),
         }
     }
 
@@ -1218,6 +1281,51 @@ mod tests {
     }
 
     #[test]
+    fn positive_change_raises_the_priority_within_1_to_254() {
+        // (configured, change, effective)
+        let cases = [
+            (100, 2, 102),
+            (100, 154, 254),
+            (100, 253, 254),
+            (1, 253, 254),
+            (254, 1, 254),
+            (255, 1, 254),
+            (100, 50 - 20, 130),
+        ];
+        for (configured, change, effective) in cases {
+            let mut m = machine(config(configured));
+            m.handle(
+                Duration::ZERO,
+                Event::Health {
+                    fault: false,
+                    priority_change: change,
+                },
+            );
+            assert_eq!(
+                m.effective_priority(),
+                effective,
+                "priority {configured} changed by {change}: expected {effective}"
+            );
+        }
+        // A raised Backup preempts a Master it was below.
+        let mut m = backup(config(100));
+        expect(&mut m, secs(1), received(HIGHER_PEER, advert(101)), &[]);
+        m.handle(
+            secs(1),
+            Event::Health {
+                fault: false,
+                priority_change: 2,
+            },
+        );
+        expect(&mut m, secs(2), received(HIGHER_PEER, advert(101)), &[]);
+        assert_eq!(
+            m.next_deadline(),
+            Some(secs(1) + MDI_100),
+            "at 102 the Backup ignores the Master's 101 and lets the timer set at 1 s run out"
+        );
+    }
+
+    #[test]
     fn penalty_lowers_the_advertised_priority_and_lengthens_skew() {
         let (mut m, became_master) = master(config(100));
         expect(&mut m, became_master, health(false, 50), &[]);
@@ -1309,6 +1417,8 @@ mod tests {
             assert_eq!(
                 advert,
                 Advertisement {
+                    version: Version::V3,
+                    auth: Auth::None,
                     vrid: 51,
                     priority: 100,
                     max_advert_interval_cs: cs,
@@ -1333,6 +1443,8 @@ mod tests {
         let cases = [
             (
                 Advertisement {
+                    version: Version::V3,
+                    auth: Auth::None,
                     vrid: 52,
                     ..ours(vec![VIP, VIP2])
                 },
@@ -1801,6 +1913,120 @@ mod tests {
             lan.states(),
             [State::Master, State::Backup],
             "A preempts once healthy"
+        );
+    }
+
+    #[test]
+    fn v2_ignores_v3_and_checks_the_password() {
+        let v2 = |auth| InstanceConfig {
+            version: Version::V2,
+            auth,
+            ..config(100)
+        };
+        let secret = Auth::pass("secret").unwrap();
+        let peer = |version, auth| Advertisement {
+            version,
+            auth,
+            ..advert(200)
+        };
+        let mismatch = |ours, theirs| Action::Discard(Reject::VersionMismatch { ours, theirs });
+        let auth = |why| Action::Discard(Reject::Auth { why });
+        let cases = [
+            (
+                v2(secret),
+                peer(Version::V3, Auth::None),
+                vec![mismatch(2, 3)],
+            ),
+            (
+                config(100),
+                peer(Version::V2, Auth::None),
+                vec![mismatch(3, 2)],
+            ),
+            (
+                v2(secret),
+                peer(Version::V2, Auth::None),
+                vec![auth("no password")],
+            ),
+            (
+                v2(secret),
+                peer(Version::V2, Auth::pass("secreT").unwrap()),
+                vec![auth("wrong password")],
+            ),
+            (
+                v2(Auth::None),
+                peer(Version::V2, secret),
+                vec![auth("a password where none is configured")],
+            ),
+        ];
+        for (ours, theirs, expected) in cases {
+            let mut m = backup(ours.clone());
+            let what = format!("{ours:?} hearing {theirs:?}");
+            let actions = m.handle(secs(1), received(HIGHER_PEER, theirs));
+            assert_eq!(actions, expected, "{what}");
+            assert_eq!(
+                m.next_deadline(),
+                Some(MDI_100),
+                "{what}: a rejected advert must not restart Master_Down_Timer"
+            );
+        }
+        // v2 intervals must match (no learning as in v3).
+        let mut m = backup(v2(secret));
+        let slow = Advertisement {
+            max_advert_interval_cs: 200,
+            ..peer(Version::V2, secret)
+        };
+        expect(
+            &mut m,
+            secs(1),
+            received(HIGHER_PEER, slow),
+            &[Action::Discard(Reject::IntervalMismatch {
+                ours_cs: 100,
+                theirs_cs: 200,
+            })],
+        );
+        // v2 Skew_Time is in seconds whatever the interval.
+        let m = backup(InstanceConfig {
+            advert_interval: secs(2),
+            ..v2(Auth::None)
+        });
+        assert_eq!(m.skew_time(), SKEW_100);
+        assert_eq!(m.master_down_interval(), secs(6) + SKEW_100);
+        // The matching one is heard, and ours carry version and password.
+        let mut m = backup(v2(secret));
+        expect(
+            &mut m,
+            secs(1),
+            received(HIGHER_PEER, peer(Version::V2, secret)),
+            &[],
+        );
+        assert_eq!(m.next_deadline(), Some(secs(1) + MDI_100));
+        assert_eq!(m.advertisement(100).version, Version::V2);
+        assert_eq!(m.advertisement(100).auth, secret);
+    }
+
+    #[test]
+    fn v2_needs_whole_seconds_and_v3_no_password() {
+        let v2 = |ms| InstanceConfig {
+            version: Version::V2,
+            advert_interval: ms,
+            ..config(100)
+        };
+        assert!(Machine::new(v2(secs(1))).is_ok());
+        assert!(Machine::new(v2(secs(255))).is_ok());
+        for bad in [ms(500), ms(1500), secs(256)] {
+            assert_eq!(
+                Machine::new(v2(bad)).err(),
+                Some(InvalidConfig::IntervalV2(bad)),
+                "{bad:?}"
+            );
+        }
+        let v3_with_pass = InstanceConfig {
+            auth: Auth::pass("x").unwrap(),
+            ..config(100)
+        };
+        assert_eq!(
+            Machine::new(v3_with_pass).err(),
+            Some(InvalidConfig::AuthWithV3)
         );
     }
 }

@@ -1,4 +1,5 @@
-//! VRRP version 3 for IPv4 (RFC 5798), wire-compatible with keepalived.
+//! VRRP for IPv4, version 3 (RFC 5798) and version 2 (RFC 3768),
+//! wire-compatible with keepalived.
 //!
 //! This module is the protocol without I/O: [`packet`] turns advertisements
 //! into bytes and back, [`machine`] is one virtual router's state machine fed
@@ -19,4 +20,4 @@ pub use instance::{Instance, VrrpCounters};
 pub use machine::{
     Action, Event, InstanceConfig, InvalidConfig, Machine, PeerMaster, State, validate_settings,
 };
-pub use packet::{Advertisement, IPPROTO_VRRP, Reject, VRRP_MULTICAST, VRRP_TTL};
+pub use packet::{Advertisement, Auth, IPPROTO_VRRP, Reject, VRRP_MULTICAST, VRRP_TTL, Version};

@@ -1,16 +1,22 @@
-//! The VRRPv3 advertisement for IPv4 (RFC 5798 section 5), as it travels in
-//! the IP payload:
+//! VRRP advertisements for IPv4 as they travel in the IP payload: version 3
+//! (RFC 5798 section 5) and version 2 (RFC 3768 section 5), keepalived's
+//! default.
 //!
 //! ```text
 //!  0                   1                   2                   3
 //!  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
 //! |Version| Type  | Virtual Rtr ID|   Priority    |Count IPvX Addr|
-//! |(rsvd) |     Max Adver Int     |          Checksum             |
+//! v3: |(rsvd) |     Max Adver Int     |          Checksum             |
+//! v2: |   Auth Type   |   Adver Int   |          Checksum             |
 //! |                       IPv4 Address(es)                        |
+//! v2: |             Authentication Data (8 bytes)                 |
 //! ```
 //!
-//! The checksum covers an IPv4 pseudo-header before the message (RFC 5798
-//! section 5.2.8), so decoding needs the addresses the IP header carried.
+//! The v3 checksum covers an IPv4 pseudo-header before the message (RFC 5798
+//! section 5.2.8), so decoding needs the addresses the IP header carried;
+//! the v2 checksum covers the message alone. v2 carries its interval in
+//! whole seconds, v3 in centiseconds; [`Advertisement`] holds centiseconds
+//! for both.
 
 use std::net::Ipv4Addr;
 
@@ -22,24 +28,82 @@ pub const VRRP_MULTICAST: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
 /// which proves the sender is on the same link.
 pub const VRRP_TTL: u8 = 255;
 
-const VERSION: u8 = 3;
 const TYPE_ADVERTISEMENT: u8 = 1;
-/// Version/type, VRID, priority, count, interval, checksum.
+/// Version/type, VRID, priority, count, interval (v2: auth type and
+/// interval), checksum.
 const HEADER_LEN: usize = 8;
+/// v2's authentication data after the addresses, present whatever its type.
+const AUTH_LEN: usize = 8;
+/// v2 auth types (RFC 2338 section 5.3.6): none, a clear-text password
+/// (keepalived's `auth_type PASS`), IP AH (refused by lbfo).
+const AUTH_NONE: u8 = 0;
+const AUTH_PASS: u8 = 1;
+/// Centiseconds in one second, v2's interval unit.
+pub const CS_PER_SECOND: u16 = 100;
 /// The interval field has 12 bits; the top 4 bits of its word are reserved.
 const INTERVAL_MASK: u16 = 0x0fff;
 pub const MAX_ADVERT_INTERVAL_CS: u16 = INTERVAL_MASK;
 /// The count field is one byte.
 pub const MAX_ADDRESSES: usize = u8::MAX as usize;
 
-/// One VRRPv3 advertisement. Priority 0 means "the Master is giving up".
+/// Which VRRP an advertisement speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Version {
+    /// RFC 3768, keepalived's default: intervals in whole seconds, with
+    /// authentication fields.
+    V2,
+    /// RFC 5798.
+    #[default]
+    V3,
+}
+
+impl Version {
+    pub fn number(self) -> u8 {
+        match self {
+            Version::V2 => 2,
+            Version::V3 => 3,
+        }
+    }
+}
+
+/// A v2 advertisement's authentication (always [`Auth::None`] in v3).
+/// `Pass` is keepalived's `auth_type PASS`: up to 8 bytes of clear text,
+/// zero-padded. It keeps misconfigured routers apart; it is no security,
+/// anyone on the link can read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Auth {
+    #[default]
+    None,
+    Pass([u8; AUTH_LEN]),
+}
+
+impl Auth {
+    /// The password as sent: 1..=8 bytes, zero-padded to 8.
+    pub fn pass(password: &str) -> Result<Auth, String> {
+        let bytes = password.as_bytes();
+        if bytes.is_empty() || bytes.len() > AUTH_LEN || bytes.contains(&0) {
+            return Err(format!(
+                "auth_pass must be 1..={AUTH_LEN} bytes without NUL (it travels in an 8-byte field), got {} bytes",
+                bytes.len()
+            ));
+        }
+        let mut data = [0; AUTH_LEN];
+        data[..bytes.len()].copy_from_slice(bytes);
+        Ok(Auth::Pass(data))
+    }
+}
+
+/// One VRRP advertisement. Priority 0 means "the Master is giving up".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Advertisement {
+    pub version: Version,
     pub vrid: u8,
     pub priority: u8,
-    /// Centiseconds, 1..=4095 on the wire.
+    /// Centiseconds: 1..=4095 on a v3 wire; whole seconds (1..=255) times
+    /// 100 in v2.
     pub max_advert_interval_cs: u16,
     pub addresses: Vec<Ipv4Addr>,
+    pub auth: Auth,
 }
 
 /// Why a received advertisement was not acted on. One enum for both the
@@ -51,7 +115,7 @@ pub enum Reject {
     Ttl { ttl: u8 },
     #[error("{len} bytes, shorter than the {HEADER_LEN}-byte VRRP header")]
     TooShort { len: usize },
-    #[error("VRRP version {version}, expected 3")]
+    #[error("VRRP version {version}, expected 2 or 3")]
     Version { version: u8 },
     #[error("VRRP type {kind}, expected 1 (advertisement)")]
     Type { kind: u8 },
@@ -69,12 +133,20 @@ pub enum Reject {
     UnknownVrid { vrid: u8 },
     #[error("address list {seen:?} differs from ours")]
     AddressMismatch { seen: Vec<Ipv4Addr> },
+    #[error("VRRP version {theirs} advertisement, this virtual router speaks version {ours}")]
+    VersionMismatch { ours: u8, theirs: u8 },
+    #[error("VRRPv2 auth type {auth_type} is not supported (0 none, 1 PASS)")]
+    AuthType { auth_type: u8 },
+    #[error("authentication differs from ours ({why})")]
+    Auth { why: &'static str },
+    #[error("VRRPv2 advertisement interval {theirs_cs} cs, ours is {ours_cs} cs (RFC 3768 7.1)")]
+    IntervalMismatch { ours_cs: u16, theirs_cs: u16 },
 }
 
 impl Reject {
     /// Every [`Reject::as_str`] value, so counters can exist before the
     /// first reject.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 13] = [
         "ttl",
         "too_short",
         "version",
@@ -84,6 +156,10 @@ impl Reject {
         "zero_interval",
         "unknown_vrid",
         "address_mismatch",
+        "version_mismatch",
+        "auth_type",
+        "auth",
+        "interval_mismatch",
     ];
 
     /// A stable short name for counters and status output.
@@ -98,6 +174,10 @@ impl Reject {
             Reject::ZeroInterval => "zero_interval",
             Reject::UnknownVrid { .. } => "unknown_vrid",
             Reject::AddressMismatch { .. } => "address_mismatch",
+            Reject::VersionMismatch { .. } => "version_mismatch",
+            Reject::AuthType { .. } => "auth_type",
+            Reject::Auth { .. } => "auth",
+            Reject::IntervalMismatch { .. } => "interval_mismatch",
         }
     }
 }
@@ -107,34 +187,65 @@ impl Advertisement {
     /// filled in.
     ///
     /// # Panics
-    /// If there are more than 255 addresses or the interval does not fit in
-    /// 12 bits: both are ruled out by the instance configuration, so this is
-    /// a programming error, not bad input.
+    /// If there are more than 255 addresses, the interval does not fit its
+    /// field (12 bits of centiseconds in v3, one byte of whole seconds in
+    /// v2), or a v3 advertisement carries authentication: all are ruled out
+    /// by the instance configuration, so this is a programming error, not
+    /// bad input.
     pub fn encode(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
         let count = u8::try_from(self.addresses.len())
             .expect("instance configuration allows at most 255 addresses");
-        assert!(
-            self.max_advert_interval_cs <= MAX_ADVERT_INTERVAL_CS,
-            "advert interval {} cs does not fit in 12 bits",
-            self.max_advert_interval_cs
-        );
-        let mut payload = Vec::with_capacity(HEADER_LEN + 4 * self.addresses.len());
-        payload.push((VERSION << 4) | TYPE_ADVERTISEMENT);
+        let mut payload = Vec::with_capacity(HEADER_LEN + 4 * self.addresses.len() + AUTH_LEN);
+        payload.push((self.version.number() << 4) | TYPE_ADVERTISEMENT);
         payload.push(self.vrid);
         payload.push(self.priority);
         payload.push(count);
-        payload.extend_from_slice(&self.max_advert_interval_cs.to_be_bytes());
+        match self.version {
+            Version::V3 => {
+                assert!(
+                    self.max_advert_interval_cs <= MAX_ADVERT_INTERVAL_CS,
+                    "advert interval {} cs does not fit in 12 bits",
+                    self.max_advert_interval_cs
+                );
+                assert_eq!(self.auth, Auth::None, "VRRPv3 has no authentication");
+                payload.extend_from_slice(&self.max_advert_interval_cs.to_be_bytes());
+            }
+            Version::V2 => {
+                let seconds = u8::try_from(self.max_advert_interval_cs / CS_PER_SECOND)
+                    .ok()
+                    .filter(|_| self.max_advert_interval_cs.is_multiple_of(CS_PER_SECOND))
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "advert interval {} cs is not 1..=255 whole seconds",
+                            self.max_advert_interval_cs
+                        )
+                    });
+                let auth_type = match self.auth {
+                    Auth::None => AUTH_NONE,
+                    Auth::Pass(_) => AUTH_PASS,
+                };
+                payload.extend_from_slice(&[auth_type, seconds]);
+            }
+        }
         payload.extend_from_slice(&[0, 0]);
         for address in &self.addresses {
             payload.extend_from_slice(&address.octets());
         }
-        let sum = checksum(src, dst, &payload);
+        if self.version == Version::V2 {
+            match self.auth {
+                Auth::None => payload.extend_from_slice(&[0; AUTH_LEN]),
+                Auth::Pass(data) => payload.extend_from_slice(&data),
+            }
+        }
+        let sum = checksum(self.version, src, dst, &payload);
         payload[6..8].copy_from_slice(&sum.to_be_bytes());
         payload
     }
 
     /// Parses and validates the VRRP payload of a packet from `src` to `dst`
-    /// that arrived with IP TTL `ttl`.
+    /// that arrived with IP TTL `ttl`, of either version. Whether the
+    /// version and authentication are the ones a virtual router expects is
+    /// its own check ([`crate::vrrp::Machine`]).
     ///
     /// Checks run cheapest and most telling first, so a truncated packet is
     /// reported as truncated rather than as a checksum failure.
@@ -156,15 +267,17 @@ impl Advertisement {
         else {
             return Err(Reject::TooShort { len: payload.len() });
         };
-        let version = version_type >> 4;
-        if version != VERSION {
-            return Err(Reject::Version { version });
-        }
+        let version = match version_type >> 4 {
+            2 => Version::V2,
+            3 => Version::V3,
+            version => return Err(Reject::Version { version }),
+        };
         let kind = version_type & 0x0f;
         if kind != TYPE_ADVERTISEMENT {
             return Err(Reject::Type { kind });
         }
-        let expected = HEADER_LEN + 4 * usize::from(*count);
+        let auth_len = if version == Version::V2 { AUTH_LEN } else { 0 };
+        let expected = HEADER_LEN + 4 * usize::from(*count) + auth_len;
         if payload.len() != expected {
             return Err(Reject::Length {
                 count: *count,
@@ -175,34 +288,55 @@ impl Advertisement {
         // Summing the packet with its own checksum in place gives 0 (after
         // complementing) when it is intact; recomputing with the field zeroed
         // instead gives the value worth reporting when it is not.
-        if checksum(src, dst, payload) != 0 {
+        if checksum(version, src, dst, payload) != 0 {
             let mut zeroed = payload.to_vec();
             zeroed[6..8].fill(0);
             return Err(Reject::Checksum {
                 received: u16::from_be_bytes([*sum_hi, *sum_lo]),
-                computed: checksum(src, dst, &zeroed),
+                computed: checksum(version, src, dst, &zeroed),
             });
         }
-        let max_advert_interval_cs =
-            u16::from_be_bytes([*interval_hi, *interval_lo]) & INTERVAL_MASK;
+        let (max_advert_interval_cs, auth) = match version {
+            Version::V3 => (
+                u16::from_be_bytes([*interval_hi, *interval_lo]) & INTERVAL_MASK,
+                Auth::None,
+            ),
+            Version::V2 => {
+                let data: [u8; AUTH_LEN] = rest[rest.len() - AUTH_LEN..]
+                    .try_into()
+                    .expect("the length check left the authentication data");
+                let auth = match *interval_hi {
+                    AUTH_NONE => Auth::None,
+                    AUTH_PASS => Auth::Pass(data),
+                    auth_type => return Err(Reject::AuthType { auth_type }),
+                };
+                (u16::from(*interval_lo) * CS_PER_SECOND, auth)
+            }
+        };
         if max_advert_interval_cs == 0 {
             return Err(Reject::ZeroInterval);
         }
         // The length check left exactly `count` 4-byte addresses.
-        let (addresses, _) = rest.as_chunks::<4>();
+        let (addresses, _) = rest[..rest.len() - auth_len].as_chunks::<4>();
         let addresses = addresses.iter().copied().map(Ipv4Addr::from).collect();
         Ok(Advertisement {
+            version,
             vrid: *vrid,
             priority: *priority,
             max_advert_interval_cs,
             addresses,
+            auth,
         })
     }
 }
 
-/// The Internet checksum over the IPv4 pseudo-header (source, destination,
-/// zero, protocol 112, VRRP length) followed by `payload`.
-fn checksum(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> u16 {
+/// The Internet checksum of a `version` advertisement: in v3 over the IPv4
+/// pseudo-header (source, destination, zero, protocol 112, VRRP length)
+/// followed by `payload`, in v2 over `payload` alone.
+fn checksum(version: Version, src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> u16 {
+    if version == Version::V2 {
+        return crate::checksum::internet(&[payload]);
+    }
     // The length word is 16 bits; a payload that large cannot have passed
     // the length check nor come from `encode`, and wrapping only makes the
     // checksum fail.
@@ -253,6 +387,8 @@ mod tests {
 
     fn keepalived_vrid51(priority: u8) -> Advertisement {
         Advertisement {
+            version: Version::V3,
+            auth: Auth::None,
             vrid: 51,
             priority,
             max_advert_interval_cs: 100,
@@ -271,7 +407,12 @@ mod tests {
         let mut payload = good.to_vec();
         edit(&mut payload);
         payload[6..8].fill(0);
-        let sum = checksum(KEEPALIVED_SRC, VRRP_MULTICAST, &payload);
+        let version = if payload[0] >> 4 == 2 {
+            Version::V2
+        } else {
+            Version::V3
+        };
+        let sum = checksum(version, KEEPALIVED_SRC, VRRP_MULTICAST, &payload);
         payload[6..8].copy_from_slice(&sum.to_be_bytes());
         payload
     }
@@ -286,6 +427,8 @@ mod tests {
         assert_eq!(
             decode_ok(&KEEPALIVED_VRID7),
             Advertisement {
+                version: Version::V3,
+                auth: Auth::None,
                 vrid: 7,
                 priority: 200,
                 max_advert_interval_cs: 50,
@@ -341,18 +484,24 @@ mod tests {
         let dst = Ipv4Addr::new(192, 0, 2, 11);
         let adverts = [
             Advertisement {
+                version: Version::V3,
+                auth: Auth::None,
                 vrid: 1,
                 priority: 255,
                 max_advert_interval_cs: 1,
                 addresses: vec![Ipv4Addr::new(192, 0, 2, 1)],
             },
             Advertisement {
+                version: Version::V3,
+                auth: Auth::None,
                 vrid: 255,
                 priority: 1,
                 max_advert_interval_cs: MAX_ADVERT_INTERVAL_CS,
                 addresses: (0..=254).map(|i| Ipv4Addr::new(192, 0, 2, i)).collect(),
             },
             Advertisement {
+                version: Version::V3,
+                auth: Auth::None,
                 vrid: 42,
                 priority: 0,
                 max_advert_interval_cs: 3,
@@ -400,10 +549,20 @@ mod tests {
                 Reject::TooShort { len: 7 },
             ),
             (
-                "version 2",
+                "version 4",
+                edited(good, |p| p[0] = 0x41),
+                255,
+                Reject::Version { version: 4 },
+            ),
+            (
+                "version 2 without the authentication data",
                 edited(good, |p| p[0] = 0x21),
                 255,
-                Reject::Version { version: 2 },
+                Reject::Length {
+                    count: 2,
+                    expected: 24,
+                    len: 16,
+                },
             ),
             (
                 "type 2",
@@ -519,6 +678,13 @@ mod tests {
             Reject::ZeroInterval,
             Reject::UnknownVrid { vrid: 0 },
             Reject::AddressMismatch { seen: vec![] },
+            Reject::VersionMismatch { ours: 0, theirs: 0 },
+            Reject::AuthType { auth_type: 0 },
+            Reject::Auth { why: "" },
+            Reject::IntervalMismatch {
+                ours_cs: 0,
+                theirs_cs: 0,
+            },
         ];
         let names: Vec<&str> = rejects.iter().map(Reject::as_str).collect();
         assert_eq!(
@@ -534,5 +700,165 @@ mod tests {
             names.len(),
             "reject names must be distinct: {names:?}"
         );
+    }
+
+    /// Real VRRPv2 advertisements from keepalived 2.2.7 (Debian), its
+    /// defaults (`vrrp_version 2`, `advert_int 1`), captured from an
+    /// AF_PACKET socket on the peer of a veth pair between two network
+    /// namespaces. Config: `vrrp_instance { state BACKUP; interface va;
+    /// virtual_router_id 51; priority 150; virtual_ipaddress {
+    /// 192.0.2.100/24 192.0.2.101/24 } }` (one address a line), sent from
+    /// 192.0.2.1 to 224.0.0.18 with TTL 255 once Master. IP header:
+    /// `45c0 002c 0001 0000 ff70 188d c000 0201 e000 0012`.
+    const KEEPALIVED_V2: [u8; 24] = [
+        0x21, 0x33, 0x96, 0x02, 0x00, 0x01, 0xc3,
+        0xfe, // v2 advert, VRID 51, prio 150, 2 addrs, no auth, 1 s
+        0xc0, 0x00, 0x02, 0x64, // 192.0.2.100
+        0xc0, 0x00, 0x02, 0x65, // 192.0.2.101
+        0, 0, 0, 0, 0, 0, 0, 0, // authentication data, unused
+    ];
+    /// The same on SIGTERM: priority 0.
+    const KEEPALIVED_V2_PRIORITY_0: [u8; 24] = [
+        0x21, 0x33, 0x00, 0x02, 0x00, 0x01, 0x59, 0xff, //
+        0xc0, 0x00, 0x02, 0x64, //
+        0xc0, 0x00, 0x02, 0x65, //
+        0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    /// The same config with `authentication { auth_type PASS; auth_pass
+    /// secret }`.
+    const KEEPALIVED_V2_PASS: [u8; 24] = [
+        0x21, 0x33, 0x96, 0x02, 0x01, 0x01, 0x86, 0xb2, // auth type 1 (PASS)
+        0xc0, 0x00, 0x02, 0x64, //
+        0xc0, 0x00, 0x02, 0x65, //
+        b's', b'e', b'c', b'r', b'e', b't', 0, 0,
+    ];
+    const KEEPALIVED_V2_PASS_PRIORITY_0: [u8; 24] = [
+        0x21, 0x33, 0x00, 0x02, 0x01, 0x01, 0x1c, 0xb3, //
+        0xc0, 0x00, 0x02, 0x64, //
+        0xc0, 0x00, 0x02, 0x65, //
+        b's', b'e', b'c', b'r', b'e', b't', 0, 0,
+    ];
+    /// `auth_pass longerthan8`: keepalived sends the first 8 bytes.
+    const KEEPALIVED_V2_PASS_8: [u8; 24] = [
+        0x21, 0x33, 0x96, 0x02, 0x01, 0x01, 0x0e, 0x4d, //
+        0xc0, 0x00, 0x02, 0x64, //
+        0xc0, 0x00, 0x02, 0x65, //
+        b'l', b'o', b'n', b'g', b'e', b'r', b't', b'h',
+    ];
+
+    fn keepalived_v2(priority: u8, auth: Auth) -> Advertisement {
+        Advertisement {
+            version: Version::V2,
+            auth,
+            ..keepalived_vrid51(priority)
+        }
+    }
+
+    #[test]
+    fn v2_round_trips_byte_for_byte_with_keepalived() {
+        let secret = Auth::pass("secret").unwrap();
+        let cases: [(Advertisement, &[u8]); 5] = [
+            (keepalived_v2(150, Auth::None), &KEEPALIVED_V2),
+            (keepalived_v2(0, Auth::None), &KEEPALIVED_V2_PRIORITY_0),
+            (keepalived_v2(150, secret), &KEEPALIVED_V2_PASS),
+            (keepalived_v2(0, secret), &KEEPALIVED_V2_PASS_PRIORITY_0),
+            (
+                keepalived_v2(150, Auth::pass("longerth").unwrap()),
+                &KEEPALIVED_V2_PASS_8,
+            ),
+        ];
+        for (advert, captured) in cases {
+            assert_eq!(
+                decode_ok(captured),
+                advert,
+                "decoding keepalived's {captured:02x?}"
+            );
+            let encoded = advert.encode(KEEPALIVED_SRC, VRRP_MULTICAST);
+            assert_eq!(
+                encoded, captured,
+                "encoding {advert:?} should give keepalived's bytes {captured:02x?}, got {encoded:02x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn v2_checksum_leaves_the_ip_addresses_out() {
+        // Unicast to another address from another source: still valid.
+        let other = Ipv4Addr::new(192, 0, 2, 9);
+        let result = Advertisement::decode(&KEEPALIVED_V2_PASS, other, other, VRRP_TTL);
+        assert_eq!(
+            result,
+            Ok(keepalived_v2(150, Auth::pass("secret").unwrap())),
+            "a v2 checksum does not depend on the IP header"
+        );
+        // An advert interval of 255 s is the most a v2 byte holds.
+        let slow = Advertisement {
+            max_advert_interval_cs: 255 * CS_PER_SECOND,
+            ..keepalived_v2(1, Auth::None)
+        };
+        let payload = slow.encode(KEEPALIVED_SRC, VRRP_MULTICAST);
+        assert_eq!(payload[5], 255);
+        assert_eq!(decode_ok(&payload), slow);
+    }
+
+    #[test]
+    fn rejects_malformed_v2_advertisements() {
+        let good = &KEEPALIVED_V2_PASS;
+        let cases: Vec<(&str, Vec<u8>, Reject)> = vec![
+            (
+                "auth type 2 (IP AH)",
+                edited(good, |p| p[4] = 2),
+                Reject::AuthType { auth_type: 2 },
+            ),
+            (
+                "auth type 7",
+                edited(good, |p| p[4] = 7),
+                Reject::AuthType { auth_type: 7 },
+            ),
+            (
+                "authentication data cut off",
+                good[..16].to_vec(),
+                Reject::Length {
+                    count: 2,
+                    expected: 24,
+                    len: 16,
+                },
+            ),
+            (
+                "interval 0 s",
+                edited(good, |p| p[5] = 0),
+                Reject::ZeroInterval,
+            ),
+            (
+                "password changed in flight",
+                {
+                    let mut p = good.to_vec();
+                    p[16] = b'S';
+                    p
+                },
+                Reject::Checksum {
+                    received: 0x86b2,
+                    computed: 0xa6b2,
+                },
+            ),
+        ];
+        for (what, payload, expected) in cases {
+            let result = Advertisement::decode(&payload, KEEPALIVED_SRC, VRRP_MULTICAST, VRRP_TTL);
+            assert_eq!(
+                result.as_ref(),
+                Err(&expected),
+                "{what}: expected reject {expected:?} for {payload:02x?}, got {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn passwords_are_1_to_8_bytes_zero_padded() {
+        assert_eq!(Auth::pass("secret"), Ok(Auth::Pass(*b"secret\0\0")));
+        assert_eq!(Auth::pass("12345678"), Ok(Auth::Pass(*b"12345678")));
+        for bad in ["", "123456789", "a\0b"] {
+            let err = Auth::pass(bad).expect_err(bad);
+            assert!(err.contains("1..=8 bytes"), "{bad:?}: {err}");
+        }
     }
 }
