@@ -41,6 +41,28 @@ impl AdvertWatch {
         Ok(AdvertWatch { socket, from })
     }
 
+    /// Watches the advertisements `from` sends, in its own namespace `ns`,
+    /// as they leave: a packet socket sees every IPv4 packet handed to the
+    /// namespace's interfaces, outgoing ones included, and the kernel stamps
+    /// an outgoing one as the device takes it. These times are the sender's
+    /// own, free of the receive path of the segment and of another
+    /// namespace's softirq scheduling.
+    pub fn open_sender(ns: &str, from: Ipv4Addr) -> Result<AdvertWatch> {
+        let socket = lab::in_netns(ns, || {
+            socket2::Socket::new(
+                socket2::Domain::PACKET,
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::from(i32::from(
+                    (libc::ETH_P_IP as u16).to_be(),
+                ))),
+            )
+        })?
+        .context("opening a packet socket for VRRP")?;
+        socket::setsockopt(&socket, sockopt::ReceiveTimestampns, &true)
+            .context("SO_TIMESTAMPNS on the VRRP tap")?;
+        Ok(AdvertWatch { socket, from })
+    }
+
     /// Joins 224.0.0.18 on the interface with address `local`, for a
     /// namespace in which no VRRP router runs.
     pub fn join(&self, local: Ipv4Addr) -> Result<()> {
@@ -130,7 +152,9 @@ impl AdvertWatch {
     }
 }
 
-/// A raw IPv4 socket hands over the IP header: the source is at bytes 12..16.
+/// Both sockets hand over the IP packet: the protocol is byte 9 (the packet
+/// socket sees every protocol), the source bytes 12..16.
 fn source(packet: &[u8]) -> Option<Ipv4Addr> {
-    (packet.len() >= 20).then(|| Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]))
+    (packet.len() >= 20 && packet[9] == 112)
+        .then(|| Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]))
 }

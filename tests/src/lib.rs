@@ -12,6 +12,7 @@ pub mod frames;
 pub mod http_server;
 pub mod keepalived;
 pub mod lab;
+pub mod nginx;
 pub mod node;
 pub mod prober;
 pub mod prometheus;

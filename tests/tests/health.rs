@@ -9,6 +9,7 @@ use std::{
 
 use lbfo_tests::{
     lab::{Host, Lab, addresses, arping, drop_input, wait_for},
+    nginx::Nginx,
     node::{HttpServer, LbfoNode},
 };
 
@@ -376,4 +377,99 @@ fn sighup_reload_keeps_unchanged_vips_and_refuses_a_broken_config() {
         node.status().unwrap().vips[0].owned,
         "web keeps its ownership when an elected VIP is added"
     );
+}
+
+/// Identical checks on two VIPs run one probe and both VIPs react to it; a
+/// `reuse_connection` check keeps one connection to a real nginx across
+/// probes and opens a new one when nginx comes back after a restart.
+#[test]
+fn identical_checks_share_one_probe_and_a_reused_connection_survives_a_restart() {
+    let mut h = health_lab();
+    let nginx_port = 8090;
+    let start_nginx = |lab: &mut Lab| {
+        Nginx::start(lab, &h.service.ns, nginx_port, Duration::from_secs(60), true).unwrap()
+    };
+    let mut nginx = Some(start_nginx(&mut h.lab));
+    let shared = |name: &str, octet: u8| {
+        format!(
+            "\n[[vip]]\nname = \"{name}\"\naddress = \"192.0.2.{octet}/24\"\n\n[[vip.check]]\nkind = \"http\"\nurl = \"http://192.0.2.31:{nginx_port}/shared\"\ninterval_ms = {}\ntimeout_ms = {}\nrise = {RISE}\nfall = {FALL}\n",
+            INTERVAL.as_millis(),
+            TIMEOUT.as_millis()
+        )
+    };
+    let config = format!(
+        "interface = \"eth0\"\nxdp_mode = \"native\"\n{}{}\n[[vip]]\nname = \"kept\"\naddress = \"192.0.2.103/24\"\n\n[[vip.check]]\nkind = \"http\"\nurl = \"http://192.0.2.31:{nginx_port}/kept\"\nreuse_connection = true\ninterval_ms = {}\ntimeout_ms = {}\nrise = {RISE}\nfall = {FALL}\n",
+        shared("web", 101),
+        shared("api", 102),
+        INTERVAL.as_millis(),
+        TIMEOUT.as_millis()
+    );
+    let node = LbfoNode::start(&mut h.lab, &h.node, &config).unwrap();
+    for vip in ["web", "api", "kept"] {
+        node.own(vip).unwrap();
+    }
+    let rise_bound = INTERVAL * (RISE + 1) + SLACK;
+    for vip in ["web", "api", "kept"] {
+        wait_vip_state(&node, vip, "owner", rise_bound + INTERVAL);
+    }
+    assert!(
+        node.log_text()
+            .contains("health checks started checks=3 probes=2"),
+        "the daemon says two probes serve three checks:\n{}",
+        node.log_text()
+    );
+
+    // Two seconds of probes: one /shared request per interval, not two.
+    let log = |nginx: &Option<Nginx>, path: &str| -> Vec<u64> {
+        nginx
+            .as_ref()
+            .map(|n| n.logged())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, p)| p == path)
+            .map(|(serial, _)| serial)
+            .collect()
+    };
+    let shared_before = log(&nginx, "/shared").len();
+    let kept_before = log(&nginx, "/kept").len();
+    let window = Duration::from_secs(2);
+    std::thread::sleep(window);
+    let probes = (window.as_millis() / INTERVAL.as_millis()) as usize;
+    let shared_seen = log(&nginx, "/shared").len() - shared_before;
+    assert!(
+        (probes - 3..=probes + 2).contains(&shared_seen),
+        "two VIPs with the same check should cause one request per {INTERVAL:?} ({probes} in {window:?}), saw {shared_seen}"
+    );
+    let kept = log(&nginx, "/kept");
+    let kept_connections: std::collections::BTreeSet<u64> = kept.iter().copied().collect();
+    assert!(
+        kept.len() - kept_before >= probes - 3,
+        "the kept check probed {} times in {window:?}",
+        kept.len() - kept_before
+    );
+    assert_eq!(
+        kept_connections.len(),
+        1,
+        "reuse_connection: every /kept request on one connection, saw connections {kept_connections:?}"
+    );
+
+    // nginx stops: all three VIPs fault; the shared probe feeds both.
+    let stopped = Instant::now();
+    drop(nginx.take());
+    let fall_bound = INTERVAL * (FALL + 1) + SLACK;
+    for vip in ["web", "api", "kept"] {
+        wait_vip_state(&node, vip, "fault", fall_bound.saturating_sub(stopped.elapsed()) + INTERVAL);
+    }
+    // nginx is back: all three return, the kept check on a new connection.
+    nginx = Some(start_nginx(&mut h.lab));
+    for vip in ["web", "api", "kept"] {
+        wait_vip_state(&node, vip, "owner", rise_bound + INTERVAL);
+    }
+    let kept_after = log(&nginx, "/kept");
+    assert!(
+        !kept_after.is_empty(),
+        "the kept check probes the restarted nginx"
+    );
+    drop(nginx);
+    node.stop(&mut h.lab).unwrap();
 }

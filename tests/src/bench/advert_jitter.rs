@@ -16,10 +16,11 @@
 //! none of it can change which node is Master. (Weighted checks on the
 //! elected VIP would only change the advertised priority, without netlink.)
 //!
-//! The client (a second namespace on the segment) joins 224.0.0.18 and
-//! watches the Master's advertisements with a raw socket, taking the
-//! kernel's receive time of each (`SO_TIMESTAMPNS`), so the watcher's own
-//! scheduling does not count. Jitter is each interval between consecutive
+//! The Master's advertisements are timed as they leave it: a packet socket
+//! in the Master's namespace, whose kernel timestamp (`SO_TIMESTAMPNS`) of
+//! an outgoing packet is taken as the interface takes it, so neither the
+//! watcher's own scheduling nor the receive path of the lab's segment
+//! counts. Jitter is each interval between consecutive
 //! advertisements minus the configured 10 ms: a late advertisement makes
 //! its interval longer (the Master schedules the next one an interval after
 //! it sends, so lateness is never made up).
@@ -206,8 +207,7 @@ pub fn run(effort: Effort) -> Result<Section> {
     for i in 0..OPERATOR_VIPS {
         node.own(&operator_vip(i))?;
     }
-    let watch = AdvertWatch::open(&client.ns, master.addr)?;
-    watch.join(client.addr)?;
+    let watch = AdvertWatch::open_sender(&master.ns, master.addr)?;
 
     let mut rounds = Rounds::default();
     for _ in 0..plan.rounds {
@@ -651,7 +651,7 @@ fn markdown(rounds: &Rounds, plan: Plan, bind_failures: usize) -> String {
     format!(
         "Command: `cargo xtask bench` (section \"advert_jitter\"). Does the Master keep its cadence while its daemon is busy: VRRP advertisements must never wait behind netlink or a status request. {n} rounds; each measures the same daemon for {window:?} in each of five windows: idle, status requests only, flapping checks only, both, and a scrape storm ({SCRAPES_PER_SECOND} requests a second to the metrics endpoint from {SCRAPE_THREADS} threads in the client namespace, second table). Each figure is the median of the rounds with their spread (min–max); the idle window is the baseline, and the two windows with one load each say which load costs what.\n\n\
 The lab: one lbfo node, alone on the segment and so Master, priority {PRIORITY}, one elected VIP advertised every {advert} ms, and {OPERATOR_VIPS} operator VIPs (`lbfo own`) with {CHECKS_PER_VIP} `tcp` checks each ({checks} checks: every {interval} ms, timeout {CHECK_TIMEOUT_MS} ms, rise 1, fall 1) against {PORTS} TCP ports on a third host. The checks sit on operator VIPs because a flap there makes the daemon's main loop release a VIP (map write, rtnetlink address delete) or take it (address add, map write, gratuitous ARP): the work adverts must not wait behind, and it cannot change which node is Master. Flaps: each port closes and opens again every {half:?} (the ports {stagger} ms apart), so every check changes state once a second. Status: {STATUS_THREADS} threads ask the control socket for the status on a fixed schedule, {STATUS_PER_SECOND} requests a second in all (the request `lbfo status --json` makes; one answer is {kib:.0} KiB). Idle: every port open, every check healthy, every operator VIP owned, no status requests; the checks still probe. The load is counted in the daemon's log: check transitions as the checker logs them, VIP releases and takes as the main loop logs them.\n\n\
-The client, a second namespace on the segment, joins 224.0.0.18 and takes the kernel's receive time (`SO_TIMESTAMPNS`) of each of the Master's advertisements; jitter is each interval between consecutive advertisements minus {advert} ms (the Master schedules the next advertisement an interval after it sends one, so a late one is never made up, and a lost one shows as 10 ms). Target: p99 under {TARGET_P99_MS} ms with both loads.\n\n\
+Each of the Master's advertisements is timed as it leaves the Master: a packet socket in its namespace, whose kernel timestamp (`SO_TIMESTAMPNS`) of an outgoing packet is taken as the interface takes it (so the receive path of the lab's segment, which is not the daemon's doing, does not count); jitter is each interval between consecutive advertisements minus {advert} ms (the Master schedules the next advertisement an interval after it sends one, so a late one is never made up, and a lost one shows as 10 ms). Target: p99 under {TARGET_P99_MS} ms with both loads.\n\n\
 Load average of the machine as the windows started: {load_min:.2}–{load_max:.2} (2 cores, shared: the idle column shows what the machine alone costs). Failed status requests: {failed}. Times a target port could not be opened again: {bind_failures}. Times the checker found the daemon's event queue full: {queue_full}.\n\n{table}",
         n = rounds.both.len(),
         window = plan.window,

@@ -30,13 +30,13 @@ use anyhow::{Context as _, Result, bail};
 
 use super::{Effort, Section, Summary, cpu_ns};
 use crate::{
-    lab::{self, Lab, netns_exec, wait_for},
+    lab::{Lab, netns_exec, wait_for},
+    nginx::Nginx,
     node::LbfoNode,
 };
 
 const NODE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const PORT: u16 = 8080;
-const STATUS_PORT: u16 = 8081;
 const INTERVAL_MS: u64 = 1000;
 const TIMEOUT_MS: u64 = 500;
 const CHECKS_PER_VIP: usize = 1000;
@@ -95,16 +95,16 @@ pub fn run(effort: Effort) -> Result<Section> {
     };
     let mut lab = Lab::new()?;
     let node = lab.add_host("node", NODE)?;
-    let _nginx = start_nginx(&mut lab, &node.ns)?;
+    let nginx = Nginx::start(&mut lab, &node.ns, PORT, Duration::from_secs(300), false)?;
 
     let mut rows = Vec::new();
     for &checks in &plan.sizes {
         for kind in [Kind::Http, Kind::Tcp] {
-            rows.push(measure(&mut lab, &node, kind, checks, &plan)?);
+            rows.push(measure(&mut lab, &node, &nginx, kind, checks, &plan)?);
         }
     }
     let largest = *plan.sizes.last().expect("a size");
-    rows.push(measure(&mut lab, &node, Kind::HttpReuse, largest, &plan)?);
+    rows.push(measure(&mut lab, &node, &nginx, Kind::HttpReuse, largest, &plan)?);
 
     let mut table = String::new();
     let _ = writeln!(
@@ -196,6 +196,7 @@ Targets: lbfo's CPU per check at or below HAProxy's for new-connection http and 
 fn measure(
     lab: &mut Lab,
     node_host: &crate::lab::Host,
+    nginx: &Nginx,
     kind: Kind,
     checks: usize,
     plan: &Plan,
@@ -235,7 +236,7 @@ fn measure(
             signal(h, libc::SIGSTOP)?;
         }
         std::thread::sleep(plan.settle);
-        let (cpu, rate) = window(&node_host.ns, node.pid, plan.window)?;
+        let (cpu, rate) = window(nginx, node.pid, plan.window)?;
         row.lbfo.push(cpu);
         if kind != Kind::Tcp {
             row.lbfo_rate.push(rate);
@@ -244,7 +245,7 @@ fn measure(
             signal(node.pid, libc::SIGSTOP)?;
             signal(h, libc::SIGCONT)?;
             std::thread::sleep(plan.settle);
-            let (cpu, rate) = window(&node_host.ns, h, plan.window)?;
+            let (cpu, rate) = window(nginx, h, plan.window)?;
             row.haproxy.push(cpu);
             if kind != Kind::Tcp {
                 row.haproxy_rate.push(rate);
@@ -260,9 +261,18 @@ fn measure(
     if !status.success() {
         bail!("lbfo exited with {status}:\n{}", node.log_text());
     }
+    let median = |v: &[f64]| {
+        if v.is_empty() {
+            "–".to_string()
+        } else {
+            format!("{:.1} %", Summary::of(v).median * 100.0)
+        }
+    };
     println!(
-        "health cost: {checks} checks, {}: measured in {:.0} s",
+        "health cost: {checks} checks, {}: lbfo {}, HAProxy {}, measured in {:.0} s",
         kind.name(),
+        median(&row.lbfo),
+        median(&row.haproxy),
         started.elapsed().as_secs_f64()
     );
     Ok(row)
@@ -270,15 +280,15 @@ fn measure(
 
 /// One window: the process's share of one core, and nginx's requests per
 /// second.
-fn window(ns: &str, pid: u32, window: Duration) -> Result<(f64, f64)> {
-    let requests_before = nginx_requests(ns)?;
+fn window(nginx: &Nginx, pid: u32, window: Duration) -> Result<(f64, f64)> {
+    let requests_before = nginx.requests()?;
     let cpu_before = cpu_ns(pid)?;
     let start = std::time::Instant::now();
     std::thread::sleep(window);
     let cpu_after = cpu_ns(pid)?;
     let elapsed = start.elapsed().as_secs_f64();
     // The status request itself is one of them.
-    let requests = nginx_requests(ns)?.saturating_sub(requests_before + 1);
+    let requests = nginx.requests()?.saturating_sub(requests_before + 1);
     Ok((
         (cpu_after - cpu_before) as f64 / 1e9 / elapsed,
         requests as f64 / elapsed,
@@ -328,7 +338,7 @@ fn lbfo_config(kind: Kind, checks: usize) -> String {
 fn start_haproxy(lab: &mut Lab, ns: &str, kind: Kind, checks: usize) -> Result<u32> {
     let mode = if kind == Kind::Tcp { "tcp" } else { "http" };
     let mut c = format!(
-        "global\n  nbthread 1\n  maxconn 8000\ndefaults\n  mode {mode}\n  timeout connect {TIMEOUT_MS}ms\n  timeout check {TIMEOUT_MS}ms\n  timeout client 5s\n  timeout server 5s\nfrontend checks\n  bind 127.0.0.1:9999\n  default_backend targets\nbackend targets\n"
+        "global\n  nbthread 1\n  maxconn 2000\ndefaults\n  mode {mode}\n  timeout connect {TIMEOUT_MS}ms\n  timeout check {TIMEOUT_MS}ms\n  timeout client 5s\n  timeout server 5s\nfrontend checks\n  bind 127.0.0.1:9999\n  default_backend targets\nbackend targets\n"
     );
     if kind != Kind::Tcp {
         c += "  option httpchk GET /health\n";
@@ -356,68 +366,4 @@ fn start_haproxy(lab: &mut Lab, ns: &str, kind: Kind, checks: usize) -> Result<u
         );
     }
     Ok(pid)
-}
-
-/// nginx's master process. Dropping this stops nginx the way it stops
-/// itself (SIGTERM: the master ends its workers, then itself); a SIGKILL of
-/// the master alone, as the lab's cleanup would send, leaves the workers
-/// running.
-struct Nginx {
-    master: u32,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = signal(self.master, libc::SIGTERM);
-        let gone = || {
-            std::fs::read_to_string(format!("/proc/{}/stat", self.master))
-                .map_or(true, |stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
-        };
-        let until = std::time::Instant::now() + Duration::from_secs(5);
-        while !gone() && std::time::Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn start_nginx(lab: &mut Lab, ns: &str) -> Result<Nginx> {
-    let dir = lab.file("nginx");
-    std::fs::create_dir_all(&dir)?;
-    let config = dir.join("nginx.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "worker_processes 2;\nworker_rlimit_nofile 65536;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{ worker_connections 32768; }}\nhttp {{\n  access_log off;\n  keepalive_requests 1000000;\n  keepalive_timeout 300s;\n  server {{\n    listen {PORT} backlog=4096;\n    location / {{ return 200 \"ok\\n\"; }}\n  }}\n  server {{\n    listen 127.0.0.1:{STATUS_PORT};\n    location / {{ stub_status; }}\n  }}\n}}\n",
-            dir = dir.display()
-        ),
-    )?;
-    let log = std::fs::File::create(dir.join("stderr.log"))?;
-    // `daemon off`: the master stays the lab's child.
-    let master = lab.spawn(
-        netns_exec(ns, "nginx")
-            .arg("-c")
-            .arg(&config)
-            .args(["-g", "daemon off;"])
-            .stdout(log.try_clone()?)
-            .stderr(log),
-    )?;
-    let nginx = Nginx { master };
-    wait_for(Duration::from_secs(10), "nginx to answer", || {
-        Ok(nginx_requests(ns).is_ok())
-    })?;
-    Ok(nginx)
-}
-
-/// nginx's total request count.
-fn nginx_requests(ns: &str) -> Result<u64> {
-    let out = lab::run(netns_exec(ns, "curl")
-        .args(["-sf", "--max-time", "2"])
-        .arg(format!("http://127.0.0.1:{STATUS_PORT}/")))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    // "server accepts handled requests\n A H R"
-    text.lines()
-        .nth(2)
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|n| n.parse().ok())
-        .with_context(|| format!("nginx stub_status: {text:?}"))
 }
