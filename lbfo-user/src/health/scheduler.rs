@@ -11,7 +11,7 @@
 //! probe gets `timeout` to give its verdict and is dropped at the next tick
 //! at the latest, which counts as a timeout failure: probes of one check never
 //! overlap. First probes are spread over the first interval (by a hash of
-//! the probe) on a 5 ms grid ([`PROBE_GRID`]), so thousands of checks
+//! the probe) on a grid of up to 10 ms ([`PROBE_GRID`]), so thousands of checks
 //! started together do not probe in the same millisecond forever after, and
 //! one wake-up of the thread starts every probe of a grid point.
 //!
@@ -558,14 +558,23 @@ fn coalesce(unsent: Option<HealthEvent>, next: HealthEvent) -> Option<HealthEven
     (merged.old != merged.new).then_some(merged)
 }
 
-/// Probe times fall on a grid of this step, so one wake-up of the check
-/// thread starts every probe due in it: 1,000 checks a second wake it 200
-/// times, not 1,000 (each wake-up is a context switch and an `epoll_wait`,
-/// which cost more than the probes' own work). A probe starts at most this
-/// much later than an even spread would start it; its interval is exact.
-pub(crate) const PROBE_GRID: Duration = Duration::from_millis(5);
+/// Probe times fall on a grid, so one wake-up of the check thread starts
+/// every probe due at a grid point: with a 10 ms step, 1,000 checks a second
+/// wake it 100 times, not 1,000. A wake-up (a context switch, an
+/// `epoll_wait`, the timer wheel) costs several probes' worth of CPU, so
+/// this is most of what a check costs at a thousand checks a second
+/// (measured in `cargo xtask bench`, "Health check CPU against HAProxy"). A
+/// probe starts at most one step later than an even spread would start it;
+/// its interval stays exact. The step is a hundredth of the interval, at
+/// most [`PROBE_GRID`] and at least 1 ms, so short intervals keep a fine
+/// spread.
+pub(crate) const PROBE_GRID: Duration = Duration::from_millis(10);
 
-/// When a check first probes: at a point of the [`PROBE_GRID`] within its
+fn grid_step(interval: Duration) -> Duration {
+    (interval / 100).clamp(Duration::from_millis(1), PROBE_GRID)
+}
+
+/// When a check first probes: at a point of its grid ([`grid_step`]) within its
 /// interval chosen by a hash of its id (stable per id, spread evenly over
 /// many ids), counted from `epoch`, the engine's start, and the first such
 /// point from `now` on. Every check of an engine shares the epoch, so checks
@@ -574,8 +583,8 @@ pub(crate) const PROBE_GRID: Duration = Duration::from_millis(5);
 fn first_probe(epoch: Instant, now: Instant, id: &CheckId, interval: Duration) -> Instant {
     let mut h = DefaultHasher::new();
     id.hash(&mut h);
-    let slots = (interval.as_nanos() / PROBE_GRID.as_nanos()).max(1) as u64;
-    let slot = PROBE_GRID.min(interval);
+    let slot = grid_step(interval).min(interval);
+    let slots = (interval.as_nanos() / slot.as_nanos()).max(1) as u64;
     let phase = slot * (h.finish() % slots) as u32;
     let interval_ns = interval.as_nanos().max(1);
     let first = epoch + phase;
@@ -1351,11 +1360,12 @@ mod tests {
             (first_probe(epoch, later, &id, interval) - epoch).as_nanos() % interval.as_nanos(),
             "a check keeps its phase when it starts again later"
         );
-        let short = Duration::from_millis(3);
-        assert_eq!(
-            first_probe(epoch, epoch, &id, short),
-            epoch,
-            "an interval shorter than the grid has one phase"
+        let short = Duration::from_millis(50);
+        assert_eq!(grid_step(short), Duration::from_millis(1), "short intervals keep a fine spread");
+        let first = first_probe(epoch, epoch, &id, short) - epoch;
+        assert!(
+            first < short && first.as_nanos() % 1_000_000 == 0,
+            "a 50 ms check starts within 50 ms on a 1 ms grid: {first:?}"
         );
     }
 }

@@ -88,9 +88,9 @@ pub fn run(effort: Effort) -> Result<Section> {
     } else {
         Plan {
             sizes: vec![1_000, 10_000],
-            window: Duration::from_secs(10),
-            rounds: effort.rounds.min(3),
-            settle: Duration::from_secs(3),
+            window: Duration::from_secs(8),
+            rounds: effort.rounds.min(5),
+            settle: Duration::from_secs(2),
         }
     };
     let mut lab = Lab::new()?;
