@@ -118,7 +118,7 @@ impl Metrics {
         let metrics = Metrics {
             vip_state: gauge(
                 "lbfo_vip_state",
-                "VIP state: 0 init, 1 backup (or standby), 2 master (or owner), 3 fault.",
+                "VIP state: 0 init, 1 backup (or standby, or withdrawn), 2 master (or owner, or announced), 3 fault.",
                 &["vip", "address", "vrid"],
             )?,
             vip_owned: gauge(
@@ -374,8 +374,8 @@ impl Metrics {
             let vrid = vip.vrid().map(|v| v.to_string()).unwrap_or_default();
             let state = match vip.phase() {
                 Phase::Initialize => 0,
-                Phase::Backup | Phase::Standby => 1,
-                Phase::Master | Phase::Owner => 2,
+                Phase::Backup | Phase::Standby | Phase::Withdrawn => 1,
+                Phase::Master | Phase::Owner | Phase::Announced => 2,
                 Phase::Fault => 3,
             };
             self.vip_state
