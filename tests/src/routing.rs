@@ -34,6 +34,8 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(100);
 pub const CHECK_FALL: u32 = 3;
 pub const CHECK_RISE: u32 = 2;
+/// Every node serves metrics here, on its own namespace's loopback.
+pub const METRICS: &str = "127.0.0.1:9655";
 
 pub struct RouteLab {
     pub client: Host,
@@ -143,7 +145,7 @@ impl RouteLab {
     /// with the VIP check and a check per backend.
     pub fn config(&self, i: usize) -> String {
         let mut c = format!(
-            "interface = \"eth0\"\nxdp_mode = \"native\"\n\n[[vip]]\nname = \"web\"\naddress = \"{VIP}\"\nannounce = \"route\"\nmode = \"balance\"\n\n[[vip.check]]\nkind = \"http\"\nurl = \"http://{}:8080/health\"\ninterval_ms = {}\ntimeout_ms = 50\nrise = {CHECK_RISE}\nfall = {CHECK_FALL}\n",
+            "interface = \"eth0\"\nxdp_mode = \"native\"\n[metrics]\nlisten = \"{METRICS}\"\n\n[[vip]]\nname = \"web\"\naddress = \"{VIP}\"\nannounce = \"route\"\nmode = \"balance\"\n\n[[vip.check]]\nkind = \"http\"\nurl = \"http://{}:8080/health\"\ninterval_ms = {}\ntimeout_ms = 50\nrise = {CHECK_RISE}\nfall = {CHECK_FALL}\n",
             node_addr(i),
             CHECK_INTERVAL.as_millis()
         );
@@ -240,6 +242,17 @@ impl RouteLab {
             .iter()
             .map(|b| b.active_flows)
             .sum())
+    }
+
+    /// Node `i`'s metrics exposition, fetched with curl in its namespace.
+    pub fn metrics(&self, i: usize) -> Result<String> {
+        let out = run(netns_exec(&self.hosts[i].ns, "curl").args([
+            "-s",
+            "-m",
+            "2",
+            &format!("http://{METRICS}/metrics"),
+        ]))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     pub fn target(&self) -> SocketAddrV4 {

@@ -167,6 +167,27 @@ fn a_failing_check_withdraws_the_node_and_a_passing_one_brings_it_back() {
         "status says why it is not announced: {}",
         vip.reason
     );
+    let route = vip.route.as_ref().expect("a route VIP shows its route");
+    assert!(!route.announced, "{route:?}");
+    assert_eq!(route.why_not.as_deref(), Some("fault"), "{route:?}");
+    let text = l.node(1).cli_ok(&["status"]).unwrap();
+    assert!(
+        text.contains("route on lbfo0: not announced (fault)"),
+        "lbfo status says it: {text}"
+    );
+    // The registry is copied from the core every SYNC_INTERVAL.
+    std::thread::sleep(lbfo::metrics::SYNC_INTERVAL * 2);
+    let metrics = l.metrics(1).unwrap();
+    for line in [
+        "lbfo_route_vip_announced{device=\"lbfo0\",vip=\"web\"} 0",
+        "lbfo_route_vip_not_announced{reason=\"fault\",vip=\"web\"} 1",
+        "lbfo_route_vip_not_announced{reason=\"waiting_for_backends\",vip=\"web\"} 0",
+    ] {
+        assert!(
+            metrics.contains(line),
+            "metrics must have {line:?}:\n{metrics}"
+        );
+    }
     let served = l.curl_many(30).unwrap();
     assert_eq!(served.get("FAILED"), None, "{served:?}");
 
@@ -179,6 +200,14 @@ fn a_failing_check_withdraws_the_node_and_a_passing_one_brings_it_back() {
         took.as_secs_f64() * 1000.0
     );
     assert_eq!(l.node(1).vip_state("web"), "announced");
+    let route = l.node(1).status().unwrap().vips[0].route.clone().unwrap();
+    assert!(route.announced && route.why_not.is_none(), "{route:?}");
+    std::thread::sleep(lbfo::metrics::SYNC_INTERVAL * 2);
+    let metrics = l.metrics(1).unwrap();
+    assert!(
+        metrics.contains("lbfo_route_vip_announced{device=\"lbfo0\",vip=\"web\"} 1"),
+        "{metrics}"
+    );
     std::thread::sleep(Duration::from_millis(500));
     assert_all_intact(&kept.finish(), "n2 withdrawn and back");
 }

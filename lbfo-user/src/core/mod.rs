@@ -35,7 +35,7 @@ use std::{
 };
 
 pub use plan::{Capacity, Plan, PlanError, plan};
-pub use vip::{CheckKey, MapEntry, Phase, Vip, all_checks};
+pub use vip::{CheckKey, MapEntry, NotAnnounced, Phase, Vip, all_checks};
 
 use crate::{
     balance::{BackendIds, TableUpdate},

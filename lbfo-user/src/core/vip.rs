@@ -66,6 +66,34 @@ impl fmt::Display for Phase {
     }
 }
 
+/// Why a route VIP is not announced on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAnnounced {
+    /// A check without weight fails, or the interface has no link.
+    Fault,
+    /// Its table is not yet the one every node builds ([`Vip::route_blocker`]).
+    WaitingForBackends,
+    /// Putting the address on the route device failed (tried again at the
+    /// next lease renewal), or the daemon is stopping.
+    Failed,
+}
+
+impl NotAnnounced {
+    pub const ALL: [NotAnnounced; 3] = [
+        NotAnnounced::Fault,
+        NotAnnounced::WaitingForBackends,
+        NotAnnounced::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotAnnounced::Fault => "fault",
+            NotAnnounced::WaitingForBackends => "waiting_for_backends",
+            NotAnnounced::Failed => "failed",
+        }
+    }
+}
+
 /// Which check, typed: the VIP's own `[[vip.check]]` number `index`, or
 /// that of one of its backends. Its text form (`web/check/0`,
 /// `web/backend/192.0.2.21/check/0`) is the check's id in logs and status.
@@ -259,6 +287,20 @@ impl Vip {
             table_slot: self.balance.as_ref().map_or(0, |b| b.table_slot),
             table_generation: self.balance.as_ref().map_or(0, |b| b.generation),
             route: self.route(),
+        }
+    }
+
+    /// A route VIP that this node does not announce: why. `None` for an
+    /// announced route VIP and for ARP VIPs.
+    pub fn not_announced(&self) -> Option<NotAnnounced> {
+        if !self.route() || self.owned {
+            None
+        } else if self.fault {
+            Some(NotAnnounced::Fault)
+        } else if self.route_blocker().is_some() {
+            Some(NotAnnounced::WaitingForBackends)
+        } else {
+            Some(NotAnnounced::Failed)
         }
     }
 
