@@ -173,7 +173,7 @@ impl RouteLab {
         self.nodes[i].as_ref().expect("the node's lbfo runs")
     }
 
-    /// `kill -9` of node `i`'s lbfo, reaped.
+    /// `kill -9` of node `i`'s lbfo (again, if it was sent already), reaped.
     pub fn kill9(&mut self, i: usize) -> Result<()> {
         let node = self.nodes[i].take().expect("the node's lbfo runs");
         node.kill9()?;

@@ -103,7 +103,7 @@ fn ecmp_spreads_connections_and_a_killed_node_loses_its_nexthop_but_no_connectio
     // kill -9 of n1: the route device goes with the process, BIRD
     // withdraws, the router drops the nexthop.
     let killed = Instant::now();
-    l.kill9(0).unwrap();
+    l.node(0).kill9().unwrap();
     l.wait_nexthops(&[1], Duration::from_secs(1))
         .unwrap_or_else(|e| {
             panic!("the router must drop n1's nexthop within 1 s of kill -9: {e:#}")
@@ -117,6 +117,7 @@ fn ecmp_spreads_connections_and_a_killed_node_loses_its_nexthop_but_no_connectio
         took <= Duration::from_secs(1),
         "nexthop dropped {took:?} after kill -9"
     );
+    l.kill9(0).unwrap();
     let served = l.curl_many(50).unwrap();
     assert_eq!(
         served.get("FAILED"),
