@@ -1180,3 +1180,34 @@ fn a_balanced_route_vip_waits_for_the_table_every_node_builds() {
         )],
     );
 }
+
+#[test]
+fn a_reload_changing_route_device_is_refused_and_changing_announce_restarts_the_vip() {
+    let mut n = node(ROUTE_VIP);
+    play(
+        &mut n,
+        &[(0, Input::Start, &["take 192.0.2.100/32 lease 900ms route"])],
+    );
+    let error = plan(
+        &n,
+        config(&format!("route_device = \"bgp0\"\n{ROUTE_VIP}")),
+        Some(PRIMARY),
+    )
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "changing route_device (lbfo0 -> bgp0) needs a restart"
+    );
+    // From route to ARP: withdrawn and gone, then back as an ARP VIP on standby.
+    let effects = reload(&mut n, 10, &ROUTE_VIP.replace("announce = \"route\"\n", ""));
+    assert_eq!(
+        effects,
+        [
+            "release 192.0.2.100/32 not-owned route",
+            "forget 192.0.2.100/32",
+            "reset counters 1",
+            "write 192.0.2.100/32 not-owned gen 0",
+        ]
+    );
+    assert_eq!(phase(&n, "web"), Phase::Standby);
+}
