@@ -143,7 +143,6 @@ impl Balanced {
             table_slot: update.table_slot,
             table_generation: update.generation,
             flags: self.flags,
-            ..Default::default()
         };
         self.tester.datapath.set_vip(VIP, &vip).unwrap();
     }

@@ -132,7 +132,7 @@ pub fn run(effort: Effort) -> Result<Section> {
     l.wait_nexthops(&all, Duration::from_secs(10))
         .context("every node announced")?;
     wait_for(Duration::from_secs(2), "a first connection", || {
-        Ok(l.curl_many(1)?.get("FAILED").is_none())
+        Ok(!l.curl_many(1)?.contains_key("FAILED"))
     })?;
 
     let (per_node, served) = spread(&l, new_connections)?;
