@@ -113,8 +113,14 @@ pub struct VipState {
     /// plane fills the other one, then flips this in one entry update, so
     /// no packet ever reads a half-written table.
     pub table_generation: u8,
-    pub _pad: u8,
+    /// `VIP_FLAG_*` bits.
+    pub flags: u8,
 }
+
+/// A route VIP: the routers reach this node by its own address, so XDP
+/// answers no ARP for the VIP (and drops requests for it, or the kernel
+/// would answer for the address on the route device).
+pub const VIP_FLAG_ROUTE: u8 = 1;
 
 impl VipState {
     /// Whether this node answers for the VIP when the tick counter reads `now_jiffies`.
@@ -145,6 +151,8 @@ pub struct VipCounters {
     pub steered: u64,
     /// Balanced VIPs: new flows dropped because no backend takes new flows.
     pub no_backend: u64,
+    /// Route VIPs: ARP requests for the VIP dropped (no node answers them).
+    pub arp_dropped_route: u64,
 }
 
 impl VipCounters {
@@ -158,6 +166,7 @@ impl VipCounters {
         self.malformed += other.malformed;
         self.steered += other.steered;
         self.no_backend += other.no_backend;
+        self.arp_dropped_route += other.arp_dropped_route;
     }
 }
 

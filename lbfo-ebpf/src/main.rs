@@ -6,6 +6,9 @@
 //!   place into the ARP reply and sent back out with `XDP_TX`.
 //! - ARP request for a VIP this node does not own: `XDP_DROP`, so the kernel
 //!   never answers for it either.
+//! - ARP request for a route VIP: `XDP_DROP`, owned or not. Routers reach the
+//!   node by its own address; the VIP is on the route device only so the
+//!   routing daemon announces it, and the kernel must not answer for it.
 //! - ARP reply or announcement from another MAC for a VIP this node owns:
 //!   counted as a conflict and passed on.
 //! - IPv4 to a VIP not owned: `XDP_DROP`.
@@ -13,7 +16,10 @@
 //! - TCP or UDP to an owned VIP in balance mode: sent on to a backend with
 //!   `XDP_TX` (L2 direct server return: only the MACs change). The backend
 //!   is the one the connection table remembers for the flow, else the one
-//!   the VIP's Maglev table gives for the flow's hash.
+//!   the VIP's Maglev table gives for the flow's hash. That goes for any
+//!   packet of a flow this node has not seen, not only a SYN: when routers
+//!   move flows between lbfo nodes (ECMP), every node's table sends an
+//!   established connection to the backend it already has.
 //! - Anything else, including frames too short or malformed to parse: `XDP_PASS`.
 //!
 //! Ownership lives in the `VIPS` map, written only by the control plane.
@@ -36,8 +42,8 @@ use aya_ebpf::{
 };
 use lbfo_common::{
     BACKEND_ACCEPTS_NEW, BACKEND_PRESENT, Backend, BackendCounters, CONNTRACK_ENTRIES, FlowKey,
-    MAGLEV_ENTRIES, MAGLEV_TABLE_SIZE, MaglevSlot, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, NO_VIP, VipCounters,
-    VipKey, VipMode, VipState, maglev_table_start,
+    MAGLEV_ENTRIES, MAGLEV_TABLE_SIZE, MaglevSlot, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, NO_VIP, VIP_FLAG_ROUTE,
+    VipCounters, VipKey, VipMode, VipState, maglev_table_start,
 };
 use network_types::{
     arp::ArpHdr,
@@ -169,6 +175,10 @@ fn answer_request(eth: *mut EthHdr, arp: &mut ArpHdr) -> u32 {
     let Some(vip) = lookup_vip(target) else {
         return xdp_action::XDP_PASS;
     };
+    if vip.flags & VIP_FLAG_ROUTE != 0 {
+        count(vip.vip_id, |c| c.arp_dropped_route += 1);
+        return xdp_action::XDP_DROP;
+    }
     if !vip.answers(now()) {
         count(vip.vip_id, |c| c.arp_dropped_not_owner += 1);
         return xdp_action::XDP_DROP;

@@ -68,6 +68,10 @@ pub struct Config {
     /// at start-up.
     #[serde(default = "defaults::conntrack_entries")]
     pub conntrack_entries: u32,
+    /// The TUN device lbfo creates and holds open for route VIPs (see
+    /// [`Announce::Route`]); it vanishes with the daemon's process.
+    #[serde(default = "defaults::route_device")]
+    pub route_device: String,
     #[serde(rename = "vip", default)]
     pub vips: Vec<VipConfig>,
 }
@@ -128,6 +132,11 @@ pub struct VipConfig {
     /// advertised. Filled from `address` when that is given.
     #[serde(default)]
     pub addresses: Vec<VipAddress>,
+    /// How the network learns where the VIP is: `arp` (on the LAN, by
+    /// VRRP or operator command) or `route` (a host route announced by the
+    /// routing daemon while the VIP's checks pass, on every such node).
+    #[serde(default)]
+    pub announce: Announce,
     /// VRRP election (RFC 5798): present when `vrid` is set. Without it
     /// the VIP is owned only while an operator says so.
     #[serde(flatten)]
@@ -147,6 +156,29 @@ pub struct VipConfig {
     /// Run on every state change as `notify NAME OLD NEW` (keepalived's
     /// convention), never waited for, killed after `notify_timeout_ms`.
     pub notify: Option<PathBuf>,
+}
+
+/// How a VIP is made known to the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Announce {
+    /// One node answers ARP for the VIP on the LAN: the VRRP Master, or the
+    /// node an operator told to own it.
+    #[default]
+    Arp,
+    /// Every node whose VIP checks pass puts the VIP as a /32 on
+    /// `route_device`, where the routing daemon (BIRD, FRR) picks it up and
+    /// announces it to the routers; no election, no ARP.
+    Route,
+}
+
+impl Announce {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Announce::Arp => "arp",
+            Announce::Route => "route",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -259,6 +291,9 @@ impl fmt::Display for VipAddress {
 }
 
 mod defaults {
+    pub fn route_device() -> String {
+        "lbfo0".into()
+    }
     pub fn notify_timeout_ms() -> u64 {
         10_000
     }
@@ -419,6 +454,29 @@ impl VipConfig {
     }
 }
 
+impl VipConfig {
+    /// A route VIP is announced by every healthy node, never elected, and
+    /// is always a host address.
+    fn validate_announce(&self) -> Result<(), String> {
+        if self.announce != Announce::Route {
+            return Ok(());
+        }
+        let name = &self.name;
+        if let Some(vrid) = self.vrrp.vrid {
+            return Err(format!(
+                "vip {name:?}: announce = \"route\" has no election (every node whose checks pass announces it); remove vrid = {vrid}"
+            ));
+        }
+        if let Some(a) = self.addresses.iter().find(|a| a.prefix_len != 32) {
+            return Err(format!(
+                "vip {name:?}: a route VIP is a host address; write \"{}\" (not /{})",
+                a.addr, a.prefix_len
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl VrrpConfig {
     fn validate(&self, vip: &str, vrids: &mut HashSet<u8>) -> Result<(), String> {
         let Some(vrid) = self.vrid else {
@@ -518,6 +576,17 @@ impl Config {
                 self.interface
             ));
         }
+        let route_device = &self.route_device;
+        if route_device.is_empty() || route_device.len() > 15 || route_device.contains('/') {
+            return Err(format!(
+                "route_device {route_device:?} is not a valid interface name"
+            ));
+        }
+        if *route_device == self.interface {
+            return Err(format!(
+                "route_device {route_device:?} is the interface itself; lbfo creates the route device, name one that does not exist"
+            ));
+        }
         if !(300..=3_600_000).contains(&self.lease_ms) {
             return Err(format!(
                 "lease_ms = {} is out of range (300..=3600000)",
@@ -612,6 +681,7 @@ impl Config {
             if !names.insert(vip.name.as_str()) {
                 return Err(format!("vip name {:?} is used twice", vip.name));
             }
+            vip.validate_announce()?;
             vip.vrrp.validate(&vip.name, &mut vrids)?;
             vip.validate_backends()?;
             vip.validate_checks()?;
@@ -630,6 +700,12 @@ impl Config {
 
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms)
+    }
+
+    /// Whether any VIP is announced as a route (the daemon then holds
+    /// `route_device`).
+    pub fn has_route_vips(&self) -> bool {
+        self.vips.iter().any(|v| v.announce == Announce::Route)
     }
 
     /// VIPs in `balance` mode.
@@ -980,6 +1056,53 @@ address = "192.0.2.100/24"
         for (text, want) in cases {
             let err = parse(&text).expect_err(&text);
             assert!(err.contains(want), "expected {want:?} in {err:?}");
+        }
+    }
+
+    #[test]
+    fn route_vips_have_no_election_and_are_host_addresses() {
+        let base = "interface = \"eth0\"\n[[vip]]\nname = \"web\"\naddress = \"192.0.2.100\"\nannounce = \"route\"\n";
+        let c = parse(base).unwrap();
+        assert_eq!(c.vips[0].announce, Announce::Route);
+        assert_eq!(c.route_device, "lbfo0");
+        assert!(c.has_route_vips());
+        assert_eq!(parse(GOOD).unwrap().vips[0].announce, Announce::Arp);
+        let c = parse(&base.replace(
+            "interface = \"eth0\"\n",
+            "interface = \"eth0\"\nroute_device = \"bgp0\"\n",
+        ))
+        .unwrap();
+        assert_eq!(c.route_device, "bgp0");
+        let cases = [
+            (
+                format!("{base}vrid = 7\n"),
+                "lbfo.toml: vip \"web\": announce = \"route\" has no election (every node whose checks pass announces it); remove vrid = 7",
+            ),
+            (
+                base.replace("192.0.2.100", "192.0.2.100/24"),
+                "vip \"web\": a route VIP is a host address; write \"192.0.2.100\" (not /24)",
+            ),
+            (
+                base.replace("\"route\"", "\"bgp\""),
+                "unknown variant `bgp`",
+            ),
+            (
+                format!("route_device = \"eth0\"\n{base}"),
+                "route_device \"eth0\" is the interface itself",
+            ),
+            (
+                format!("route_device = \"a/b\"\n{base}"),
+                "route_device \"a/b\" is not a valid interface name",
+            ),
+            (
+                format!("{base}priority = 120\n"),
+                "has VRRP settings but no vrid",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(&text).expect_err(&text);
+            assert!(err.contains(want), "expected {want:?} in {err:?}");
+            assert!(!err.contains('\n'), "one line: {err:?}");
         }
     }
 

@@ -30,5 +30,6 @@ pub mod metrics;
 pub mod netlink;
 pub mod notify;
 pub mod ownership;
+pub mod route;
 pub mod status;
 pub mod vrrp;

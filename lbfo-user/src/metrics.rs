@@ -46,6 +46,8 @@ pub struct Metrics {
     registry: Registry,
     vip_state: IntGaugeVec,
     vip_owned: IntGaugeVec,
+    route_announced: IntGaugeVec,
+    route_not_announced: IntGaugeVec,
     lease_remaining: GaugeVec,
     master_transitions: IntCounterVec,
     adverts_sent: IntCounterVec,
@@ -118,13 +120,23 @@ impl Metrics {
         let metrics = Metrics {
             vip_state: gauge(
                 "lbfo_vip_state",
-                "VIP state: 0 init, 1 backup (or standby), 2 master (or owner), 3 fault.",
+                "VIP state: 0 init, 1 backup (or standby, or withdrawn), 2 master (or owner, or announced), 3 fault.",
                 &["vip", "address", "vrid"],
             )?,
             vip_owned: gauge(
                 "lbfo_vip_owned",
                 "1 while XDP answers for the VIP on this node.",
                 &["vip"],
+            )?,
+            route_announced: gauge(
+                "lbfo_route_vip_announced",
+                "Route VIPs: 1 while this node announces the VIP (its address is on the route device).",
+                &["vip", "device"],
+            )?,
+            route_not_announced: gauge(
+                "lbfo_route_vip_not_announced",
+                "Route VIPs: 1 for the reason this node does not announce the VIP (fault, waiting_for_backends, failed), 0 for the others.",
+                &["vip", "reason"],
             )?,
             lease_remaining: register(
                 &r,
@@ -179,7 +191,7 @@ impl Metrics {
             )?,
             arp_dropped: counter(
                 "lbfo_xdp_arp_dropped_total",
-                "ARP requests for the VIP dropped (not owned, or the lease ran out).",
+                "ARP requests for the VIP dropped (not owned, the lease ran out, or a route VIP, which no node answers ARP for).",
                 &["vip"],
             )?,
             packets: counter(
@@ -374,8 +386,8 @@ impl Metrics {
             let vrid = vip.vrid().map(|v| v.to_string()).unwrap_or_default();
             let state = match vip.phase() {
                 Phase::Initialize => 0,
-                Phase::Backup | Phase::Standby => 1,
-                Phase::Master | Phase::Owner => 2,
+                Phase::Backup | Phase::Standby | Phase::Withdrawn => 1,
+                Phase::Master | Phase::Owner | Phase::Announced => 2,
                 Phase::Fault => 3,
             };
             self.vip_state
@@ -386,6 +398,18 @@ impl Metrics {
             self.vip_owned
                 .with_label_values(&[name])
                 .set(answers as i64);
+            if vip.route() {
+                let device = node.config().route_device.as_str();
+                self.route_announced
+                    .with_label_values(&[name, device])
+                    .set(vip.owned as i64);
+                let why = vip.not_announced();
+                for reason in crate::core::NotAnnounced::ALL {
+                    self.route_not_announced
+                        .with_label_values(&[name, reason.as_str()])
+                        .set((why == Some(reason)) as i64);
+                }
+            }
             let left = match (answers, now) {
                 (true, Some(now)) => {
                     crate::clock::lease_left(entry.lease_deadline_jiffies, now).as_secs_f64()
@@ -410,7 +434,11 @@ impl Metrics {
             }
             if let Ok(c) = datapath.counters(vip.id) {
                 set_counter(&self.arp_replies, &[name], c.arp_replied);
-                set_counter(&self.arp_dropped, &[name], c.arp_dropped_not_owner);
+                set_counter(
+                    &self.arp_dropped,
+                    &[name],
+                    c.arp_dropped_not_owner + c.arp_dropped_route,
+                );
                 set_counter(&self.packets, &[name, "pass"], c.ip_passed);
                 set_counter(&self.packets, &[name, "drop"], c.ip_dropped_not_owner);
                 set_counter(&self.packets, &[name, "steer"], c.steered);
@@ -465,7 +493,13 @@ impl Metrics {
     }
 
     fn reset_per_vip(&self) {
-        for v in [&self.vip_state, &self.vip_owned, &self.check_up] {
+        for v in [
+            &self.vip_state,
+            &self.vip_owned,
+            &self.check_up,
+            &self.route_announced,
+            &self.route_not_announced,
+        ] {
             v.reset();
         }
         self.lease_remaining.reset();

@@ -304,6 +304,19 @@ impl Netlink {
             })
     }
 
+    /// Sets the interface up (`ip link set dev X up`).
+    pub async fn set_up(&self, index: u32) -> Result<(), NetlinkError> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(|e| NetlinkError::Request {
+                what: format!("setting interface {index} up"),
+                source: io_error(e),
+            })
+    }
+
     /// Attaches an XDP program the way `ip link set dev X xdp` does: owned by
     /// the interface, not by this process, so it stays in place (and keeps
     /// dropping ARP for VIPs whose lease ran out) if the daemon is killed.

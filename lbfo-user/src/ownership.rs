@@ -7,6 +7,12 @@
 //! Giving up: mark the map not owned first (XDP stops answering at once),
 //! then remove the address, and only if lbfo added it.
 //!
+//! A route VIP runs the other way round, because the address is what
+//! brings the traffic: announcing marks the map owned first (XDP steers
+//! before the router sends the first packet), then puts the /32 on the
+//! route device; withdrawing removes the address first, so packets the
+//! router still sends while it withdraws are served, then marks the map.
+//!
 //! [`Owner`] holds every piece that changes when ownership changes; the
 //! daemon's executor is its only user.
 
@@ -23,7 +29,16 @@ use crate::{
     core::MapEntry,
     datapath::{Datapath, DatapathError},
     netlink::{Netlink, NetlinkError, XdpAttachMode},
+    route::RouteDevice,
 };
+
+/// A route VIP's address as it goes on the route device.
+fn host_address(addr: Ipv4Addr) -> VipAddress {
+    VipAddress {
+        addr,
+        prefix_len: 32,
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OwnershipError {
@@ -31,6 +46,8 @@ pub enum OwnershipError {
     Netlink(#[from] NetlinkError),
     #[error(transparent)]
     Datapath(#[from] DatapathError),
+    #[error("no route device is open for route VIPs")]
+    NoRouteDevice,
 }
 
 /// Who put the VIP address on the interface.
@@ -69,6 +86,8 @@ pub struct Owner {
     leases: HashMap<Ipv4Addr, u64>,
     /// Running gratuitous ARP bursts, to cancel when a VIP is given up.
     bursts: HashMap<Ipv4Addr, CancellationToken>,
+    /// Where route VIPs are announced, while any is configured.
+    route_device: Option<RouteDevice>,
     tasks: TaskTracker,
 }
 
@@ -96,8 +115,19 @@ impl Owner {
                 .collect(),
             leases: HashMap::new(),
             bursts: HashMap::new(),
+            route_device: None,
             tasks,
         }
+    }
+
+    /// The device route VIPs are announced on (start-up, or the reload that
+    /// brings the first route VIP).
+    pub fn set_route_device(&mut self, device: RouteDevice) {
+        self.route_device = Some(device);
+    }
+
+    pub fn route_device(&self) -> Option<&RouteDevice> {
+        self.route_device.as_ref()
     }
 
     /// The data path, for reading maps and counters.
@@ -129,7 +159,11 @@ impl Owner {
             vip_id: entry.vip_id,
             table_slot: entry.table_slot,
             table_generation: entry.table_generation,
-            _pad: 0,
+            flags: if entry.route {
+                lbfo_common::VIP_FLAG_ROUTE
+            } else {
+                0
+            },
         }
     }
 
@@ -161,10 +195,16 @@ impl Owner {
         lease: Duration,
         garp: GarpConfig,
     ) -> Result<(), OwnershipError> {
-        let result = self.try_take(address, entry, lease).await;
+        let result = if entry.route {
+            self.try_announce_route(address, entry, lease).await
+        } else {
+            self.try_take(address, entry, lease).await
+        };
         match result {
             Ok(()) => {
-                self.announce(address.addr, garp);
+                if !entry.route {
+                    self.announce(address.addr, garp);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -226,12 +266,49 @@ impl Owner {
         self.write(address.addr, entry, Some(lease))
     }
 
-    /// Gives the VIP up: map first, then the address if lbfo added it.
+    /// A route VIP: map first, then the host address on the route device.
+    async fn try_announce_route(
+        &mut self,
+        address: VipAddress,
+        entry: &MapEntry,
+        lease: Duration,
+    ) -> Result<(), OwnershipError> {
+        let device = self
+            .route_device
+            .as_ref()
+            .ok_or(OwnershipError::NoRouteDevice)?
+            .index();
+        self.write(address.addr, entry, Some(lease))?;
+        self.netlink
+            .add_address(device, host_address(address.addr))
+            .await?;
+        self.origins.insert(address.addr, AddressOrigin::Lbfo);
+        Ok(())
+    }
+
+    /// Gives the VIP up: map first, then the address if lbfo added it (a
+    /// route VIP: the address first, see the module's notes).
     pub async fn release(
         &mut self,
         address: VipAddress,
         entry: &MapEntry,
     ) -> Result<(), OwnershipError> {
+        if entry.route {
+            let withdrawn = match &self.route_device {
+                Some(device) => {
+                    self.netlink
+                        .remove_address(device.index(), address.addr, 32)
+                        .await
+                }
+                None => Ok(()),
+            };
+            self.origins.remove(&address.addr);
+            self.leases.remove(&address.addr);
+            // Marked not owned even if the address would not go.
+            self.datapath
+                .set_vip(address.addr, &self.map_entry(address.addr, entry))?;
+            return Ok(withdrawn?);
+        }
         if let Some(burst) = self.bursts.remove(&address.addr) {
             burst.cancel();
         }

@@ -59,9 +59,27 @@ pub struct VipStatus {
     /// The election, for VIPs with a vrid.
     #[serde(default)]
     pub vrrp: Option<VrrpStatus>,
+    /// "arp" or "route".
+    #[serde(default = "arp")]
+    pub announce: String,
+    /// Route VIPs: whether this node announces it, and why not.
+    #[serde(default)]
+    pub route: Option<RouteStatus>,
     /// This node's last takeover of the VIP.
     #[serde(default)]
     pub last_failover: Option<LastFailover>,
+}
+
+/// A route VIP on this node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RouteStatus {
+    /// The route device its address goes on.
+    pub device: String,
+    /// The address is on the device: the routing daemon announces it.
+    pub announced: bool,
+    /// Not announced: "fault", "waiting_for_backends" or "failed" (the
+    /// VIP's reason says more).
+    pub why_not: Option<String>,
 }
 
 /// How this node last took a VIP over: why, and how long it took from the
@@ -150,6 +168,10 @@ fn yes() -> bool {
     true
 }
 
+fn arp() -> String {
+    "arp".into()
+}
+
 impl Status {
     /// The human-readable form printed by `lbfo status`.
     pub fn render(&self) -> String {
@@ -176,9 +198,18 @@ impl Status {
             } else {
                 "not answering".to_string()
             };
+            let placed = match &v.route {
+                Some(r) if r.announced => format!("route on {}: announced", r.device),
+                Some(r) => format!(
+                    "route on {}: not announced ({})",
+                    r.device,
+                    r.why_not.as_deref().unwrap_or("-")
+                ),
+                None => format!("address on interface: {}", v.address_origin),
+            };
             let _ = writeln!(
                 out,
-                "\nvip {} {}: {} ({lease}), address on interface: {}\n  why: {}",
+                "\nvip {} {}: {} ({lease}), {placed}\n  why: {}",
                 v.name,
                 if v.addresses.len() > 1 {
                     v.addresses.join(", ")
@@ -186,7 +217,6 @@ impl Status {
                     v.address.clone()
                 },
                 v.state,
-                v.address_origin,
                 v.reason
             );
             if let Some(f) = &v.last_failover {
@@ -247,6 +277,13 @@ impl Status {
                 c.ip_dropped_not_owner,
                 c.conflicts_seen
             );
+            if v.route.is_some() {
+                let _ = writeln!(
+                    out,
+                    "  arp dropped (route VIP: routers reach the node by its own address) {}",
+                    c.arp_dropped_route
+                );
+            }
         }
         let rejected: Vec<String> = self
             .vrrp_rejected

@@ -115,30 +115,35 @@ impl Lab {
 
     /// Adds a host `name` at `addr`/24, wired to the bridge.
     pub fn add_host(&mut self, name: &str, addr: Ipv4Addr) -> Result<Host> {
-        let ns = format!("{}-{name}", self.id);
-        self.add_namespace(&ns)?;
+        self.add_host_on(name, addr, "br0")
+    }
+
+    /// Adds a second segment: a bridge `bridge` in the switch namespace.
+    pub fn add_segment(&mut self, bridge: &str) -> Result<()> {
         let sw = self.switch_ns.clone();
         ip(
             &sw,
             &[
-                "link", "add", name, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-            ],
-        )?;
-        ip(&sw, &["link", "set", name, "master", "br0"])?;
-        ip(&sw, &["link", "set", name, "up"])?;
-        ip(
-            &ns,
-            &[
-                "addr",
+                "link",
                 "add",
-                &format!("{addr}/{LAB_PREFIX_LEN}"),
-                "dev",
-                "eth0",
+                bridge,
+                "type",
+                "bridge",
+                "stp_state",
+                "0",
+                "forward_delay",
+                "0",
             ],
         )?;
-        ip(&ns, &["link", "set", "eth0", "up"])?;
-        // Native XDP_TX from the host's eth0 only arrives if this end runs XDP too.
-        self.attach_pass(name)?;
+        ip(&sw, &["link", "set", bridge, "up"]).map(drop)
+    }
+
+    /// Adds a host `name` at `addr`/24 on segment `bridge` (see
+    /// [`Lab::add_segment`]; the lab's own is `br0`).
+    pub fn add_host_on(&mut self, name: &str, addr: Ipv4Addr, bridge: &str) -> Result<Host> {
+        let ns = format!("{}-{name}", self.id);
+        self.add_namespace(&ns)?;
+        self.wire(&ns, name, "eth0", addr, bridge)?;
         let mac = link_mac(&ns, "eth0")?;
         Ok(Host {
             name: name.to_string(),
@@ -147,6 +152,52 @@ impl Lab {
             mac,
             addr,
         })
+    }
+
+    /// Gives `host` one more interface `ifname` at `addr`/24 on segment
+    /// `bridge` (a router between two segments).
+    pub fn add_interface(
+        &mut self,
+        host: &Host,
+        ifname: &str,
+        addr: Ipv4Addr,
+        bridge: &str,
+    ) -> Result<()> {
+        let port = format!("{}-{ifname}", host.name);
+        self.wire(&host.ns, &port, ifname, addr, bridge)
+    }
+
+    /// A veth from switch port `port` on `bridge` to `ifname` in `ns`.
+    fn wire(
+        &mut self,
+        ns: &str,
+        port: &str,
+        ifname: &str,
+        addr: Ipv4Addr,
+        bridge: &str,
+    ) -> Result<()> {
+        let sw = self.switch_ns.clone();
+        ip(
+            &sw,
+            &[
+                "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", ns,
+            ],
+        )?;
+        ip(&sw, &["link", "set", port, "master", bridge])?;
+        ip(&sw, &["link", "set", port, "up"])?;
+        ip(
+            ns,
+            &[
+                "addr",
+                "add",
+                &format!("{addr}/{LAB_PREFIX_LEN}"),
+                "dev",
+                ifname,
+            ],
+        )?;
+        ip(ns, &["link", "set", ifname, "up"])?;
+        // Native XDP_TX from the host's end only arrives if this end runs XDP too.
+        self.attach_pass(port)
     }
 
     /// The lab most tests and benchmarks use: a client at 192.0.2.2 and

@@ -5,11 +5,13 @@
 
 pub mod advert_watch;
 pub mod bench;
+pub mod bird;
 pub mod bpftool;
 pub mod demo;
 pub mod fetcher;
 pub mod frames;
 pub mod http_server;
+pub mod keepalive;
 pub mod keepalived;
 pub mod lab;
 pub mod nginx;
@@ -17,4 +19,5 @@ pub mod node;
 pub mod prober;
 pub mod prometheus;
 pub mod rfc5798;
+pub mod routing;
 pub mod xdp_tester;

@@ -4,12 +4,12 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{Ipv4Addr, SocketAddrV4, TcpStream},
     time::Duration,
 };
 
 use lbfo_tests::{
+    keepalive::ask,
     lab::{Host, Lab, in_netns, ip, netns_exec, run, wait_for},
     node::{HttpServer, LbfoNode},
 };
@@ -117,32 +117,6 @@ fn curl_many(client: &Host, count: usize) -> BTreeMap<String, usize> {
         *served.entry(who).or_default() += 1;
     }
     served
-}
-
-/// A kept-alive HTTP connection to the VIP: one request, the name of the backend that answered.
-fn ask(stream: &mut TcpStream) -> std::io::Result<String> {
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(std::io::Error::other("connection closed"));
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap_or(0);
-        }
-        if line == "\r\n" {
-            break;
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body)?;
-    Ok(String::from_utf8_lossy(&body)
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string())
 }
 
 #[test]

@@ -46,13 +46,24 @@ struct Balanced {
     weights: Vec<u32>,
     vip: BalancedVip,
     ids: BackendIds,
+    /// `VipState::flags` of the balanced VIP.
+    flags: u8,
 }
 
 impl Balanced {
     fn new(weights: &[u32]) -> Balanced {
+        Balanced::node(weights, false, 0)
+    }
+
+    /// One lbfo node's view: with `reversed`, the backends are configured
+    /// in the opposite order, so they get other ids than on a node without.
+    fn node(weights: &[u32], reversed: bool, flags: u8) -> Balanced {
         let mut ids = BackendIds::new(lbfo_common::MAX_BACKENDS);
-        let configs: Vec<BackendConfig> =
+        let mut configs: Vec<BackendConfig> =
             (0..weights.len()).map(|i| config(i, weights[i])).collect();
+        if reversed {
+            configs.reverse();
+        }
         let mut vip = BalancedVip::new(0, &configs, &mut ids).unwrap();
         let macs: HashMap<Ipv4Addr, [u8; 6]> = (0..weights.len())
             .map(|i| (backend_addr(i), backend_mac(i)))
@@ -63,6 +74,7 @@ impl Balanced {
             weights: weights.to_vec(),
             vip,
             ids,
+            flags,
         };
         let not_owned = VipState {
             mac: NODE_MAC,
@@ -130,7 +142,7 @@ impl Balanced {
             vip_id: 1,
             table_slot: update.table_slot,
             table_generation: update.generation,
-            ..Default::default()
+            flags: self.flags,
         };
         self.tester.datapath.set_vip(VIP, &vip).unwrap();
     }
@@ -178,6 +190,17 @@ struct Flow {
 }
 
 impl Flow {
+    /// A packet of the established connection (ACK, no SYN).
+    fn established(&self) -> Vec<u8> {
+        tcp_frame(
+            CLIENT_MAC,
+            NODE_MAC,
+            (self.src, self.sport),
+            (VIP, self.dport),
+            0x10,
+        )
+    }
+
     fn frame(&self) -> Vec<u8> {
         if self.udp {
             udp_frame(
@@ -472,5 +495,58 @@ fn maps_sized_for_no_balancing_keep_every_lookup_inside_them() {
     assert!(
         matches!(error, DatapathError::NoTable { .. }),
         "writing a table the maps have no room for: {error}"
+    );
+}
+
+/// ECMP moves flows between lbfo nodes when one leaves or joins: the node
+/// that now gets a connection has never seen its SYN. It must send the
+/// packet by its Maglev table, which is the same table as the first node's
+/// (same backend set, whatever ids the backends have there), so the
+/// connection keeps its backend. A route VIP is steered like any other.
+#[test]
+fn a_flow_moved_from_another_node_keeps_its_backend_without_a_syn() {
+    let weights = [1, 2, 1, 3];
+    let mut first = Balanced::node(&weights, false, lbfo_common::VIP_FLAG_ROUTE);
+    let flows = random_flows(5_000, 51);
+    let backends: Vec<usize> = flows
+        .iter()
+        .map(|f| {
+            let syn = first.send_flow(f).unwrap();
+            let (action, data) = first.send(&f.established());
+            assert_eq!((action, data), (Action::Tx, Some(syn)), "flow {f:?}");
+            syn
+        })
+        .collect();
+    drop(first);
+    let mut second = Balanced::node(&weights, true, lbfo_common::VIP_FLAG_ROUTE);
+    assert_eq!(
+        second.tester.datapath.active_flows().values().sum::<u64>(),
+        0,
+        "the second node has tracked no flow"
+    );
+    let mut wrong = Vec::new();
+    let mut dropped = 0;
+    for (flow, &was) in flows.iter().zip(&backends) {
+        match second.send(&flow.established()) {
+            (Action::Tx, Some(now)) if now == was => {}
+            (Action::Tx, now) => wrong.push((flow.src, flow.sport, was, now)),
+            _ => dropped += 1,
+        }
+    }
+    assert_eq!(
+        dropped, 0,
+        "established packets without a SYN must not be dropped"
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} of {} moved flows reached another backend, e.g. {:?}",
+        wrong.len(),
+        flows.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    // Now tracked on the second node too: its later packets stay put.
+    assert_eq!(
+        second.tester.datapath.active_flows().values().sum::<u64>(),
+        flows.len() as u64
     );
 }

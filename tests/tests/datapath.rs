@@ -8,6 +8,8 @@
 //! | 192.0.2.100  | 1  | owned, lease running         |
 //! | 192.0.2.101  | 2  | not owned                    |
 //! | 192.0.2.102  | 3  | owned, but the lease ran out |
+//! | 192.0.2.103  | 4  | route VIP, announced (owned) |
+//! | 192.0.2.104  | 5  | route VIP, withdrawn         |
 
 use std::{net::Ipv4Addr, time::Duration};
 
@@ -26,6 +28,8 @@ const NOT_A_VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const OWNED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 const NOT_OWNED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 101);
 const EXPIRED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 102);
+const ROUTE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 103);
+const ROUTE_WITHDRAWN: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 104);
 
 #[derive(Clone, Copy, Debug)]
 enum Counter {
@@ -35,6 +39,7 @@ enum Counter {
     IpDroppedNotOwner,
     ConflictsSeen,
     Malformed,
+    ArpDroppedRoute,
 }
 
 fn field(c: &mut VipCounters, which: Counter) -> &mut u64 {
@@ -45,6 +50,7 @@ fn field(c: &mut VipCounters, which: Counter) -> &mut u64 {
         Counter::IpDroppedNotOwner => &mut c.ip_dropped_not_owner,
         Counter::ConflictsSeen => &mut c.conflicts_seen,
         Counter::Malformed => &mut c.malformed,
+        Counter::ArpDroppedRoute => &mut c.arp_dropped_route,
     }
 }
 
@@ -93,10 +99,16 @@ fn load_map_state(dp: &mut Datapath) {
     dp.set_vip(OWNED, &entry(1, 1, owned_until)).unwrap();
     dp.set_vip(NOT_OWNED, &entry(2, 0, 0)).unwrap();
     dp.set_vip(EXPIRED, &entry(3, 1, expired_at)).unwrap();
+    let route = |vip_id, owned, lease_deadline_jiffies| VipState {
+        flags: lbfo_common::VIP_FLAG_ROUTE,
+        ..entry(vip_id, owned, lease_deadline_jiffies)
+    };
+    dp.set_vip(ROUTE, &route(4, 1, owned_until)).unwrap();
+    dp.set_vip(ROUTE_WITHDRAWN, &route(5, 0, 0)).unwrap();
 }
 
 fn snapshot(dp: &Datapath) -> Vec<VipCounters> {
-    (0..=3).map(|id| dp.counters(id).unwrap()).collect()
+    (0..=5).map(|id| dp.counters(id).unwrap()).collect()
 }
 
 fn arp_cases() -> Vec<Case> {
@@ -223,6 +235,27 @@ fn arp_cases() -> Vec<Case> {
             &[],
         ),
         case(
+            "request for an announced route VIP: XDP_DROP (routers reach the node by its own address)",
+            Arp::request(CLIENT_MAC, CLIENT, ROUTE).frame(),
+            Action::Drop,
+            None,
+            &[(4, ArpDroppedRoute)],
+        ),
+        case(
+            "request for a withdrawn route VIP: XDP_DROP",
+            Arp::request(CLIENT_MAC, CLIENT, ROUTE_WITHDRAWN).frame(),
+            Action::Drop,
+            None,
+            &[(5, ArpDroppedRoute)],
+        ),
+        case(
+            "address probe for an announced route VIP: XDP_DROP",
+            Arp::request(CLIENT_MAC, Ipv4Addr::UNSPECIFIED, ROUTE).frame(),
+            Action::Drop,
+            None,
+            &[(4, ArpDroppedRoute)],
+        ),
+        case(
             "unknown ARP operation 3 for owned VIP: PASS",
             Arp {
                 op: 3,
@@ -311,6 +344,27 @@ fn ip_cases() -> Vec<Case> {
             Action::Drop,
             None,
             &[(3, IpDroppedNotOwner)],
+        ),
+        case(
+            "TCP SYN to an announced local route VIP: XDP_PASS",
+            to(ROUTE),
+            Action::Pass,
+            None,
+            &[(4, IpPassed)],
+        ),
+        case(
+            "TCP ACK (no SYN) to an announced local route VIP: XDP_PASS",
+            tcp_frame(CLIENT_MAC, NODE_MAC, (CLIENT, 40001), (ROUTE, 80), 0x10),
+            Action::Pass,
+            None,
+            &[(4, IpPassed)],
+        ),
+        case(
+            "TCP to a withdrawn route VIP: XDP_DROP",
+            to(ROUTE_WITHDRAWN),
+            Action::Drop,
+            None,
+            &[(5, IpDroppedNotOwner)],
         ),
         case(
             "TCP to an address that is no VIP: XDP_PASS",

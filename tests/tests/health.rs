@@ -387,7 +387,14 @@ fn identical_checks_share_one_probe_and_a_reused_connection_survives_a_restart()
     let mut h = health_lab();
     let nginx_port = 8090;
     let start_nginx = |lab: &mut Lab| {
-        Nginx::start(lab, &h.service.ns, nginx_port, Duration::from_secs(60), true).unwrap()
+        Nginx::start(
+            lab,
+            &h.service.ns,
+            nginx_port,
+            Duration::from_secs(60),
+            true,
+        )
+        .unwrap()
     };
     let mut nginx = Some(start_nginx(&mut h.lab));
     let shared = |name: &str, octet: u8| {
@@ -458,7 +465,12 @@ fn identical_checks_share_one_probe_and_a_reused_connection_survives_a_restart()
     drop(nginx.take());
     let fall_bound = INTERVAL * (FALL + 1) + SLACK;
     for vip in ["web", "api", "kept"] {
-        wait_vip_state(&node, vip, "fault", fall_bound.saturating_sub(stopped.elapsed()) + INTERVAL);
+        wait_vip_state(
+            &node,
+            vip,
+            "fault",
+            fall_bound.saturating_sub(stopped.elapsed()) + INTERVAL,
+        );
     }
     // nginx is back: all three return, the kept check on a new connection.
     nginx = Some(start_nginx(&mut h.lab));

@@ -36,7 +36,7 @@ enum Cmd {
         quick: bool,
         /// Run only this benchmark and replace its section of docs/BENCHMARKS.md
         /// (xdp_cost, arp_rate, failover, health_cost, health_scale, memory, throughput,
-        /// advert_jitter).
+        /// advert_jitter, route_scaling).
         #[arg(long)]
         only: Option<String>,
     },

@@ -8,6 +8,9 @@
 //! The rules live here once:
 //! - an operator-owned VIP is owned while the operator wants it, no check
 //!   without weight fails and the interface has a link;
+//! - a route VIP is announced while no check without weight fails, the
+//!   interface has a link and (balanced) its table is the one every node
+//!   builds; no election, no operator;
 //! - a failing weighted check lowers the VRRP priority by its weight;
 //! - a backend takes new flows while its checks pass, it is not drained and
 //!   its MAC is known;
@@ -32,7 +35,7 @@ use std::{
 };
 
 pub use plan::{Capacity, Plan, PlanError, plan};
-pub use vip::{CheckKey, MapEntry, Phase, Vip, all_checks};
+pub use vip::{CheckKey, MapEntry, NotAnnounced, Phase, Vip, all_checks};
 
 use crate::{
     balance::{BackendIds, TableUpdate},
@@ -342,6 +345,7 @@ impl Node {
                 for index in 0..self.vips.len() {
                     self.vrrp_event(now, index, Event::Startup, "startup".into(), &mut out);
                 }
+                self.reconcile_routes(now, &mut out);
             }
             Input::Own(name) => self.own(now, name, &mut out),
             Input::Release(name) => self.release(now, name, &mut out),
@@ -360,16 +364,18 @@ impl Node {
                         lease: Some(lease),
                     });
                 }
+                // A route VIP whose announcement failed is tried again.
+                self.reconcile_routes(now, &mut out);
             }
             Input::RefreshAnnouncements => {
-                for vip in self.vips.iter().filter(|v| v.owned) {
+                for vip in self.vips.iter().filter(|v| v.owned && !v.route()) {
                     out.push(Effect::Announce {
                         addresses: vip.config.addresses.clone(),
                         garp: self.config.garp,
                     });
                 }
             }
-            Input::Neighbours(macs) => self.on_neighbours(&macs, &mut out),
+            Input::Neighbours(macs) => self.on_neighbours(now, &macs, &mut out),
             Input::Reload { plan, healthy } => self.reload(now, *plan, &healthy, &mut out),
             Input::TakeFailed { address, error } => self.on_take_failed(address, &error),
             Input::TookOver { address, took } => self.on_took_over(address, took),
@@ -390,6 +396,12 @@ impl Node {
         if let Some(vrid) = config.vrrp.vrid {
             return Err(error(format!(
                 "{} is elected by VRRP (vrid {vrid}); `lbfo own/release` only apply to VIPs without vrid",
+                config.name
+            )));
+        }
+        if config.announce == crate::config::Announce::Route {
+            return Err(error(format!(
+                "{} is a route VIP: every node whose checks pass announces it; `lbfo own/release` only apply to ARP VIPs without vrid",
                 config.name
             )));
         }
@@ -472,6 +484,60 @@ impl Node {
         } else if !want && vip.owned {
             release(vip, out);
         }
+    }
+
+    /// Route VIPs that should be announced and are not, or the other way
+    /// round, are set right (start-up, reload, learned MACs, a retry).
+    fn reconcile_routes(&mut self, now: Duration, out: &mut Vec<Effect>) {
+        for index in 0..self.vips.len() {
+            if self.vips[index].route() {
+                self.reconcile_route(now, index, None, Reason::Check, out);
+            }
+        }
+    }
+
+    /// A route VIP is announced while nothing fails and nothing blocks it
+    /// ([`Vip::route_blocker`]). `why` is what changed its health, if
+    /// anything did.
+    fn reconcile_route(
+        &mut self,
+        now: Duration,
+        index: usize,
+        why: Option<&str>,
+        reason: Reason,
+        out: &mut Vec<Effect>,
+    ) {
+        let lease = self.config.lease();
+        let garp = self.config.garp;
+        let device = self.config.route_device.clone();
+        let vip = &mut self.vips[index];
+        let blocker = match (vip.fault, why) {
+            (true, Some(why)) => Some(format!("fault: {why}")),
+            // Still in fault, for the reason it already gives.
+            (true, None) if !vip.owned => return,
+            (true, None) => Some("fault".into()),
+            (false, _) => vip.route_blocker(),
+        };
+        match (blocker, vip.owned) {
+            (None, false) => {
+                vip.reason = format!(
+                    "announced on {device}: {}",
+                    why.unwrap_or(if vip.config.checks.is_empty() {
+                        "no checks"
+                    } else {
+                        "its checks pass"
+                    })
+                );
+                take(vip, lease, garp, (now, reason), out);
+            }
+            (Some(blocker), true) => {
+                vip.reason = format!("withdrawn: {blocker}");
+                release(vip, out);
+            }
+            (Some(blocker), false) => vip.reason = format!("not announced: {blocker}"),
+            (None, true) => {}
+        }
+        self.log_transition(index, out);
     }
 
     fn drain(&mut self, backend: &str, drained: bool, out: &mut Vec<Effect>) {
@@ -564,6 +630,9 @@ impl Node {
             return;
         };
         let vip = &mut self.vips[index];
+        if let Some(b) = key.backend {
+            vip.unproven_backend_checks.remove(&(b, key.index));
+        }
         let failing = match key.backend {
             None => &mut vip.failing_checks,
             Some(b) => vip.failing_backend_checks.entry(b).or_default(),
@@ -651,6 +720,12 @@ impl Node {
         }
         if backends_changed {
             publish_effects(vip, out, lease);
+        }
+        if vip.route() {
+            let changed = fault != vip.fault;
+            vip.fault = fault;
+            self.reconcile_route(now, index, changed.then_some(why.as_str()), reason, out);
+            return;
         }
         if fault == vip.fault && change == vip.priority_change {
             return;
@@ -935,7 +1010,12 @@ impl Node {
 
     /// Takes backend MACs from a neighbour table snapshot, asks for the ones
     /// still unknown and republishes tables that changed.
-    fn on_neighbours(&mut self, macs: &HashMap<Ipv4Addr, [u8; 6]>, out: &mut Vec<Effect>) {
+    fn on_neighbours(
+        &mut self,
+        now: Duration,
+        macs: &HashMap<Ipv4Addr, [u8; 6]>,
+        out: &mut Vec<Effect>,
+    ) {
         let lease = self.config.lease();
         let mut unresolved = Vec::new();
         for vip in &mut self.vips {
@@ -948,6 +1028,7 @@ impl Node {
                 publish_effects(vip, out, lease);
             }
         }
+        self.reconcile_routes(now, out);
         unresolved.sort_unstable();
         unresolved.dedup();
         if !unresolved.is_empty() {
@@ -1002,6 +1083,18 @@ impl Node {
                 .iter_mut()
                 .find(|v| v.config.name == stay.config.name)
                 .expect("staying VIPs are still there");
+            // Backend checks that stay keep what they proved; new ones start unproven.
+            let before: HashSet<(Ipv4Addr, usize)> = vip::backend_check_keys(&vip.config).collect();
+            vip.unproven_backend_checks = vip::backend_check_keys(&stay.config)
+                .filter(|k| !before.contains(k) || vip.unproven_backend_checks.contains(k))
+                .filter(|(b, i)| {
+                    !healthy.contains(&CheckKey {
+                        vip: stay.config.name.as_str().into(),
+                        backend: Some(*b),
+                        index: *i,
+                    })
+                })
+                .collect();
             vip.config = stay.config;
             if let Some((balance, gone)) = stay.backends {
                 vip.balance = Some(balance);
@@ -1028,6 +1121,7 @@ impl Node {
             self.vrrp_event(now, index, Event::Startup, "startup".into(), out);
         }
         self.apply_health(now, healthy, "reloaded", out);
+        self.reconcile_routes(now, out);
         tracing::info!("reload applied: {summary}");
     }
 

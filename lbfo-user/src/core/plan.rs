@@ -140,6 +140,14 @@ pub fn plan(node: &Node, new: Config, primary: Option<Ipv4Addr>) -> Result<Plan,
             what: "xdp_mode".into(),
         });
     }
+    if new.route_device != old.route_device {
+        return Err(PlanError::NeedsRestart {
+            what: format!(
+                "route_device ({} -> {})",
+                old.route_device, new.route_device
+            ),
+        });
+    }
     if new.metrics != old.metrics {
         return Err(PlanError::NeedsRestart {
             what: "[metrics]".into(),
@@ -176,7 +184,10 @@ pub fn plan(node: &Node, new: Config, primary: Option<Ipv4Addr>) -> Result<Plan,
     // A VIP stays (keeping its ownership and election state) when its
     // addresses, election and mode are the same.
     let stays = |old: &VipConfig, new: &VipConfig| {
-        old.addresses == new.addresses && old.vrrp == new.vrrp && old.mode == new.mode
+        old.addresses == new.addresses
+            && old.vrrp == new.vrrp
+            && old.mode == new.mode
+            && old.announce == new.announce
     };
     let mut going = Vec::new();
     let mut staying_at = Vec::new();

@@ -33,16 +33,25 @@ fn node(text: &str) -> Node {
 /// One effect as a line of the tables.
 fn line(effect: &Effect) -> String {
     let owned = |e: &MapEntry| if e.owned { "owned" } else { "not-owned" };
+    let route = |e: &MapEntry| if e.route { " route" } else { "" };
     let all = |addresses: &[VipAddress]| {
         let all: Vec<String> = addresses.iter().map(ToString::to_string).collect();
         all.join(",")
     };
     match effect {
         Effect::Take {
-            addresses, lease, ..
-        } => format!("take {} lease {lease:?}", all(addresses)),
+            addresses,
+            lease,
+            entry,
+            ..
+        } => format!("take {} lease {lease:?}{}", all(addresses), route(entry)),
         Effect::Release { addresses, entry } => {
-            format!("release {} {}", all(addresses), owned(entry))
+            format!(
+                "release {} {}{}",
+                all(addresses),
+                owned(entry),
+                route(entry)
+            )
         }
         Effect::Write {
             addresses,
@@ -975,4 +984,230 @@ fn a_reload_that_needs_bigger_maps_is_refused_and_changes_nothing() {
         "vip \"lb0\": no free backend id; needs a restart: the maps were sized for 4 backends at start-up (backend_headroom leaves room for more; the ids of backends removed by a reload are reused only from the next reload on)"
     );
     assert_eq!(format!("{n:?}"), before, "a refused plan changes nothing");
+}
+
+const ROUTE_VIP: &str =
+    "[[vip]]\nname = \"web\"\naddress = \"192.0.2.100\"\nannounce = \"route\"\n";
+
+#[test]
+fn a_route_vip_without_checks_is_announced_at_start_and_takes_no_orders() {
+    let mut n = node(ROUTE_VIP);
+    play(
+        &mut n,
+        &[
+            (0, Input::Start, &["take 192.0.2.100/32 lease 900ms route"]),
+            (
+                10,
+                Input::Own("web".into()),
+                &[
+                    "error: web is a route VIP: every node whose checks pass announces it; `lbfo own/release` only apply to ARP VIPs without vrid",
+                ],
+            ),
+            (
+                20,
+                Input::RenewLeases,
+                &["write 192.0.2.100/32 owned gen 0 lease 900ms"],
+            ),
+            // No gratuitous ARP for a route VIP.
+            (30, Input::RefreshAnnouncements, &[]),
+        ],
+    );
+    assert_eq!(n.vips()[0].reason, "announced on lbfo0: no checks");
+    play(
+        &mut n,
+        &[(
+            40,
+            Input::Shutdown,
+            &["release 192.0.2.100/32 not-owned route", "stopped"],
+        )],
+    );
+}
+
+#[test]
+fn a_route_vip_is_withdrawn_while_its_check_fails_or_the_link_is_down() {
+    let mut n = node(&format!(
+        "{ROUTE_VIP}[[vip.check]]\nkind = \"tcp\"\naddress = \"127.0.0.1:80\"\n"
+    ));
+    play(
+        &mut n,
+        &[
+            (0, Input::Start, &[]),
+            (
+                10,
+                check("web", 0, true),
+                &["take 192.0.2.100/32 lease 900ms route"],
+            ),
+            (
+                20,
+                check("web", 0, false),
+                &["release 192.0.2.100/32 not-owned route"],
+            ),
+            (25, Input::RenewLeases, &[]),
+            (
+                30,
+                check("web", 0, true),
+                &["take 192.0.2.100/32 lease 900ms route"],
+            ),
+            (
+                40,
+                Input::Link { up: false },
+                &["release 192.0.2.100/32 not-owned route"],
+            ),
+            (
+                50,
+                Input::Link { up: true },
+                &["take 192.0.2.100/32 lease 900ms route"],
+            ),
+        ],
+    );
+    assert_eq!(phase(&n, "web"), Phase::Announced);
+    assert_eq!(
+        n.vips()[0].reason,
+        "announced on lbfo0: interface eth0 has a link again"
+    );
+    n.handle(Duration::from_millis(60), check("web", 0, false));
+    assert_eq!(phase(&n, "web"), Phase::Fault);
+    assert_eq!(n.vips()[0].reason, "withdrawn: fault: check 0 fails");
+}
+
+#[test]
+fn a_failed_announcement_is_tried_again_at_the_next_renewal() {
+    let mut n = node(ROUTE_VIP);
+    play(
+        &mut n,
+        &[
+            (0, Input::Start, &["take 192.0.2.100/32 lease 900ms route"]),
+            (
+                5,
+                Input::TakeFailed {
+                    address: Ipv4Addr::new(192, 0, 2, 100),
+                    error: "no route device is open for route VIPs".into(),
+                },
+                &[],
+            ),
+            (
+                300,
+                Input::RenewLeases,
+                &["take 192.0.2.100/32 lease 900ms route"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_balanced_route_vip_waits_for_the_table_every_node_builds() {
+    let text = "[[vip]]\nname = \"lb\"\naddress = \"192.0.2.100\"\nannounce = \"route\"\nmode = \"balance\"\n[[vip.backend]]\naddress = \"198.51.100.1\"\n[[vip.backend]]\naddress = \"198.51.100.2\"\n[[vip.backend.check]]\nkind = \"tcp\"\naddress = \"198.51.100.2:80\"\n";
+    let mut n = node(text);
+    let backend_check = |healthy| Input::Check {
+        key: CheckKey {
+            vip: "lb".into(),
+            backend: Some(Ipv4Addr::new(198, 51, 100, 2)),
+            index: 0,
+        },
+        healthy,
+        why: "backend check".into(),
+    };
+    play(
+        &mut n,
+        &[
+            (0, Input::Start, &[]),
+            (
+                10,
+                macs(&[(1, 1), (2, 2)]),
+                &[
+                    "publish slot 0 gen 0 backends [0]",
+                    "write 192.0.2.100/32 not-owned gen 0",
+                ],
+            ),
+        ],
+    );
+    assert_eq!(
+        n.vips()[0].reason,
+        "not announced: waiting for the first result of the checks of backend(s) 198.51.100.2"
+    );
+    // A failing backend check settles it too: every node leaves it out.
+    play(
+        &mut n,
+        &[(
+            20,
+            backend_check(false),
+            &["take 192.0.2.100/32 lease 900ms route"],
+        )],
+    );
+    play(
+        &mut n,
+        &[(
+            30,
+            backend_check(true),
+            &[
+                "publish slot 0 gen 1 backends [0, 1]",
+                "write 192.0.2.100/32 owned gen 1 lease 900ms",
+            ],
+        )],
+    );
+    assert_eq!(phase(&n, "lb"), Phase::Announced);
+
+    // Without MACs known, the table would be one of its own.
+    let mut n = node(text);
+    play(
+        &mut n,
+        &[
+            (0, Input::Start, &[]),
+            (
+                10,
+                backend_check(true),
+                &[
+                    "publish slot 0 gen 0 backends [4294967295]",
+                    "write 192.0.2.100/32 not-owned gen 0",
+                ],
+            ),
+        ],
+    );
+    assert_eq!(
+        n.vips()[0].reason,
+        "not announced: waiting for the MAC of backend(s) 198.51.100.1, 198.51.100.2 (the table would differ from the other nodes')"
+    );
+    play(
+        &mut n,
+        &[(
+            20,
+            macs(&[(1, 1), (2, 2)]),
+            &[
+                "publish slot 0 gen 1 backends [0, 1]",
+                "write 192.0.2.100/32 not-owned gen 1",
+                "take 192.0.2.100/32 lease 900ms route",
+            ],
+        )],
+    );
+}
+
+#[test]
+fn a_reload_changing_route_device_is_refused_and_changing_announce_restarts_the_vip() {
+    let mut n = node(ROUTE_VIP);
+    play(
+        &mut n,
+        &[(0, Input::Start, &["take 192.0.2.100/32 lease 900ms route"])],
+    );
+    let error = plan(
+        &n,
+        config(&format!("route_device = \"bgp0\"\n{ROUTE_VIP}")),
+        Some(PRIMARY),
+    )
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "changing route_device (lbfo0 -> bgp0) needs a restart"
+    );
+    // From route to ARP: withdrawn and gone, then back as an ARP VIP on standby.
+    let effects = reload(&mut n, 10, &ROUTE_VIP.replace("announce = \"route\"\n", ""));
+    assert_eq!(
+        effects,
+        [
+            "release 192.0.2.100/32 not-owned route",
+            "forget 192.0.2.100/32",
+            "reset counters 1",
+            "write 192.0.2.100/32 not-owned gen 0",
+        ]
+    );
+    assert_eq!(phase(&n, "web"), Phase::Standby);
 }

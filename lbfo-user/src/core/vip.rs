@@ -16,7 +16,7 @@ use super::PlanError;
 
 use crate::{
     balance::{BackendIds, BalancedVip},
-    config::{Config, VipConfig, VipServeMode},
+    config::{Announce, Config, VipConfig, VipServeMode},
     health::CheckConfig,
     vrrp::{Instance, State},
 };
@@ -38,6 +38,11 @@ pub enum Phase {
     Standby,
     /// Not elected, owned on the operator's word.
     Owner,
+    /// A route VIP this node announces (its address is on the route device).
+    Announced,
+    /// A route VIP this node does not announce, for a reason other than a
+    /// failing check (see the VIP's reason).
+    Withdrawn,
 }
 
 impl Phase {
@@ -49,6 +54,8 @@ impl Phase {
             Phase::Fault => "fault",
             Phase::Standby => "standby",
             Phase::Owner => "owner",
+            Phase::Announced => "announced",
+            Phase::Withdrawn => "withdrawn",
         }
     }
 }
@@ -56,6 +63,34 @@ impl Phase {
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Why a route VIP is not announced on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotAnnounced {
+    /// A check without weight fails, or the interface has no link.
+    Fault,
+    /// Its table is not yet the one every node builds ([`Vip::route_blocker`]).
+    WaitingForBackends,
+    /// Putting the address on the route device failed (tried again at the
+    /// next lease renewal), or the daemon is stopping.
+    Failed,
+}
+
+impl NotAnnounced {
+    pub const ALL: [NotAnnounced; 3] = [
+        NotAnnounced::Fault,
+        NotAnnounced::WaitingForBackends,
+        NotAnnounced::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotAnnounced::Fault => "fault",
+            NotAnnounced::WaitingForBackends => "waiting_for_backends",
+            NotAnnounced::Failed => "failed",
+        }
     }
 }
 
@@ -108,6 +143,14 @@ pub fn all_checks(config: &Config) -> Vec<(CheckKey, CheckConfig)> {
     checks
 }
 
+/// Every backend check of a VIP, as (backend, check index).
+pub fn backend_check_keys(config: &VipConfig) -> impl Iterator<Item = (Ipv4Addr, usize)> + '_ {
+    config
+        .backends
+        .iter()
+        .flat_map(|b| (0..b.checks.len()).map(|i| (b.address, i)))
+}
+
 /// The VIP's entry in the XDP map, less what only the executor knows (this
 /// node's MAC and the lease deadline on the kernel's clock).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +160,9 @@ pub struct MapEntry {
     pub mode: VipMode,
     pub table_slot: u16,
     pub table_generation: u8,
+    /// A route VIP: XDP answers no ARP for it, and its address goes on the
+    /// route device instead of the interface.
+    pub route: bool,
 }
 
 /// One VIP at run time.
@@ -142,6 +188,9 @@ pub struct Vip {
     pub failing_checks: BTreeSet<usize>,
     /// The same for each backend's checks.
     pub failing_backend_checks: HashMap<Ipv4Addr, BTreeSet<usize>>,
+    /// Backend checks that have not reported a state since they started:
+    /// a balanced route VIP waits for them (see [`Vip::route_blocker`]).
+    pub unproven_backend_checks: BTreeSet<(Ipv4Addr, usize)>,
     /// Why the VIP is where it is, for logs and `lbfo status`.
     pub reason: String,
     /// The phase last logged (and passed to the notify script).
@@ -189,8 +238,11 @@ impl Vip {
             priority_change: 0,
             failing_checks: BTreeSet::new(),
             failing_backend_checks: HashMap::new(),
+            unproven_backend_checks: backend_check_keys(config).collect(),
             reason: if config.vrrp.vrid.is_some() {
                 "starting the election".into()
+            } else if config.announce == Announce::Route {
+                "not announced: starting".into()
             } else {
                 "standby: waiting for `lbfo own`".into()
             },
@@ -216,6 +268,8 @@ impl Vip {
                 State::Fault => Phase::Fault,
             },
             None if self.fault => Phase::Fault,
+            None if self.route() && self.owned => Phase::Announced,
+            None if self.route() => Phase::Withdrawn,
             None if self.owned => Phase::Owner,
             None => Phase::Standby,
         }
@@ -232,7 +286,60 @@ impl Vip {
             },
             table_slot: self.balance.as_ref().map_or(0, |b| b.table_slot),
             table_generation: self.balance.as_ref().map_or(0, |b| b.generation),
+            route: self.route(),
         }
+    }
+
+    /// A route VIP that this node does not announce: why. `None` for an
+    /// announced route VIP and for ARP VIPs.
+    pub fn not_announced(&self) -> Option<NotAnnounced> {
+        if !self.route() || self.owned {
+            None
+        } else if self.fault {
+            Some(NotAnnounced::Fault)
+        } else if self.route_blocker().is_some() {
+            Some(NotAnnounced::WaitingForBackends)
+        } else {
+            Some(NotAnnounced::Failed)
+        }
+    }
+
+    /// Announced over the routing daemon rather than by ARP.
+    pub fn route(&self) -> bool {
+        self.config.announce == Announce::Route
+    }
+
+    /// Why a route VIP whose checks pass must still not be announced, if
+    /// anything: every node must build the same Maglev table, so that a
+    /// flow the router moves here lands on the backend it had. A node that
+    /// has not yet heard every backend check, or not learned the MAC of a
+    /// backend that takes flows, would build a smaller one.
+    pub fn route_blocker(&self) -> Option<String> {
+        let balance = self.balance.as_ref()?;
+        let mut unproven: Vec<String> = self
+            .unproven_backend_checks
+            .iter()
+            .map(|(b, _)| b.to_string())
+            .collect();
+        unproven.dedup();
+        if !unproven.is_empty() {
+            return Some(format!(
+                "waiting for the first result of the checks of backend(s) {}",
+                unproven.join(", ")
+            ));
+        }
+        let no_mac: Vec<String> = balance
+            .backends
+            .iter()
+            .filter(|b| b.healthy && !b.drained && b.mac.is_none())
+            .map(|b| b.address.to_string())
+            .collect();
+        (!no_mac.is_empty()).then(|| {
+            format!(
+                "waiting for the MAC of backend(s) {} (the table would differ from the other nodes')",
+                no_mac.join(", ")
+            )
+        })
     }
 
     /// How long XDP answers after the last renewal: an elected Master's own

@@ -44,6 +44,7 @@ use crate::{
     metrics::{self, Metrics},
     netlink::{Interface, Netlink, XdpAttachMode},
     ownership::Owner,
+    route::RouteDevice,
     vrrp::{socket::VrrpSocket, timer::PreciseTimer},
 };
 
@@ -256,11 +257,17 @@ pub async fn run(config_path: &Path, socket_path: &Path, runtimes: Runtimes) -> 
     }
     let board = checker.status_board();
 
+    // The route device goes with the process if start-up fails from here.
+    let route_device = match node.config().has_route_vips() {
+        true => Some(open_route_device(&netlink, &node.config().route_device).await?),
+        false => None,
+    };
+
     // From here on the system changes.
     let by_hand = startup::remove_stale_addresses(&netlink, &iface, &vip_addresses).await?;
     let xdp_mode = startup::attach(&netlink, &mut datapath, &iface, node.config().xdp_mode).await?;
     let prog_id = datapath.prog_id();
-    let owner = Owner::new(
+    let mut owner = Owner::new(
         datapath,
         netlink.clone(),
         announcer,
@@ -269,6 +276,9 @@ pub async fn run(config_path: &Path, socket_path: &Path, runtimes: Runtimes) -> 
         by_hand,
         tasks.clone(),
     );
+    if let Some(device) = route_device {
+        owner.set_route_device(device);
+    }
     let (solicit_tx, solicit_rx) = mpsc::unbounded_channel();
     let notify_timeout = node.config().notify_timeout();
     let clock = Clock {
@@ -370,6 +380,18 @@ pub async fn run(config_path: &Path, socket_path: &Path, runtimes: Runtimes) -> 
     tasks.close();
     tasks.wait().await;
     result
+}
+
+/// Creates the route device and sets it up, so the routing daemon sees
+/// the addresses lbfo puts on it.
+async fn open_route_device(netlink: &Netlink, name: &str) -> Result<RouteDevice> {
+    let device = RouteDevice::create(name)?;
+    netlink.set_up(device.index()).await?;
+    tracing::info!(
+        route_device = name,
+        "route VIPs are announced as /32 addresses on {name}, which vanishes with this process"
+    );
+    Ok(device)
 }
 
 fn open_vrrp(iface: &Interface, primary: Ipv4Addr) -> Result<Arc<VrrpSocket>> {
@@ -586,11 +608,23 @@ impl Daemon {
             (None, Some(primary)) => Some(open_vrrp(&self.iface, primary)?),
             _ => None,
         };
+        let route_device = match (
+            self.executor.owner().route_device(),
+            plan.config().has_route_vips(),
+        ) {
+            (None, true) => {
+                Some(open_route_device(&self.netlink, &plan.config().route_device).await?)
+            }
+            _ => None,
+        };
         let (check_ids, checks) = CheckIds::of(plan.config());
         // `sync` validates the whole set before it changes anything.
         let report = self.checker.sync(checks).await?;
         if let Some(socket) = opened {
             self.executor.set_vrrp(socket);
+        }
+        if let Some(device) = route_device {
+            self.executor.owner_mut().set_route_device(device);
         }
         self.executor
             .set_notify_timeout(plan.config().notify_timeout());

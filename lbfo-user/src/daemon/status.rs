@@ -13,8 +13,8 @@ use crate::{
     datapath::DatapathError,
     health::{CheckId, StatusBoard},
     netlink::{Interface, XdpAttachMode},
-    ownership::Owner,
-    status::{BackendStatus, CheckView, LastFailover, Status, VipStatus, VrrpStatus},
+    ownership::{AddressOrigin, Owner},
+    status::{BackendStatus, CheckView, LastFailover, RouteStatus, Status, VipStatus, VrrpStatus},
 };
 
 pub(super) struct StatusSources<'a> {
@@ -97,6 +97,17 @@ impl StatusSources<'_> {
                     master: i.machine.learned_master().map(|m| m.address.to_string()),
                     master_priority: i.machine.learned_master().map(|m| m.priority),
                     counters: i.counters.clone(),
+                }),
+                announce: vip.config.announce.as_str().into(),
+                route: vip.route().then(|| RouteStatus {
+                    device: self.node.config().route_device.clone(),
+                    announced: vip.owned
+                        && vip
+                            .config
+                            .addresses
+                            .iter()
+                            .all(|a| self.owner.address_origin(a.addr) == AddressOrigin::Lbfo),
+                    why_not: vip.not_announced().map(|w| w.as_str().to_string()),
                 }),
                 last_failover: vip.last_failover.map(|(reason, took)| LastFailover {
                     reason: reason.as_str().into(),

@@ -1361,10 +1361,14 @@ mod tests {
             "a check keeps its phase when it starts again later"
         );
         let short = Duration::from_millis(50);
-        assert_eq!(grid_step(short), Duration::from_millis(1), "short intervals keep a fine spread");
+        assert_eq!(
+            grid_step(short),
+            Duration::from_millis(1),
+            "short intervals keep a fine spread"
+        );
         let first = first_probe(epoch, epoch, &id, short) - epoch;
         assert!(
-            first < short && first.as_nanos() % 1_000_000 == 0,
+            first < short && first.as_nanos().is_multiple_of(1_000_000),
             "a 50 ms check starts within 50 ms on a 1 ms grid: {first:?}"
         );
     }

@@ -104,7 +104,14 @@ pub fn run(effort: Effort) -> Result<Section> {
         }
     }
     let largest = *plan.sizes.last().expect("a size");
-    rows.push(measure(&mut lab, &node, &nginx, Kind::HttpReuse, largest, &plan)?);
+    rows.push(measure(
+        &mut lab,
+        &node,
+        &nginx,
+        Kind::HttpReuse,
+        largest,
+        &plan,
+    )?);
 
     let mut table = String::new();
     let _ = writeln!(
@@ -298,7 +305,8 @@ fn window(nginx: &Nginx, pid: u32, window: Duration) -> Result<(f64, f64)> {
 fn signal(pid: u32, signal: libc::c_int) -> Result<()> {
     // SAFETY: kill has no memory preconditions; `pid` is a child of ours.
     if unsafe { libc::kill(pid as libc::pid_t, signal) } != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("signal {signal} to {pid}"));
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("signal {signal} to {pid}"));
     }
     Ok(())
 }
@@ -321,7 +329,10 @@ fn lbfo_config(kind: Kind, checks: usize) -> String {
         }
         let probe = match kind {
             Kind::Tcp => format!("kind = \"tcp\"\naddress = \"{}:{PORT}\"", target(i)),
-            Kind::Http => format!("kind = \"http\"\nurl = \"http://{}:{PORT}/health\"", target(i)),
+            Kind::Http => format!(
+                "kind = \"http\"\nurl = \"http://{}:{PORT}/health\"",
+                target(i)
+            ),
             Kind::HttpReuse => format!(
                 "kind = \"http\"\nurl = \"http://{}:{PORT}/health\"\nreuse_connection = true",
                 target(i)
@@ -344,7 +355,11 @@ fn start_haproxy(lab: &mut Lab, ns: &str, kind: Kind, checks: usize) -> Result<u
         c += "  option httpchk GET /health\n";
     }
     for i in 0..checks {
-        let _ = writeln!(c, "  server s{i} {}:{PORT} check inter {INTERVAL_MS}", target(i));
+        let _ = writeln!(
+            c,
+            "  server s{i} {}:{PORT} check inter {INTERVAL_MS}",
+            target(i)
+        );
     }
     let path = lab.file(&format!("haproxy-{checks}-{mode}.cfg"));
     std::fs::write(&path, c)?;

@@ -9,6 +9,7 @@ pub mod failover;
 pub mod health_cost;
 pub mod health_scale;
 pub mod memory;
+pub mod route_scaling;
 pub mod throughput;
 pub mod xdp_cost;
 
@@ -131,7 +132,7 @@ pub struct Section {
 }
 
 /// The benchmarks by name, in report order.
-pub const NAMES: [&str; 8] = [
+pub const NAMES: [&str; 9] = [
     "xdp_cost",
     "arp_rate",
     "failover",
@@ -140,6 +141,7 @@ pub const NAMES: [&str; 8] = [
     "memory",
     "throughput",
     "advert_jitter",
+    "route_scaling",
 ];
 
 /// Runs every benchmark, or only the one named.
@@ -159,6 +161,7 @@ pub fn run_selected(effort: Effort, only: Option<&str>) -> Result<Vec<Section>> 
             "health_scale" => health_scale::run(effort)?,
             "memory" => memory::run(effort)?,
             "throughput" => throughput::run(effort)?,
+            "route_scaling" => route_scaling::run(effort)?,
             _ => advert_jitter::run(effort)?,
         });
     }
