@@ -42,7 +42,7 @@ impl AdvertWatch {
     }
 
     /// Watches the advertisements `from` sends, in its own namespace `ns`,
-    /// as they leave: a packet socket sees every IPv4 packet handed to the
+    /// as they leave: a packet socket sees every packet handed to the
     /// namespace's interfaces, outgoing ones included, and the kernel stamps
     /// an outgoing one as the device takes it. These times are the sender's
     /// own, free of the receive path of the segment and of another
@@ -52,12 +52,27 @@ impl AdvertWatch {
             socket2::Socket::new(
                 socket2::Domain::PACKET,
                 socket2::Type::DGRAM,
+                // ETH_P_ALL: the kernel hands outgoing packets only to
+                // sockets of every protocol.
                 Some(socket2::Protocol::from(i32::from(
-                    (libc::ETH_P_IP as u16).to_be(),
+                    (libc::ETH_P_ALL as u16).to_be(),
                 ))),
             )
         })?
         .context("opening a packet socket for VRRP")?;
+        // Only IP protocol 112 is queued (byte 9 of the network header): the
+        // Master's interface also carries the checks' and scrapes' traffic,
+        // which would fill the socket's queue and drop advertisements.
+        use socket2::SockFilter;
+        let vrrp_only = [
+            SockFilter::new(0x30, 0, 0, 9),      // ldb [9]
+            SockFilter::new(0x15, 0, 1, 112),    // jeq #112
+            SockFilter::new(0x06, 0, 0, 0xffff), // ret: the packet
+            SockFilter::new(0x06, 0, 0, 0),      // ret: nothing
+        ];
+        socket
+            .attach_filter(&vrrp_only)
+            .context("a VRRP filter on the packet socket")?;
         socket::setsockopt(&socket, sockopt::ReceiveTimestampns, &true)
             .context("SO_TIMESTAMPNS on the VRRP tap")?;
         Ok(AdvertWatch { socket, from })
@@ -152,9 +167,10 @@ impl AdvertWatch {
     }
 }
 
-/// Both sockets hand over the IP packet: the protocol is byte 9 (the packet
-/// socket sees every protocol), the source bytes 12..16.
+/// Both sockets hand over the packet from its network header on: IPv4
+/// (version 4 in the first nibble; the packet socket sees every protocol),
+/// protocol 112 (byte 9), the source at bytes 12..16.
 fn source(packet: &[u8]) -> Option<Ipv4Addr> {
-    (packet.len() >= 20 && packet[9] == 112)
+    (packet.len() >= 20 && packet[0] >> 4 == 4 && packet[9] == 112)
         .then(|| Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]))
 }
