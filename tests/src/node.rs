@@ -202,6 +202,32 @@ impl LbfoNode {
         }
     }
 
+    /// The state of the first VIP of the config (the one elected VIP of
+    /// most election tests), or why it cannot be had.
+    pub fn first_vip_state(&self) -> String {
+        self.status()
+            .map(|s| s.vips[0].state.clone())
+            .unwrap_or_else(|e| format!("(no status: {e})"))
+    }
+
+    /// Waits until the first VIP is in state `want` and returns how long
+    /// that took; panics with the state it is in and the daemon's log
+    /// otherwise.
+    pub fn expect_first_vip_state(&self, want: &str, within: Duration) -> Duration {
+        crate::lab::wait_for(
+            within,
+            &format!("lbfo on {} to be {want}", self.host.name),
+            || Ok(self.first_vip_state() == want),
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}; state is {}; log:\n{}",
+                self.first_vip_state(),
+                self.log_text()
+            )
+        })
+    }
+
     /// Waits until VIP `name` is in state `want`; returns how long that took,
     /// or fails with the state it is in instead.
     pub fn wait_state(&self, name: &str, want: &str, within: Duration) -> Result<Duration> {

@@ -41,21 +41,6 @@ fn lab(nodes: usize) -> (Lab, Host, Vec<Host>) {
     Lab::with_client_and_nodes(nodes).expect("creating the lab (needs root)")
 }
 
-fn state(node: &LbfoNode) -> String {
-    node.status()
-        .map(|s| s.vips[0].state.clone())
-        .unwrap_or_else(|e| format!("(no status: {e})"))
-}
-
-fn wait_state(node: &LbfoNode, want: &str, within: Duration) -> Duration {
-    wait_for(
-        within,
-        &format!("lbfo on {} to be {want}", node.host.name),
-        || Ok(state(node) == want),
-    )
-    .unwrap_or_else(|e| panic!("{e}; state is {}; log:\n{}", state(node), node.log_text()))
-}
-
 /// Who answers ARP for the VIP, seen from the client.
 fn arp_answerers(client: &Host) -> Vec<[u8; 6]> {
     let mut macs = arping(&client.ns, "eth0", VIP, 3, Duration::from_millis(50)).unwrap();
@@ -76,8 +61,7 @@ fn lbfo_150_is_master_over_keepalived_100_and_hands_over_gracefully() {
         Keepalived::start(&mut lab, &nodes[1], &keepalived_config(100, advert)).unwrap();
     let lbfo = LbfoNode::start(&mut lab, &nodes[0], &lbfo_config(150, advert, "")).unwrap();
 
-    wait_state(
-        &lbfo,
+    lbfo.expect_first_vip_state(
         "master",
         master_down_interval(advert, 150) + Duration::from_secs(2),
     );
@@ -130,11 +114,7 @@ fn lbfo_150_is_master_over_keepalived_100_and_hands_over_gracefully() {
 
     // lbfo comes back with the higher priority and preempts.
     let lbfo = LbfoNode::start(&mut lab, &nodes[0], &lbfo_config(150, advert, "")).unwrap();
-    wait_state(
-        &lbfo,
-        "master",
-        master_down_interval(advert, 150) + SLACK * 5,
-    );
+    lbfo.expect_first_vip_state("master", master_down_interval(advert, 150) + SLACK * 5);
     keepalived.wait_backup(Duration::from_secs(2)).unwrap();
     wait_for(
         Duration::from_secs(1),
@@ -152,10 +132,10 @@ fn lbfo_100_takes_over_when_keepalived_150_loses_its_link() {
         Keepalived::start(&mut lab, &nodes[1], &keepalived_config(150, advert)).unwrap();
     keepalived.wait_master(Duration::from_secs(5)).unwrap();
     let lbfo = LbfoNode::start(&mut lab, &nodes[0], &lbfo_config(100, advert, "")).unwrap();
-    wait_state(&lbfo, "backup", Duration::from_secs(2));
+    lbfo.expect_first_vip_state("backup", Duration::from_secs(2));
     std::thread::sleep(master_down_interval(advert, 100) * 2);
     assert_eq!(
-        state(&lbfo),
+        lbfo.first_vip_state(),
         "backup",
         "lbfo must stay Backup while keepalived (150) advertises"
     );
@@ -180,7 +160,7 @@ fn lbfo_100_takes_over_when_keepalived_150_loses_its_link() {
     let down = Instant::now();
     ip(&nodes[1].ns, &["link", "set", "eth0", "down"]).unwrap();
     wait_for(Duration::from_secs(3), "lbfo to become Master", || {
-        Ok(state(&lbfo) == "master")
+        Ok(lbfo.first_vip_state() == "master")
     })
     .unwrap();
     let took = down.elapsed();
@@ -222,7 +202,7 @@ fn lbfo_100_takes_over_when_keepalived_150_loses_its_link() {
 fn masters(nodes: &[LbfoNode]) -> Vec<String> {
     nodes
         .iter()
-        .filter(|n| state(n) == "master")
+        .filter(|n| n.first_vip_state() == "master")
         .map(|n| n.host.name.clone())
         .collect()
 }
@@ -240,13 +220,12 @@ fn start_lbfo_nodes(
         .zip(priorities)
         .map(|(h, p)| LbfoNode::start(lab, h, &lbfo_config(*p, advert, "")).unwrap())
         .collect();
-    wait_state(
-        &nodes[0],
+    nodes[0].expect_first_vip_state(
         "master",
         master_down_interval(advert, priorities[0]) + Duration::from_secs(1),
     );
     for node in &nodes[1..] {
-        wait_state(node, "backup", Duration::from_secs(1));
+        node.expect_first_vip_state("backup", Duration::from_secs(1));
     }
     nodes
 }
@@ -264,7 +243,7 @@ fn two_lbfo_nodes_fail_over_on_link_down_and_preempt_back() {
     // From just before the link goes down: the earliest the interval can start.
     let down = Instant::now();
     ip(&hosts[0].ns, &["link", "set", "eth0", "down"]).unwrap();
-    wait_state(&nodes[1], "master", Duration::from_secs(3));
+    nodes[1].expect_first_vip_state("master", Duration::from_secs(3));
     let took = down.elapsed();
     let bound = master_down_interval(advert, 100) + SLACK;
     eprintln!("n2 Master {took:?} after n1's link went down (bound {bound:?})");
@@ -273,7 +252,7 @@ fn two_lbfo_nodes_fail_over_on_link_down_and_preempt_back() {
         "n2 took over {took:?} after n1's link went down, bound {bound:?}"
     );
     // n1 knows it has no link: fault, not a Master nobody can hear.
-    wait_state(&nodes[0], "fault", Duration::from_secs(1));
+    nodes[0].expect_first_vip_state("fault", Duration::from_secs(1));
     std::thread::sleep(Duration::from_millis(300));
     let report = prober.finish().unwrap();
     let outage = report.outage;
@@ -311,7 +290,7 @@ fn two_lbfo_nodes_fail_over_on_link_down_and_preempt_back() {
     std::thread::sleep(Duration::from_millis(200));
     let exit = nodes[0].stop(&mut lab).unwrap();
     assert!(exit.success());
-    wait_state(&nodes[1], "master", Duration::from_secs(2));
+    nodes[1].expect_first_vip_state("master", Duration::from_secs(2));
     std::thread::sleep(Duration::from_millis(300));
     let report = prober.finish().unwrap();
     let outage = report.outage;
@@ -339,7 +318,7 @@ fn three_lbfo_nodes_kill_9_moves_the_vip_to_the_next_priority() {
     std::thread::sleep(Duration::from_millis(200));
     let killed = Instant::now();
     nodes[0].kill9().unwrap();
-    wait_state(&nodes[1], "master", Duration::from_secs(3));
+    nodes[1].expect_first_vip_state("master", Duration::from_secs(3));
     let took = killed.elapsed();
     let bound = master_down_interval(advert, 120) + SLACK;
     eprintln!("n2 Master {took:?} after the kill -9 of n1 (bound {bound:?})");
@@ -349,7 +328,7 @@ fn three_lbfo_nodes_kill_9_moves_the_vip_to_the_next_priority() {
     );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        state(&nodes[2]),
+        nodes[2].first_vip_state(),
         "backup",
         "n3 (100) must stay Backup behind n2 (120)"
     );
@@ -378,11 +357,7 @@ fn a_healed_partition_leaves_exactly_one_owner_within_two_adverts() {
     for h in &hosts {
         drop_input(&h.ns, "lbfo_partition", "ip protocol 112").unwrap();
     }
-    wait_state(
-        &nodes[1],
-        "master",
-        master_down_interval(advert, 100) + SLACK * 3,
-    );
+    nodes[1].expect_first_vip_state("master", master_down_interval(advert, 100) + SLACK * 3);
     assert_eq!(
         masters(&nodes),
         ["n1", "n2"],
@@ -453,8 +428,8 @@ fn checked_pair(
         )
         .unwrap(),
     ];
-    wait_state(&nodes[0], "master", Duration::from_secs(3));
-    wait_state(&nodes[1], "backup", Duration::from_secs(1));
+    nodes[0].expect_first_vip_state("master", Duration::from_secs(3));
+    nodes[1].expect_first_vip_state("backup", Duration::from_secs(1));
     learn_vip(&client);
     (lab, client, hosts, nodes, servers)
 }
@@ -467,7 +442,7 @@ fn a_failing_check_hands_the_vip_to_the_backup() {
     std::thread::sleep(Duration::from_millis(200));
     let broke = Instant::now();
     servers[0].set_mode("error");
-    wait_state(&nodes[1], "master", Duration::from_secs(3));
+    nodes[1].expect_first_vip_state("master", Duration::from_secs(3));
     let took = broke.elapsed();
     // Two failed probes (fall), one more check interval to act, then the
     // Backup takes over Skew_Time after the priority-0 advertisement.
@@ -477,7 +452,7 @@ fn a_failing_check_hands_the_vip_to_the_backup() {
         took <= bound,
         "n2 took over {took:?} after the check broke, bound {bound:?}"
     );
-    assert_eq!(state(&nodes[0]), "fault");
+    assert_eq!(nodes[0].first_vip_state(), "fault");
     std::thread::sleep(Duration::from_millis(300));
     let report = prober.finish().unwrap();
     let outage = report.outage;
@@ -490,8 +465,8 @@ fn a_failing_check_hands_the_vip_to_the_backup() {
 
     // Healthy again: n1 goes back through Backup and preempts.
     servers[0].set_mode("ok");
-    wait_state(&nodes[0], "master", Duration::from_secs(3));
-    wait_state(&nodes[1], "backup", Duration::from_secs(1));
+    nodes[0].expect_first_vip_state("master", Duration::from_secs(3));
+    nodes[1].expect_first_vip_state("backup", Duration::from_secs(1));
 }
 
 #[test]
@@ -500,7 +475,7 @@ fn a_weighted_check_lowers_the_priority_and_the_backup_preempts() {
     let (_lab, client, hosts, nodes, servers) = checked_pair(Some(-60));
     let broke = Instant::now();
     servers[0].set_mode("error");
-    wait_state(&nodes[1], "master", Duration::from_secs(3));
+    nodes[1].expect_first_vip_state("master", Duration::from_secs(3));
     let took = broke.elapsed();
     let bound = 3 * Duration::from_millis(100) + advert + master_down_interval(advert, 100) + SLACK;
     eprintln!("n2 Master {took:?} after n1's weighted check broke (bound {bound:?})");
@@ -517,7 +492,7 @@ fn a_weighted_check_lowers_the_priority_and_the_backup_preempts() {
     );
     assert_eq!(arp_answerers(&client), vec![hosts[1].mac]);
     servers[0].set_mode("ok");
-    wait_state(&nodes[0], "master", Duration::from_secs(3));
+    nodes[0].expect_first_vip_state("master", Duration::from_secs(3));
 }
 
 #[test]
@@ -547,7 +522,7 @@ fn unicast_peers_work_with_keepalived_when_multicast_is_blocked() {
         ),
     )
     .unwrap();
-    wait_state(&lbfo, "master", Duration::from_secs(3));
+    lbfo.expect_first_vip_state("master", Duration::from_secs(3));
     keepalived.wait_backup(Duration::from_secs(2)).unwrap();
     // Stable: keepalived hears lbfo's unicast adverts and stays Backup.
     std::thread::sleep(master_down_interval(advert, 100) * 3);
@@ -575,7 +550,7 @@ fn unicast_peers_work_with_keepalived_when_multicast_is_blocked() {
         ),
     )
     .unwrap();
-    wait_state(&lbfo, "backup", Duration::from_secs(2));
+    lbfo.expect_first_vip_state("backup", Duration::from_secs(2));
     std::thread::sleep(master_down_interval(advert, 90) * 3);
     let status = lbfo.status().unwrap();
     assert_eq!(

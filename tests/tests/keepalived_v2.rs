@@ -55,21 +55,6 @@ fn lab() -> (Lab, Host, Vec<Host>) {
     Lab::with_client_and_nodes(2).expect("creating the lab (needs root)")
 }
 
-fn state(node: &LbfoNode) -> String {
-    node.status()
-        .map(|s| s.vips[0].state.clone())
-        .unwrap_or_else(|e| format!("(no status: {e})"))
-}
-
-fn wait_state(node: &LbfoNode, want: &str, within: Duration) -> Duration {
-    wait_for(
-        within,
-        &format!("lbfo on {} to be {want}", node.host.name),
-        || Ok(state(node) == want),
-    )
-    .unwrap_or_else(|e| panic!("{e}; state is {}; log:\n{}", state(node), node.log_text()))
-}
-
 /// Who answers ARP for `vip`, seen from the client.
 fn arp_answerers(client: &Host, vip: Ipv4Addr) -> Vec<[u8; 6]> {
     let mut macs = arping(&client.ns, "eth0", vip, 3, Duration::from_millis(50)).unwrap();
@@ -103,8 +88,7 @@ fn lbfo_master_keepalived_backup_on_v2_with_pass_and_two_addresses() {
     let keepalived =
         Keepalived::start(&mut lab, &nodes[1], &keepalived_config(100, "secret")).unwrap();
     let lbfo = LbfoNode::start(&mut lab, &nodes[0], &lbfo_config(150, "secret")).unwrap();
-    wait_state(
-        &lbfo,
+    lbfo.expect_first_vip_state(
         "master",
         master_down_interval_v2(150) + Duration::from_secs(2),
     );
@@ -182,7 +166,7 @@ fn keepalived_master_lbfo_backup_on_v2_then_lbfo_takes_over_on_link_down() {
         Keepalived::start(&mut lab, &nodes[1], &keepalived_config(150, "secret")).unwrap();
     keepalived.wait_master(Duration::from_secs(6)).unwrap();
     let lbfo = LbfoNode::start(&mut lab, &nodes[0], &lbfo_config(100, "secret")).unwrap();
-    wait_state(&lbfo, "backup", Duration::from_secs(2));
+    lbfo.expect_first_vip_state("backup", Duration::from_secs(2));
     std::thread::sleep(master_down_interval_v2(100) + ADVERT);
     let status = lbfo.status().unwrap();
     let vip = &status.vips[0];
@@ -217,7 +201,7 @@ fn keepalived_master_lbfo_backup_on_v2_then_lbfo_takes_over_on_link_down() {
     std::thread::sleep(Duration::from_millis(200));
     let down = Instant::now();
     ip(&nodes[1].ns, &["link", "set", "eth0", "down"]).unwrap();
-    wait_state(&lbfo, "master", Duration::from_secs(6));
+    lbfo.expect_first_vip_state("master", Duration::from_secs(6));
     let took = down.elapsed();
     let bound = master_down_interval_v2(100) + SLACK;
     eprintln!("lbfo Master {took:?} after keepalived's link went down (bound {bound:?})");
@@ -260,8 +244,7 @@ fn a_wrong_password_is_refused_by_both_sides() {
         1,
     );
     let lbfo = LbfoNode::start(&mut lab, &nodes[0], &config).unwrap();
-    wait_state(
-        &lbfo,
+    lbfo.expect_first_vip_state(
         "master",
         master_down_interval_v2(100) + Duration::from_secs(2),
     );

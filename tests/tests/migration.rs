@@ -70,21 +70,6 @@ fn import(keepalived: &Keepalived) -> String {
     toml
 }
 
-fn state(node: &LbfoNode) -> String {
-    node.status()
-        .map(|s| s.vips[0].state.clone())
-        .unwrap_or_else(|e| format!("(no status: {e})"))
-}
-
-fn wait_state(node: &LbfoNode, want: &str, within: Duration) -> Duration {
-    wait_for(
-        within,
-        &format!("lbfo on {} to be {want}", node.host.name),
-        || Ok(state(node) == want),
-    )
-    .unwrap_or_else(|e| panic!("{e}; state is {}; log:\n{}", state(node), node.log_text()))
-}
-
 /// keepalived's state changes so far.
 fn transitions(k: &Keepalived) -> usize {
     k.log_lines_with("Entering ")
@@ -136,10 +121,10 @@ fn a_keepalived_pair_is_replaced_one_node_at_a_time() {
     let toml_b = import(&keepalived_b);
     keepalived_b.stop(&mut lab).unwrap();
     let lbfo_b = LbfoNode::start(&mut lab, b, &toml_b).unwrap();
-    wait_state(&lbfo_b, "backup", Duration::from_secs(3));
+    lbfo_b.expect_first_vip_state("backup", Duration::from_secs(3));
     std::thread::sleep(2 * master_down_interval_v2(100));
     assert_eq!(
-        state(&lbfo_b),
+        lbfo_b.first_vip_state(),
         "backup",
         "lbfo must hear keepalived A's v2 adverts; log:\n{}",
         lbfo_b.log_text()
@@ -163,7 +148,7 @@ fn a_keepalived_pair_is_replaced_one_node_at_a_time() {
     let prober = probe(&client);
     let down = Instant::now();
     ip(&a.ns, &["link", "set", "eth0", "down"]).unwrap();
-    wait_state(&lbfo_b, "master", Duration::from_secs(8));
+    lbfo_b.expect_first_vip_state("master", Duration::from_secs(8));
     let took = down.elapsed();
     let bound = master_down_interval_v2(100) + SLACK;
     eprintln!("lbfo B Master {took:?} after A's link went down (bound {bound:?})");
@@ -187,12 +172,11 @@ fn a_keepalived_pair_is_replaced_one_node_at_a_time() {
     ip(&a.ns, &["link", "set", "eth0", "up"]).unwrap();
     let prober = probe(&client);
     let lbfo_a = LbfoNode::start(&mut lab, a, &toml_a).unwrap();
-    wait_state(
-        &lbfo_a,
+    lbfo_a.expect_first_vip_state(
         "master",
         master_down_interval_v2(150) + Duration::from_secs(3),
     );
-    wait_state(&lbfo_b, "backup", ADVERT + SLACK);
+    lbfo_b.expect_first_vip_state("backup", ADVERT + SLACK);
     wait_for(Duration::from_secs(2), "the client to follow A", || {
         Ok(neighbour_mac(&client.ns, "eth0", VIP)? == Some(a.mac))
     })
