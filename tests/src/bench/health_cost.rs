@@ -28,7 +28,7 @@ use std::{fmt::Write as _, net::Ipv4Addr, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{Effort, Section, Summary, cpu_ns};
+use super::{Effort, Section, Summary, checks_config, cpu_ns};
 use crate::{
     lab::{Lab, netns_exec, wait_for},
     nginx::Nginx,
@@ -121,14 +121,16 @@ pub fn run(effort: Effort) -> Result<Section> {
     let _ = writeln!(table, "|---|---|---|---|---|---|---|---|");
     let mut verdicts = Vec::new();
     for row in &rows {
-        let pct = |v: &[f64]| Summary::of(&v.iter().map(|x| x * 100.0).collect::<Vec<_>>()).fmt(1);
-        let rate = |v: &[f64]| {
+        // "–" for a checker a row does not run (HAProxy keeps no connections).
+        let summary = |v: &[f64], scale: f64, digits: usize| {
             if v.is_empty() {
                 "–".to_string()
             } else {
-                Summary::of(v).fmt(0)
+                Summary::of(&v.iter().map(|x| x * scale).collect::<Vec<_>>()).fmt(digits)
             }
         };
+        let pct = |v: &[f64]| summary(v, 100.0, 1);
+        let rate = |v: &[f64]| summary(v, 1.0, 0);
         let (ratio, target) = if row.kind == Kind::HttpReuse {
             let worst = row.lbfo.iter().cloned().fold(0.0, f64::max);
             let met = worst < REUSE_TARGET;
@@ -156,28 +158,17 @@ pub fn run(effort: Effort) -> Result<Section> {
                 format!("≤ 1.0: {}", if met { "met" } else { "**not met**" }),
             )
         };
+        let (lbfo, haproxy) = (pct(&row.lbfo), pct(&row.haproxy));
         println!(
-            "health cost: {} checks, {}: lbfo {} %, HAProxy {} %, ratio {ratio}",
+            "health cost: {} checks, {}: lbfo {lbfo} %, HAProxy {haproxy} %, ratio {ratio}",
             row.checks,
             row.kind.name(),
-            pct(&row.lbfo),
-            if row.haproxy.is_empty() {
-                "–".into()
-            } else {
-                pct(&row.haproxy)
-            }
         );
         let _ = writeln!(
             table,
-            "| {} | {} | {} | {} | {ratio} | {} | {} | {target} |",
+            "| {} | {} | {lbfo} | {haproxy} | {ratio} | {} | {} | {target} |",
             row.checks,
             row.kind.name(),
-            pct(&row.lbfo),
-            if row.haproxy.is_empty() {
-                "–".into()
-            } else {
-                pct(&row.haproxy)
-            },
             rate(&row.lbfo_rate),
             rate(&row.haproxy_rate),
         );
@@ -317,16 +308,7 @@ fn target(i: usize) -> Ipv4Addr {
 }
 
 fn lbfo_config(kind: Kind, checks: usize) -> String {
-    let mut c = String::from("interface = \"eth0\"\nxdp_mode = \"native\"\n");
-    for i in 0..checks {
-        if i % CHECKS_PER_VIP == 0 {
-            let vip = i / CHECKS_PER_VIP;
-            let _ = write!(
-                c,
-                "\n[[vip]]\nname = \"cost{vip}\"\naddress = \"192.0.2.{}/24\"\n",
-                101 + vip
-            );
-        }
+    checks_config("cost", checks, CHECKS_PER_VIP, |i| {
         let probe = match kind {
             Kind::Tcp => format!("kind = \"tcp\"\naddress = \"{}:{PORT}\"", target(i)),
             Kind::Http => format!(
@@ -338,12 +320,8 @@ fn lbfo_config(kind: Kind, checks: usize) -> String {
                 target(i)
             ),
         };
-        let _ = write!(
-            c,
-            "\n[[vip.check]]\n{probe}\ninterval_ms = {INTERVAL_MS}\ntimeout_ms = {TIMEOUT_MS}\nrise = 1\n"
-        );
-    }
-    c
+        format!("{probe}\ninterval_ms = {INTERVAL_MS}\ntimeout_ms = {TIMEOUT_MS}\nrise = 1")
+    })
 }
 
 fn start_haproxy(lab: &mut Lab, ns: &str, kind: Kind, checks: usize) -> Result<u32> {

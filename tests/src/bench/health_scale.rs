@@ -68,7 +68,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{Effort, Section, Summary, cpu_times, quantile};
+use super::{Effort, Section, Summary, checks_config, cpu_times, quantile};
 use crate::{
     lab::{Host, LAB_PREFIX_LEN, Lab, in_netns, ip},
     node::LbfoNode,
@@ -388,25 +388,14 @@ fn measure_window(
 /// `checks` http checks, check `i` on `/p/i`, the server's endpoints taken in
 /// turn.
 fn config(checks: usize) -> String {
-    let mut c = String::from("interface = \"eth0\"\nxdp_mode = \"native\"\n");
-    for i in 0..checks {
-        if i % CHECKS_PER_VIP == 0 {
-            let vip = i / CHECKS_PER_VIP;
-            let _ = write!(
-                c,
-                "\n[[vip]]\nname = \"scale{vip}\"\naddress = \"192.0.2.{}/24\"\n",
-                101 + vip
-            );
-        }
-        let _ = write!(
-            c,
-            "\n[[vip.check]]\nkind = \"http\"\nurl = \"http://{}:{}/p/{i}\"\ninterval_ms = {}\ntimeout_ms = {TIMEOUT_MS}\nrise = 1\n",
+    checks_config("scale", checks, CHECKS_PER_VIP, |i| {
+        format!(
+            "kind = \"http\"\nurl = \"http://{}:{}/p/{i}\"\ninterval_ms = {}\ntimeout_ms = {TIMEOUT_MS}\nrise = 1",
             server_address(i / PORTS.len()),
             PORTS[i % PORTS.len()],
             INTERVAL.as_millis()
-        );
-    }
-    c
+        )
+    })
 }
 
 /// The daemon's core has acted on every check as healthy: a VIP leaves

@@ -125,6 +125,31 @@ pub fn cpu_ns(pid: u32) -> Result<u64> {
     Ok(total)
 }
 
+/// A daemon config with `checks` health checks on operator VIPs (`NAME0`,
+/// `NAME1`, … at 192.0.2.101, .102, …), `per_vip` checks each (a config
+/// allows at most 256 VIPs; checks per VIP are not limited). `check(i)`
+/// gives the body of check `i`'s `[[vip.check]]` table.
+pub fn checks_config(
+    name: &str,
+    checks: usize,
+    per_vip: usize,
+    check: impl Fn(usize) -> String,
+) -> String {
+    let mut c = String::from("interface = \"eth0\"\nxdp_mode = \"native\"\n");
+    for i in 0..checks {
+        if i % per_vip == 0 {
+            let vip = i / per_vip;
+            let _ = write!(
+                c,
+                "\n[[vip]]\nname = \"{name}{vip}\"\naddress = \"192.0.2.{}/24\"\n",
+                101 + vip
+            );
+        }
+        let _ = write!(c, "\n[[vip.check]]\n{}\n", check(i));
+    }
+    c
+}
+
 /// One section of the report.
 pub struct Section {
     pub title: String,
