@@ -306,6 +306,21 @@ async fn read_more(stream: &mut Box<dyn Stream>, buf: &mut Vec<u8>) -> std::io::
     stream.read_buf(buf).await
 }
 
+/// Reads until `buf` holds at least `len` bytes: true once it does, false
+/// if the connection ended first.
+async fn fill(
+    stream: &mut Box<dyn Stream>,
+    buf: &mut Vec<u8>,
+    len: usize,
+) -> Result<bool, HttpProblem> {
+    while buf.len() < len {
+        if read_more(stream, buf).await.map_err(HttpProblem::Io)? == 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// The answer's head, once `buf` holds all of it.
 fn parse_head(buf: &[u8]) -> Result<Option<Head>, httparse::Error> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -374,10 +389,8 @@ async fn read_body(
     match framing {
         Framing::Length(len) => {
             let want = len.min(MAX_BODY_BYTES);
-            while buf.len() < want {
-                if read_more(stream, buf).await.map_err(HttpProblem::Io)? == 0 {
-                    return Err(HttpProblem::Closed);
-                }
+            if !fill(stream, buf, want).await? {
+                return Err(HttpProblem::Closed);
             }
             bytes.extend_from_slice(&buf[..want]);
             Ok(Body {
@@ -386,11 +399,7 @@ async fn read_body(
             })
         }
         Framing::Close => {
-            while buf.len() < MAX_BODY_BYTES {
-                if read_more(stream, buf).await.map_err(HttpProblem::Io)? == 0 {
-                    break;
-                }
-            }
+            fill(stream, buf, MAX_BODY_BYTES).await?;
             buf.truncate(MAX_BODY_BYTES);
             bytes.extend_from_slice(buf);
             Ok(Body {
@@ -410,16 +419,14 @@ async fn read_body(
                         Ok(httparse::Status::Partial) => {}
                         Err(_) => return Err(HttpProblem::BadChunk),
                     }
-                    if read_more(stream, buf).await.map_err(HttpProblem::Io)? == 0 {
+                    if !fill(stream, buf, buf.len() + 1).await? {
                         return Err(HttpProblem::Closed);
                     }
                 };
                 at += size_len;
                 if size == 0 {
-                    while buf.len() < at + 2 {
-                        if read_more(stream, buf).await.map_err(HttpProblem::Io)? == 0 {
-                            return Err(HttpProblem::Closed);
-                        }
+                    if !fill(stream, buf, at + 2).await? {
+                        return Err(HttpProblem::Closed);
                     }
                     return Ok(Body {
                         bytes,
@@ -430,11 +437,7 @@ async fn read_body(
                     // Enough to judge; the rest is not read, so the
                     // connection is not reused.
                     let room = MAX_BODY_BYTES - bytes.len();
-                    while buf.len() < at + room {
-                        if read_more(stream, buf).await.map_err(HttpProblem::Io)? == 0 {
-                            break;
-                        }
-                    }
+                    fill(stream, buf, at + room).await?;
                     let end = buf.len().min(at + room);
                     bytes.extend_from_slice(&buf[at..end]);
                     return Ok(Body {
@@ -442,10 +445,8 @@ async fn read_body(
                         complete: false,
                     });
                 }
-                while buf.len() < at + size + 2 {
-                    if read_more(stream, buf).await.map_err(HttpProblem::Io)? == 0 {
-                        return Err(HttpProblem::Closed);
-                    }
+                if !fill(stream, buf, at + size + 2).await? {
+                    return Err(HttpProblem::Closed);
                 }
                 bytes.extend_from_slice(&buf[at..at + size]);
                 if &buf[at + size..at + size + 2] != b"\r\n" {
