@@ -156,6 +156,20 @@ pub struct VipConfig {
     /// Run on every state change as `notify NAME OLD NEW` (keepalived's
     /// convention), never waited for, killed after `notify_timeout_ms`.
     pub notify: Option<PathBuf>,
+    /// Run as given (`["/usr/local/bin/program", "arg", ...]`, no shell)
+    /// when the VIP starts serving: it becomes Master, an operator VIP is
+    /// owned, or a route VIP is announced.
+    pub notify_master: Option<Vec<String>>,
+    /// Run as given when the VIP stops serving while the daemon runs: it
+    /// becomes Backup, an operator VIP is released, or a route VIP is
+    /// withdrawn.
+    pub notify_backup: Option<Vec<String>>,
+    /// Run as given when the VIP enters fault (a check without weight
+    /// fails, or the interface lost its link).
+    pub notify_fault: Option<Vec<String>>,
+    /// Run as given when the daemon stops and the VIP is given up (in place
+    /// of `notify_backup`).
+    pub notify_stop: Option<Vec<String>>,
 }
 
 /// How a VIP is made known to the network.
@@ -334,6 +348,16 @@ mod defaults {
 }
 
 impl VipConfig {
+    /// The per-state notify commands, by their config keys.
+    pub fn state_notifies(&self) -> [(&'static str, Option<&Vec<String>>); 4] {
+        [
+            ("notify_master", self.notify_master.as_ref()),
+            ("notify_backup", self.notify_backup.as_ref()),
+            ("notify_fault", self.notify_fault.as_ref()),
+            ("notify_stop", self.notify_stop.as_ref()),
+        ]
+    }
+
     /// The first (for most VIPs the only) address: the one that names the
     /// VIP in status, logs and metrics.
     pub fn address(&self) -> VipAddress {
@@ -406,6 +430,12 @@ impl VipConfig {
                 "vip {name:?}: notify script {} must be an absolute path",
                 script.display()
             ));
+        }
+        for (key, command) in self.state_notifies() {
+            if let Some(command) = command {
+                crate::health::config::validate_command(command, key)
+                    .map_err(|e| format!("vip {name:?}: {e}"))?;
+            }
         }
         Ok(())
     }
@@ -981,6 +1011,11 @@ address = "192.0.2.100/24"
                 format!("{base}notify = \"notify.sh\"\n"),
                 "must be an absolute path",
             ),
+            (
+                format!("{base}notify_master = [\"on-master.sh\"]\n"),
+                "vip \"web\": notify_master[0] = \"on-master.sh\" must be an absolute path",
+            ),
+            (format!("{base}notify_fault = []\n"), "notify_fault is empty"),
             (
                 format!(
                     "{base}{}",

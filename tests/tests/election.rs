@@ -562,3 +562,42 @@ fn unicast_peers_work_with_keepalived_when_multicast_is_blocked() {
         Some("192.0.2.12")
     );
 }
+
+/// keepalived's per-state scripts, as `lbfo import-keepalived` maps them:
+/// each runs as given on its own state, in the order the states come.
+#[test]
+fn per_state_notify_commands_run_on_master_backup_fault_and_stop() {
+    let advert = Duration::from_millis(100);
+    let (mut lab, _client, nodes) = lab(1);
+    let log = lab.file("states.log");
+    let command = |state: &str| {
+        format!(
+            "[\"/bin/sh\", \"-c\", \"echo {state} >> {}\"]",
+            log.display()
+        )
+    };
+    let extra = format!(
+        "notify_master = {}\nnotify_backup = {}\nnotify_fault = {}\nnotify_stop = {}\n",
+        command("master"),
+        command("backup"),
+        command("fault"),
+        command("stop")
+    );
+    let node = LbfoNode::start(&mut lab, &nodes[0], &lbfo_config(150, advert, &extra)).unwrap();
+    let seen = || std::fs::read_to_string(&log).unwrap_or_default();
+    let expect = |want: &str| {
+        wait_for(Duration::from_secs(3), &format!("the scripts to log {want:?}"), || {
+            Ok(seen().split_whitespace().collect::<Vec<_>>().join(" ") == want)
+        })
+        .unwrap_or_else(|e| panic!("{e}; log: {:?}\n{}", seen(), node.log_text()));
+    };
+    // Alone on its LAN: Backup at start, Master after Master_Down_Interval.
+    expect("backup master");
+    ip(&nodes[0].ns, &["link", "set", "eth0", "down"]).unwrap();
+    expect("backup master fault");
+    ip(&nodes[0].ns, &["link", "set", "eth0", "up"]).unwrap();
+    expect("backup master fault backup master");
+    let status = node.stop(&mut lab).unwrap();
+    assert!(status.success(), "exit 0 on SIGTERM, got {status}");
+    expect("backup master fault backup master stop");
+}

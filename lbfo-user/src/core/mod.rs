@@ -39,7 +39,7 @@ pub use vip::{CheckKey, MapEntry, NotAnnounced, Phase, Vip, all_checks};
 
 use crate::{
     balance::{BackendIds, TableUpdate},
-    config::{Config, GarpConfig, VipAddress},
+    config::{Config, GarpConfig, VipAddress, VipConfig},
     control::Response,
     vrrp::{Action, Advertisement, Event, Reject},
 };
@@ -957,6 +957,13 @@ impl Node {
                 ],
             });
         }
+        let stopping = self.handover.is_some();
+        if let Some(command) = state_notify(&vip.config, vip.logged, phase, stopping) {
+            out.push(Effect::Notify {
+                script: PathBuf::from(&command[0]),
+                args: command[1..].to_vec(),
+            });
+        }
         vip.logged = phase;
     }
 
@@ -1196,6 +1203,22 @@ impl Node {
         }
         out.push(Effect::Stopped);
         self.stopped = true;
+    }
+}
+
+/// The per-state notify command (`notify_master` and its siblings) a change
+/// from `old` to `new` runs, if the VIP has one. Serving phases run
+/// `notify_master`; giving the VIP up runs `notify_backup`, or `notify_stop`
+/// while the daemon stops; a start (from Initialize) into a phase that does
+/// not serve runs `notify_backup` too, so a script always learns the state.
+fn state_notify(config: &VipConfig, old: Phase, new: Phase, stopping: bool) -> Option<&Vec<String>> {
+    match new {
+        Phase::Master | Phase::Owner | Phase::Announced => config.notify_master.as_ref(),
+        Phase::Fault => config.notify_fault.as_ref(),
+        _ if stopping => config.notify_stop.as_ref(),
+        Phase::Backup | Phase::Standby | Phase::Withdrawn => config.notify_backup.as_ref(),
+        Phase::Initialize if old != Phase::Initialize => config.notify_stop.as_ref(),
+        Phase::Initialize => None,
     }
 }
 

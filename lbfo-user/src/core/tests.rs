@@ -92,7 +92,15 @@ fn line(effect: &Effect) -> String {
             format!("advert vrid {} priority {}", advert.vrid, advert.priority)
         }
         Effect::Solicit(addrs) => format!("solicit {addrs:?}"),
-        Effect::Notify { args, .. } => format!("notify {}", args.join(" ")),
+        // The script's file name, then its arguments.
+        Effect::Notify { script, args } => {
+            let name = script.file_name().unwrap().to_string_lossy();
+            [name.as_ref()]
+                .into_iter()
+                .chain(args.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
         Effect::Reply(Response::Done { message }) => format!("done: {message}"),
         Effect::Reply(Response::Error { message }) => format!("error: {message}"),
         Effect::Reply(Response::Status(_)) => "status".into(),
@@ -609,6 +617,67 @@ fn shutdown_keeps_the_vip_until_the_successor_advertises() {
         ],
     );
     assert!(n.stopped());
+}
+
+/// keepalived's per-state scripts: each run as given, on its own state.
+const STATE_NOTIFIES: &str = "notify_master = [\"/usr/local/bin/on-master\", \"web\"]\nnotify_backup = [\"/usr/local/bin/on-backup\"]\nnotify_fault = [\"/usr/local/bin/on-fault\", \"-q\"]\nnotify_stop = [\"/usr/local/bin/on-stop\"]\n";
+
+#[test]
+fn per_state_notify_commands_run_on_their_states() {
+    let mut n = node(&elected(150, STATE_NOTIFIES));
+    play(
+        &mut n,
+        &[
+            (0, Input::Start, &["on-backup"]),
+            (
+                342,
+                Input::Timer,
+                &[
+                    "take 192.0.2.100/24 lease 341.40625ms",
+                    "advert vrid 51 priority 150",
+                    "write 192.0.2.100/24 owned gen 0 lease 341.40625ms",
+                    "on-master web",
+                ],
+            ),
+            // The link goes: priority 0 sent, the VIP released, fault.
+            (
+                350,
+                Input::Link { up: false },
+                &[
+                    "write 192.0.2.100/24 owned gen 0 lease 341.40625ms",
+                    "release 192.0.2.100/24 not-owned",
+                    "on-fault -q",
+                ],
+            ),
+            (360, Input::Link { up: true }, &["on-backup"]),
+            (
+                702,
+                Input::Timer,
+                &[
+                    "take 192.0.2.100/24 lease 341.40625ms",
+                    "advert vrid 51 priority 150",
+                    "write 192.0.2.100/24 owned gen 0 lease 341.40625ms",
+                    "on-master web",
+                ],
+            ),
+            // A graceful stop runs notify_stop (not notify_backup) as the
+            // election stops; the VIP is held until the successor advertises.
+            (
+                750,
+                Input::Shutdown,
+                &[
+                    "advert vrid 51 priority 0",
+                    "write 192.0.2.100/24 owned gen 0 lease 341.40625ms",
+                    "on-stop",
+                ],
+            ),
+            (
+                760,
+                advert(51, 100, 10),
+                &["release 192.0.2.100/24 not-owned", "stopped"],
+            ),
+        ],
+    );
 }
 
 #[test]

@@ -213,7 +213,7 @@ impl CheckConfig {
                 }
             }
             CheckKind::Icmp(i) => validate_icmp_host(i.host)?,
-            CheckKind::Exec(e) => validate_command(&e.command)?,
+            CheckKind::Exec(e) => validate_command(&e.command, "exec command")?,
         }
         Ok(())
     }
@@ -397,19 +397,23 @@ fn validate_icmp_host(host: Ipv4Addr) -> Result<(), String> {
     Ok(())
 }
 
-fn validate_command(command: &[String]) -> Result<(), String> {
+/// Checks a program to run without a shell; `what` names it in errors
+/// (`exec command`, `notify_master`, ...).
+pub(crate) fn validate_command(command: &[String], what: &str) -> Result<(), String> {
     let Some(program) = command.first() else {
-        return Err("exec command is empty: give [\"/path/to/program\", \"arg\", ...]".into());
+        return Err(format!(
+            "{what} is empty: give [\"/path/to/program\", \"arg\", ...]"
+        ));
     };
     // The daemon's PATH and working directory are nothing an operator should
     // have to think about, and no shell is involved: name the file exactly.
     if !program.starts_with('/') {
         return Err(format!(
-            "exec command[0] = {program:?} must be an absolute path (no shell, no PATH lookup)"
+            "{what}[0] = {program:?} must be an absolute path (no shell, no PATH lookup)"
         ));
     }
     if command.iter().any(|a| a.contains('\0')) {
-        return Err("exec command contains a NUL byte".into());
+        return Err(format!("{what} contains a NUL byte"));
     }
     Ok(())
 }

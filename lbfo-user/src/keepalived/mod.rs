@@ -404,14 +404,18 @@ impl Importer {
                         );
                     }
                 }
-                "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" => self.warn(
-                    at,
-                    format!(
-                        "{} not imported: lbfo runs one `notify` script as `SCRIPT NAME OLD NEW`; call this one from it when NEW is {}",
-                        c.keyword(),
-                        c.keyword().trim_start_matches("notify_")
-                    ),
-                ),
+                "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" => {
+                    if let Some(command) = self.command(c) {
+                        let key = match c.keyword() {
+                            "notify_master" => "notify_master",
+                            "notify_backup" => "notify_backup",
+                            "notify_fault" => "notify_fault",
+                            _ => "notify_stop",
+                        };
+                        let argv: Vec<toml::Value> = command.into_iter().map(Into::into).collect();
+                        vip.keys.push((key, argv.into()));
+                    }
+                }
                 "garp_master_delay" => self.garp_delay(c),
                 "garp_master_repeat" => {
                     if let Some(n) = self.number(c, 0..=100) {

@@ -63,6 +63,10 @@ vrrp_instance VI_1 {
     track_script {
         chk_haproxy
     }
+    notify_master "/etc/keepalived/master.sh VI_1"
+    notify_backup /etc/keepalived/backup.sh
+    notify_fault "/etc/keepalived/fault.sh"
+    notify_stop /etc/keepalived/stop.sh
 }
 "#;
 
@@ -90,6 +94,21 @@ fn a_usual_pair_config_maps_to_an_equivalent_lbfo_config() {
     let check = &vip.checks[0];
     assert_eq!(check.weight, Some(2));
     assert_eq!((check.rise, check.fall), (1, 1), "keepalived's defaults");
+    let argv = |v: &Option<Vec<String>>| v.clone().unwrap_or_default().join(" ");
+    assert_eq!(
+        [
+            argv(&vip.notify_master),
+            argv(&vip.notify_backup),
+            argv(&vip.notify_fault),
+            argv(&vip.notify_stop)
+        ],
+        [
+            "/etc/keepalived/master.sh VI_1",
+            "/etc/keepalived/backup.sh",
+            "/etc/keepalived/fault.sh",
+            "/etc/keepalived/stop.sh"
+        ]
+    );
     assert_eq!(check.interval, std::time::Duration::from_secs(2));
     // The warnings name their lines: router_id (3) and state MASTER (12).
     let file = f.0.display().to_string();
