@@ -440,11 +440,19 @@ impl Daemon {
         let mut metrics_sync = tokio::time::interval(metrics::SYNC_INTERVAL);
         metrics_sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let exporting = self.metrics.is_some();
+        let mut metrics_chore = MetricsChore::default();
         let mut watchdog = self.systemd.watchdog_timer();
         let mut stall_hook =
             systemd::StallHook::from_env().context("SIGUSR1 for the stall hook")?;
+        // A status request builds a report of every VIP and check (half a
+        // millisecond with a thousand checks): it waits for the next VRRP
+        // timer when it would not fit before it.
+        let mut command_cost = ChoreCost::default();
         while !self.node.stopped() {
-            let next_timer = self.node.next_deadline().map(|d| self.clock.instant(d));
+            let next_deadline = self.node.next_deadline();
+            let next_timer = next_deadline.map(|d| self.clock.instant(d));
+            let room = next_deadline.map(|d| d.saturating_sub(self.clock.now()));
+            let commands_fit = command_cost.fits(room);
             let vrrp = self.executor.vrrp().cloned();
             let garp_refreshing = self.node.config().garp.refresh_ms > 0;
             tokio::select! {
@@ -471,7 +479,11 @@ impl Daemon {
                         renew = renew_interval(lease);
                     }
                 }
-                Some(command) = commands.recv() => self.command(command).await,
+                Some(command) = commands.recv(), if commands_fit => {
+                    let started = std::time::Instant::now();
+                    self.command(command).await;
+                    command_cost.ran(started.elapsed());
+                }
                 received = recv_vrrp(vrrp.as_deref()), if vrrp.is_some() => match received {
                     Ok(packet) => {
                         let primary = vrrp.as_ref().map(|s| s.primary()).expect("socket is open");
@@ -487,7 +499,7 @@ impl Daemon {
                     self.step(Input::Timer).await;
                 }
                 Some(snapshot) = macs.recv() => { self.step(Input::Neighbours(snapshot)).await; }
-                _ = metrics_sync.tick(), if exporting => self.sync_metrics(),
+                _ = metrics_sync.tick(), if exporting => metrics_chore.due(),
                 _ = garp_refresh.tick(), if garp_refreshing => { self.step(Input::RefreshAnnouncements).await; }
                 Some(up) = link_events.recv() => { self.step(Input::Link { up }).await; }
                 Some(event) = health_events.recv() => {
@@ -499,6 +511,15 @@ impl Daemon {
                         self.step(Input::Check { key, healthy, why: event.to_string() }).await;
                     }
                 }
+            }
+            let room = self
+                .node
+                .next_deadline()
+                .map(|d| d.saturating_sub(self.clock.now()));
+            if metrics_chore.may_run(room) {
+                let started = std::time::Instant::now();
+                self.sync_metrics();
+                metrics_chore.ran(started.elapsed());
             }
         }
         Ok(())
@@ -665,6 +686,62 @@ async fn recv_vrrp(socket: Option<&VrrpSocket>) -> std::io::Result<crate::vrrp::
     }
 }
 
+/// What a chore of the main loop cost the last time it ran, so it runs only
+/// where it cannot delay a VRRP timer: with room for twice that (plus a
+/// margin) before the next deadline. On a Master that is right after an
+/// advertisement.
+#[derive(Default)]
+struct ChoreCost {
+    last_took: Duration,
+}
+
+impl ChoreCost {
+    const MARGIN: Duration = Duration::from_micros(500);
+    /// The most room a chore waits for: one too long to fit between two
+    /// timers still runs, right after one, instead of never.
+    const MOST_ROOM: Duration = Duration::from_millis(5);
+
+    /// Whether the chore fits in `room` before the next VRRP deadline
+    /// (`None`: no timer runs).
+    fn fits(&self, room: Option<Duration>) -> bool {
+        let needed = (self.last_took * 2 + Self::MARGIN).min(Self::MOST_ROOM);
+        room.is_none_or(|room| room >= needed)
+    }
+
+    fn ran(&mut self, took: Duration) {
+        self.last_took = took;
+    }
+}
+
+/// When the main loop copies its state into the metrics registry: its
+/// longest chore (milliseconds with a thousand checks), run where it fits
+/// ([`ChoreCost`]). A sync that never fits (a timer interval shorter than
+/// the sync) runs anyway once [`MetricsChore::OVERDUE`] has passed, so the
+/// figures never stop.
+#[derive(Default)]
+struct MetricsChore {
+    due_since: Option<std::time::Instant>,
+    cost: ChoreCost,
+}
+
+impl MetricsChore {
+    const OVERDUE: Duration = Duration::from_secs(2);
+
+    fn due(&mut self) {
+        self.due_since.get_or_insert_with(std::time::Instant::now);
+    }
+
+    fn may_run(&self, room: Option<Duration>) -> bool {
+        self.due_since
+            .is_some_and(|since| self.cost.fits(room) || since.elapsed() >= Self::OVERDUE)
+    }
+
+    fn ran(&mut self, took: Duration) {
+        self.due_since = None;
+        self.cost.ran(took);
+    }
+}
+
 async fn sleep_until(timer: &mut PreciseTimer, deadline: Option<Instant>) {
     let Some(deadline) = deadline else {
         return std::future::pending().await;
@@ -673,5 +750,39 @@ async fn sleep_until(timer: &mut PreciseTimer, deadline: Option<Instant>) {
         // Keep time with tokio's coarser timer rather than not at all.
         tracing::warn!("VRRP timer (timerfd) failed: {e}; using a millisecond timer");
         tokio::time::sleep_until(deadline).await;
+    }
+}
+
+#[cfg(test)]
+mod chore_tests {
+    use super::*;
+
+    #[test]
+    fn a_chore_runs_only_with_room_for_twice_its_cost_and_never_waits_for_more_than_5_ms() {
+        let ms = Duration::from_millis;
+        let mut cost = ChoreCost::default();
+        assert!(cost.fits(None), "no timer: always");
+        assert!(cost.fits(Some(ms(1))), "never measured: needs only the margin");
+        assert!(!cost.fits(Some(Duration::from_micros(400))));
+        cost.ran(ms(2));
+        assert!(!cost.fits(Some(ms(4))), "2 ms of work needs 4.5 ms of room");
+        assert!(cost.fits(Some(Duration::from_micros(4500))));
+        cost.ran(ms(20));
+        assert!(cost.fits(Some(ms(5))), "too long to ever fit: runs after a timer");
+        assert!(!cost.fits(Some(ms(4))));
+    }
+
+    #[test]
+    fn a_due_metrics_sync_waits_for_room_until_it_is_overdue() {
+        let mut chore = MetricsChore::default();
+        assert!(!chore.may_run(None), "not due");
+        chore.due();
+        chore.ran(Duration::from_millis(2));
+        assert!(!chore.may_run(None), "ran: not due any more");
+        chore.due();
+        assert!(!chore.may_run(Some(Duration::from_millis(1))));
+        assert!(chore.may_run(Some(Duration::from_millis(9))));
+        chore.due_since = Some(std::time::Instant::now() - MetricsChore::OVERDUE);
+        assert!(chore.may_run(Some(Duration::ZERO)), "overdue: runs anyway");
     }
 }
