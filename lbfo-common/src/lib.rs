@@ -4,8 +4,9 @@
 //! padding, so both sides agree on the layout byte for byte.
 #![no_std]
 
-/// Most VIPs one node can carry. Sizes the `VIPS` hash map; `VIP_COUNTERS`
-/// has one more slot for frames that belong to no VIP.
+/// Most VIPs one node can carry, IPv4 and IPv6 together. Sizes the `VIPS`
+/// and `VIPS6` hash maps (either may hold them all); `VIP_COUNTERS` has one
+/// more slot for frames that belong to no VIP.
 pub const MAX_VIPS: u32 = 256;
 
 /// Counter slot for frames that cannot be attributed to a VIP (too short or
@@ -17,7 +18,12 @@ pub const NO_VIP: u32 = 0;
 /// program can use the four bytes from the packet without swapping them.
 pub type VipKey = u32;
 
-/// How the owner handles IPv4 traffic to a VIP.
+/// Key of the `VIPS6` map: the IPv6 address's 16 bytes in wire order
+/// (`addr.octets()`). Its value is a [`VipState`] like an IPv4 VIP's, so
+/// ownership and the lease work the same for both families.
+pub type Vip6Key = [u8; 16];
+
+/// How the owner handles traffic to a VIP.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VipMode {
@@ -99,7 +105,8 @@ pub struct VipState {
     /// itself. Jiffies because reading them is one memory load, where a
     /// nanosecond clock costs a helper call on every packet.
     pub lease_deadline_jiffies: u64,
-    /// Source MAC of ARP replies for the VIP: the owning interface's MAC.
+    /// Source MAC of ARP replies and Neighbour Advertisements for the VIP:
+    /// the owning interface's MAC.
     pub mac: [u8; 6],
     /// 1 while this node owns the VIP, 0 otherwise.
     pub owned: u8,
@@ -139,11 +146,12 @@ pub struct VipCounters {
     pub arp_replied: u64,
     /// ARP requests for the VIP dropped because this node does not own it (or its lease ran out).
     pub arp_dropped_not_owner: u64,
-    /// IPv4 packets to the VIP handed to the local stack.
+    /// IPv4 or IPv6 packets to the VIP handed to the local stack.
     pub ip_passed: u64,
-    /// IPv4 packets to the VIP dropped because this node does not own it.
+    /// IPv4 or IPv6 packets to the VIP dropped because this node does not own it.
     pub ip_dropped_not_owner: u64,
-    /// ARP replies or announcements from another MAC claiming a VIP this node owns.
+    /// ARP replies or announcements, or Neighbour Advertisements, from
+    /// another MAC claiming a VIP this node owns.
     pub conflicts_seen: u64,
     /// Frames too short or malformed to parse.
     pub malformed: u64,
@@ -153,6 +161,11 @@ pub struct VipCounters {
     pub no_backend: u64,
     /// Route VIPs: ARP requests for the VIP dropped (no node answers them).
     pub arp_dropped_route: u64,
+    /// IPv6 VIPs: Neighbour Solicitations answered by XDP.
+    pub nd_replied: u64,
+    /// IPv6 VIPs: Neighbour Solicitations dropped because this node does not
+    /// own the VIP (or its lease ran out).
+    pub nd_dropped_not_owner: u64,
 }
 
 impl VipCounters {
@@ -167,6 +180,8 @@ impl VipCounters {
         self.steered += other.steered;
         self.no_backend += other.no_backend;
         self.arp_dropped_route += other.arp_dropped_route;
+        self.nd_replied += other.nd_replied;
+        self.nd_dropped_not_owner += other.nd_dropped_not_owner;
     }
 }
 

@@ -11,8 +11,11 @@
 //!   routing daemon announces it, and the kernel must not answer for it.
 //! - ARP reply or announcement from another MAC for a VIP this node owns:
 //!   counted as a conflict and passed on.
-//! - IPv4 to a VIP not owned: `XDP_DROP`.
-//! - IPv4 to an owned VIP in local mode: `XDP_PASS` to the local stack.
+//! - Neighbour Solicitation for an IPv6 VIP: answered with the Neighbour
+//!   Advertisement (`XDP_TX`) if owned, else `XDP_DROP`, as for ARP; an
+//!   advertisement from another MAC for an owned one is a conflict (`nd`).
+//! - IPv4 or IPv6 to a VIP not owned: `XDP_DROP`.
+//! - IPv4 or IPv6 to an owned VIP in local mode: `XDP_PASS` to the local stack.
 //! - TCP or UDP to an owned VIP in balance mode: sent on to a backend with
 //!   `XDP_TX` (L2 direct server return: only the MACs change). The backend
 //!   is the one the connection table remembers for the flow, else the one
@@ -22,7 +25,9 @@
 //!   established connection to the backend it already has.
 //! - Anything else, including frames too short or malformed to parse: `XDP_PASS`.
 //!
-//! Ownership lives in the `VIPS` map, written only by the control plane.
+//! Ownership lives in the `VIPS` and `VIPS6` maps, written only by the
+//! control plane. Each protocol has its module (`arp`, `nd`, `ipv4`,
+//! `ipv6`, `steer`); they share the maps, `ptr_at` and the helpers below.
 //!
 //! The maps are declared here at their largest; the control plane creates
 //! the balancing ones at the sizes its configuration needs (one entry each
@@ -30,6 +35,12 @@
 //! lookups, which fail past the end, so it works at any size.
 #![no_std]
 #![no_main]
+
+mod arp;
+mod ipv4;
+mod ipv6;
+mod nd;
+mod steer;
 
 use core::mem;
 
@@ -41,19 +52,18 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lbfo_common::{
-    BACKEND_ACCEPTS_NEW, BACKEND_PRESENT, Backend, BackendCounters, CONNTRACK_ENTRIES, FlowKey,
-    MAGLEV_ENTRIES, MAGLEV_TABLE_SIZE, MaglevSlot, MAX_BACKENDS, MAX_VIPS, NO_BACKEND, NO_VIP, VIP_FLAG_ROUTE,
-    VipCounters, VipKey, VipMode, VipState, maglev_table_start,
+    Backend, BackendCounters, CONNTRACK_ENTRIES, FlowKey, MAGLEV_ENTRIES, MAX_BACKENDS, MAX_VIPS,
+    MaglevSlot, NO_VIP, Vip6Key, VipCounters, VipKey, VipState,
 };
-use network_types::{
-    arp::ArpHdr,
-    eth::{EthHdr, EtherType},
-    ip::Ipv4Hdr,
-};
+use network_types::eth::{EthHdr, EtherType};
 
-/// VIPs this node knows about, keyed by address; see [`VipState`].
+/// IPv4 VIPs this node knows about, keyed by address; see [`VipState`].
 #[map]
 static VIPS: HashMap<VipKey, VipState> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+/// IPv6 VIPs, keyed by address, with the same [`VipState`] as IPv4 ones.
+#[map]
+static VIPS6: HashMap<Vip6Key, VipState> = HashMap::with_max_entries(MAX_VIPS, 0);
 
 /// Per-CPU counters indexed by `VipState::vip_id`; slot `NO_VIP` for frames
 /// that belong to no VIP.
@@ -77,17 +87,12 @@ static CONNTRACK: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries(CONNTR
 
 /// Per-CPU counters per backend id.
 #[map]
-static BACKEND_COUNTERS: PerCpuArray<BackendCounters> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+static BACKEND_COUNTERS: PerCpuArray<BackendCounters> =
+    PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
-/// Fragment offset and "more fragments" bits of the IPv4 flags/offset field.
-const IP_FRAGMENT_MASK: u16 = 0x3fff;
-
-const ARP_HTYPE_ETHERNET: u16 = 1;
-const ARP_PTYPE_IPV4: u16 = 0x0800;
-const ARP_OP_REQUEST: u16 = 1;
-const ARP_OP_REPLY: u16 = 2;
+const IPPROTO_ICMPV6: u8 = 58;
 
 #[xdp]
 pub fn lbfo_xdp(ctx: XdpContext) -> u32 {
@@ -129,163 +134,14 @@ fn try_lbfo_xdp(ctx: &XdpContext) -> Result<u32, Malformed> {
     // SAFETY: ptr_at checked that the whole header lies inside the frame.
     let ether_type = unsafe { (*eth).ether_type };
     if ether_type == EtherType::Arp as u16 {
-        handle_arp(ctx, eth)
+        arp::handle(ctx, eth)
     } else if ether_type == EtherType::Ipv4 as u16 {
-        handle_ipv4(ctx, eth)
+        ipv4::handle(ctx, eth)
+    } else if ether_type == EtherType::Ipv6 as u16 {
+        ipv6::handle(ctx, eth)
     } else {
         Ok(xdp_action::XDP_PASS)
     }
-}
-
-fn handle_arp(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, Malformed> {
-    let arp: *mut ArpHdr = ptr_at(ctx, EthHdr::LEN)?;
-    // SAFETY: ptr_at checked bounds; ArpHdr is all byte arrays (alignment 1).
-    let arp = unsafe { &mut *arp };
-    if arp.htype() != ARP_HTYPE_ETHERNET
-        || arp.ptype() != ARP_PTYPE_IPV4
-        || arp.hlen != 6
-        || arp.plen != 4
-    {
-        return Err(Malformed);
-    }
-
-    let op = arp.oper();
-    let is_announcement = arp.spa == arp.tpa;
-    if op == ARP_OP_REQUEST && !is_announcement {
-        return Ok(answer_request(eth, arp));
-    }
-    if op == ARP_OP_REPLY || is_announcement {
-        // Another machine claims an address: if it is one of ours, note the conflict
-        // and let the kernel see it anyway (its neighbour table stays truthful).
-        let claimed: VipKey = u32::from_ne_bytes(arp.spa);
-        if let Some(vip) = lookup_vip(claimed)
-            && vip.answers(now())
-            && vip.mac != arp.sha
-        {
-            count(vip.vip_id, |c| c.conflicts_seen += 1);
-        }
-    }
-    Ok(xdp_action::XDP_PASS)
-}
-
-/// "Who has `tpa`?": reply in place if `tpa` is a VIP we own, drop it if it is
-/// a VIP we do not own, pass it to the kernel otherwise.
-fn answer_request(eth: *mut EthHdr, arp: &mut ArpHdr) -> u32 {
-    let target: VipKey = u32::from_ne_bytes(arp.tpa);
-    let Some(vip) = lookup_vip(target) else {
-        return xdp_action::XDP_PASS;
-    };
-    if vip.flags & VIP_FLAG_ROUTE != 0 {
-        count(vip.vip_id, |c| c.arp_dropped_route += 1);
-        return xdp_action::XDP_DROP;
-    }
-    if !vip.answers(now()) {
-        count(vip.vip_id, |c| c.arp_dropped_not_owner += 1);
-        return xdp_action::XDP_DROP;
-    }
-
-    let requester_mac = arp.sha;
-    let requester_ip = arp.spa;
-    arp.set_oper(ARP_OP_REPLY);
-    arp.tha = requester_mac;
-    arp.tpa = requester_ip;
-    arp.sha = vip.mac;
-    arp.spa = target.to_ne_bytes();
-    // SAFETY: the Ethernet header was bounds-checked by the caller.
-    unsafe {
-        (*eth).dst_addr = requester_mac;
-        (*eth).src_addr = vip.mac;
-    }
-    count(vip.vip_id, |c| c.arp_replied += 1);
-    xdp_action::XDP_TX
-}
-
-fn handle_ipv4(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, Malformed> {
-    let ip: *const Ipv4Hdr = ptr_at(ctx, EthHdr::LEN)?;
-    // SAFETY: ptr_at checked bounds; Ipv4Hdr is all bytes (alignment 1).
-    let ip = unsafe { &*ip };
-    let destination: VipKey = u32::from_ne_bytes(ip.dst_addr);
-    let Some(vip) = lookup_vip(destination) else {
-        return Ok(xdp_action::XDP_PASS);
-    };
-    if !vip.answers(now()) {
-        count(vip.vip_id, |c| c.ip_dropped_not_owner += 1);
-        return Ok(xdp_action::XDP_DROP);
-    }
-    if vip.mode == VipMode::Balance as u8
-        && (ip.proto == IPPROTO_TCP || ip.proto == IPPROTO_UDP)
-        // Only first fragments carry ports; fragments go to the local stack.
-        && u16::from_be_bytes(ip.frags) & IP_FRAGMENT_MASK == 0
-    {
-        return steer(ctx, eth, ip, &vip);
-    }
-    count(vip.vip_id, |c| c.ip_passed += 1);
-    Ok(xdp_action::XDP_PASS)
-}
-
-/// Sends a TCP or UDP packet for a balanced VIP on to its backend.
-fn steer(ctx: &XdpContext, eth: *mut EthHdr, ip: &Ipv4Hdr, vip: &VipState) -> Result<u32, Malformed> {
-    let header_len = ((ip.vihl & 0x0f) as usize) * 4;
-    if header_len < Ipv4Hdr::LEN {
-        return Err(Malformed);
-    }
-    // Source and destination port lead both the TCP and the UDP header.
-    let ports: *const [u8; 4] = ptr_at(ctx, EthHdr::LEN + header_len)?;
-    // SAFETY: ptr_at checked bounds; a byte array has alignment 1.
-    let ports = unsafe { *ports };
-    let flow = FlowKey {
-        src_addr: u32::from_ne_bytes(ip.src_addr),
-        dst_addr: u32::from_ne_bytes(ip.dst_addr),
-        src_port: u16::from_ne_bytes([ports[0], ports[1]]),
-        dst_port: u16::from_ne_bytes([ports[2], ports[3]]),
-        protocol: ip.proto,
-        _pad: [0; 3],
-    };
-
-    let (backend_id, backend, new_flow) = match tracked_backend(&flow) {
-        Some((id, backend)) => (id, backend, false),
-        None => {
-            let slot = maglev_table_start(vip.table_slot, vip.table_generation)
-                + flow.hash() % MAGLEV_TABLE_SIZE;
-            let id = MAGLEV.get(slot).map_or(NO_BACKEND, |s| s.backend_id);
-            match BACKENDS.get(id).copied() {
-                Some(backend) if backend.flags & BACKEND_ACCEPTS_NEW != 0 => {
-                    // A full table evicts its least recently used flow.
-                    let _ = CONNTRACK.insert(&flow, &id, 0);
-                    (id, backend, true)
-                }
-                _ => {
-                    count(vip.vip_id, |c| c.no_backend += 1);
-                    return Ok(xdp_action::XDP_DROP);
-                }
-            }
-        }
-    };
-
-    // SAFETY: the Ethernet header was bounds-checked by the caller.
-    unsafe {
-        (*eth).dst_addr = backend.mac;
-        (*eth).src_addr = vip.mac;
-    }
-    let bytes = (ctx.data_end() - ctx.data()) as u64;
-    count(vip.vip_id, |c| c.steered += 1);
-    if let Some(counters) = BACKEND_COUNTERS.get_ptr_mut(backend_id) {
-        // SAFETY: per-CPU slot; nothing else on this CPU runs while we hold it.
-        let counters = unsafe { &mut *counters };
-        counters.packets += 1;
-        counters.bytes += bytes;
-        counters.new_flows += new_flow as u64;
-    }
-    Ok(xdp_action::XDP_TX)
-}
-
-/// The backend a known flow went to, if that backend is still configured.
-#[inline(always)]
-fn tracked_backend(flow: &FlowKey) -> Option<(u32, Backend)> {
-    // SAFETY: the value is copied out at once.
-    let id = unsafe { CONNTRACK.get(flow).copied() }?;
-    let backend = BACKENDS.get(id).copied()?;
-    (backend.flags & BACKEND_PRESENT != 0).then_some((id, backend))
 }
 
 /// A copy of the VIP's state, so a concurrent control-plane update can never
@@ -294,6 +150,13 @@ fn tracked_backend(flow: &FlowKey) -> Option<(u32, Backend)> {
 fn lookup_vip(key: VipKey) -> Option<VipState> {
     // SAFETY: the value is copied out at once; the control plane replaces whole entries.
     unsafe { VIPS.get(&key).copied() }
+}
+
+/// The same for an IPv6 VIP.
+#[inline(always)]
+fn lookup_vip6(key: &Vip6Key) -> Option<VipState> {
+    // SAFETY: as in `lookup_vip`.
+    unsafe { VIPS6.get(key).copied() }
 }
 
 /// The kernel's tick counter, the clock of leases. The verifier turns this

@@ -2,7 +2,7 @@
 //! [`Datapath`] and is the only writer of its maps.
 
 use std::{
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
 };
 
@@ -12,7 +12,7 @@ use aya::{
     programs::Xdp,
 };
 use lbfo_common::{
-    Backend, BackendCounters, FlowKey, MAGLEV_TABLE_SIZE, MaglevSlot, VipCounters, VipKey,
+    Backend, BackendCounters, FlowKey, MAGLEV_TABLE_SIZE, MaglevSlot, Vip6Key, VipCounters, VipKey,
     VipState, maglev_table_start,
 };
 
@@ -98,6 +98,7 @@ pub struct Datapath {
     ebpf: Ebpf,
     capacity: Capacity,
     vips: HashMap<MapData, VipKey, VipState>,
+    vips6: HashMap<MapData, Vip6Key, VipState>,
     counters: PerCpuArray<MapData, VipCounters>,
     maglev: MappedTables,
     backends: Array<MapData, Backend>,
@@ -119,12 +120,18 @@ pub fn vip_key(addr: Ipv4Addr) -> VipKey {
     u32::from_ne_bytes(addr.octets())
 }
 
+/// The map that holds `addr`'s entry.
+fn vips_map(addr: IpAddr) -> &'static str {
+    if addr.is_ipv4() { "VIPS" } else { "VIPS6" }
+}
+
 /// How many entries each map sized by the configuration is created with.
 /// The kernel refuses maps of no entries, so a node without balancing gets
 /// one of each: nothing writes them, and the XDP program only reaches them
 /// through lookups, which fail past the end (a `VIPS` entry in balance mode
-/// never exists without a table pair for it). `VIPS` and `VIP_COUNTERS`
-/// keep the sizes the object declares: 256 VIPs cost under 100 KiB.
+/// never exists without a table pair for it). `VIPS`,
+/// `VIPS6` and `VIP_COUNTERS` keep the sizes the object declares: 256 VIPs
+/// of each family cost under 100 KiB.
 pub fn map_entries(capacity: &Capacity) -> [(&'static str, u32); 4] {
     [
         ("MAGLEV", capacity.balanced_vips * 2 * MAGLEV_TABLE_SIZE),
@@ -168,6 +175,8 @@ impl Datapath {
                 .ok_or_else(|| DatapathError::Load(format!("object has no {name} map")))
         };
         let vips = HashMap::try_from(take(&mut ebpf, "VIPS")?).map_err(map_error("VIPS", OPEN))?;
+        let vips6 =
+            HashMap::try_from(take(&mut ebpf, "VIPS6")?).map_err(map_error("VIPS6", OPEN))?;
         let counters = PerCpuArray::try_from(take(&mut ebpf, "VIP_COUNTERS")?)
             .map_err(map_error("VIP_COUNTERS", OPEN))?;
         let maglev = match take(&mut ebpf, "MAGLEV")? {
@@ -190,6 +199,7 @@ impl Datapath {
             ebpf,
             capacity,
             vips,
+            vips6,
             counters,
             maglev,
             backends,
@@ -248,23 +258,38 @@ impl Datapath {
         Ok(u64::from_ne_bytes(out[..8].try_into().expect("8 bytes")))
     }
 
-    /// Writes the whole entry for a VIP at once; XDP reads either the old or
-    /// the new entry, never a mix.
-    pub fn set_vip(&mut self, addr: Ipv4Addr, state: &VipState) -> Result<(), DatapathError> {
-        self.vips
-            .insert(&vip_key(addr), state, 0)
-            .map_err(map_error("VIPS", "writing an entry"))
+    /// Writes the whole entry for a VIP at once (into `VIPS` or `VIPS6`, by
+    /// its family); XDP reads either the old or the new entry, never a mix.
+    pub fn set_vip(
+        &mut self,
+        addr: impl Into<IpAddr>,
+        state: &VipState,
+    ) -> Result<(), DatapathError> {
+        let addr = addr.into();
+        let written = match addr {
+            IpAddr::V4(v4) => self.vips.insert(&vip_key(v4), state, 0),
+            IpAddr::V6(v6) => self.vips6.insert(&v6.octets(), state, 0),
+        };
+        written.map_err(map_error(vips_map(addr), "writing an entry"))
     }
 
-    pub fn remove_vip(&mut self, addr: Ipv4Addr) -> Result<(), DatapathError> {
-        match self.vips.remove(&vip_key(addr)) {
+    pub fn remove_vip(&mut self, addr: impl Into<IpAddr>) -> Result<(), DatapathError> {
+        let addr = addr.into();
+        let removed = match addr {
+            IpAddr::V4(v4) => self.vips.remove(&vip_key(v4)),
+            IpAddr::V6(v6) => self.vips6.remove(&v6.octets()),
+        };
+        match removed {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_error("VIPS", "removing an entry")(e)),
+            Err(e) => Err(map_error(vips_map(addr), "removing an entry")(e)),
         }
     }
 
-    pub fn vip(&self, addr: Ipv4Addr) -> Option<VipState> {
-        self.vips.get(&vip_key(addr), 0).ok()
+    pub fn vip(&self, addr: impl Into<IpAddr>) -> Option<VipState> {
+        match addr.into() {
+            IpAddr::V4(v4) => self.vips.get(&vip_key(v4), 0).ok(),
+            IpAddr::V6(v6) => self.vips6.get(&v6.octets(), 0).ok(),
+        }
     }
 
     /// Counters for a VIP id, summed over CPUs.

@@ -1,7 +1,7 @@
 //! A small packet builder for data-path tests. Written independently of
 //! lbfo's own codecs so that tests never check lbfo against itself.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub const BROADCAST: [u8; 6] = [0xff; 6];
 
@@ -163,6 +163,205 @@ pub fn udp_frame(
         src_mac,
         0x0800,
         &ipv4(src.0, dst.0, 17, &udp(src.1, dst.1, b"lbfo")),
+    )
+}
+
+/// An IPv6 header (no extension headers) followed by `payload`.
+pub fn ipv6(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    next_header: u8,
+    hop_limit: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut h = vec![0x60, 0, 0, 0];
+    h.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    h.push(next_header);
+    h.push(hop_limit);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    h.extend_from_slice(payload);
+    h
+}
+
+/// The ICMPv6 checksum of `message` (its checksum field zero) between two
+/// addresses: over the IPv6 pseudo-header (RFC 8200 section 8.1) and the message.
+pub fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, message: &[u8]) -> u16 {
+    let mut pseudo = Vec::with_capacity(40 + message.len());
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    pseudo.extend_from_slice(message);
+    checksum(&pseudo)
+}
+
+/// ff02::1:ffXX:XXXX, the group solicitations for `target` go to.
+pub fn solicited_node(target: Ipv6Addr) -> Ipv6Addr {
+    let t = target.octets();
+    Ipv6Addr::from([
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | t[13] as u16,
+        u16::from_be_bytes([t[14], t[15]]),
+    ])
+}
+
+/// The Ethernet group of an IPv6 multicast address: 33:33 and its last four bytes.
+pub fn multicast_mac(group: Ipv6Addr) -> [u8; 6] {
+    let g = group.octets();
+    [0x33, 0x33, g[12], g[13], g[14], g[15]]
+}
+
+pub const OPTION_SOURCE_LINK_LAYER: u8 = 1;
+pub const OPTION_TARGET_LINK_LAYER: u8 = 2;
+
+/// A link-layer address option (RFC 4861 section 4.6.1).
+pub fn link_layer_option(kind: u8, mac: [u8; 6]) -> Vec<u8> {
+    let mut o = vec![kind, 1];
+    o.extend_from_slice(&mac);
+    o
+}
+
+/// Every field of a Neighbour Solicitation or Advertisement and the
+/// headers around it, so tests can make any variant.
+#[derive(Clone, Debug)]
+pub struct Nd {
+    pub eth_dst: [u8; 6],
+    pub eth_src: [u8; 6],
+    pub hop_limit: u8,
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    /// 135 (solicitation) or 136 (advertisement).
+    pub icmp_type: u8,
+    pub code: u8,
+    /// The byte after the checksum: R, S, O flags in advertisements.
+    pub flags: u8,
+    pub target: Ipv6Addr,
+    /// The options, as they go on the wire.
+    pub options: Vec<u8>,
+    /// Added to the correct checksum: 0 makes it right.
+    pub checksum_error: u16,
+    /// Extension headers between IPv6 and ICMPv6: (protocol number, the
+    /// header as on the wire; its first byte, the next header, is filled in).
+    pub extension_headers: Vec<(u8, Vec<u8>)>,
+    /// Bytes after the IPv6 payload (padding).
+    pub trailer: Vec<u8>,
+}
+
+impl Nd {
+    /// "Who has `target`?", to its solicited-node group, with the source link-layer option.
+    pub fn solicitation(mac: [u8; 6], src: Ipv6Addr, target: Ipv6Addr) -> Nd {
+        let group = solicited_node(target);
+        Nd {
+            eth_dst: multicast_mac(group),
+            eth_src: mac,
+            hop_limit: 255,
+            src,
+            dst: group,
+            icmp_type: 135,
+            code: 0,
+            flags: 0,
+            target,
+            options: link_layer_option(OPTION_SOURCE_LINK_LAYER, mac),
+            checksum_error: 0,
+            extension_headers: Vec::new(),
+            trailer: Vec::new(),
+        }
+    }
+
+    /// A reachability probe: straight to `target` at `target_mac`.
+    pub fn unicast_solicitation(
+        mac: [u8; 6],
+        src: Ipv6Addr,
+        target_mac: [u8; 6],
+        target: Ipv6Addr,
+    ) -> Nd {
+        Nd {
+            eth_dst: target_mac,
+            dst: target,
+            ..Nd::solicitation(mac, src, target)
+        }
+    }
+
+    /// Duplicate address detection: from `::`, without the source option.
+    pub fn duplicate_detection(mac: [u8; 6], target: Ipv6Addr) -> Nd {
+        Nd {
+            src: Ipv6Addr::UNSPECIFIED,
+            options: Vec::new(),
+            ..Nd::solicitation(mac, Ipv6Addr::UNSPECIFIED, target)
+        }
+    }
+
+    /// An unsolicited advertisement to all nodes (O=1) with the target link-layer option.
+    pub fn advertisement(mac: [u8; 6], target: Ipv6Addr) -> Nd {
+        let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+        Nd {
+            eth_dst: multicast_mac(all_nodes),
+            dst: all_nodes,
+            icmp_type: 136,
+            flags: 0x20,
+            options: link_layer_option(OPTION_TARGET_LINK_LAYER, mac),
+            ..Nd::solicitation(mac, target, target)
+        }
+    }
+
+    /// The ICMPv6 message, its checksum filled in.
+    pub fn message(&self) -> Vec<u8> {
+        let mut m = vec![self.icmp_type, self.code, 0, 0, self.flags, 0, 0, 0];
+        m.extend_from_slice(&self.target.octets());
+        m.extend_from_slice(&self.options);
+        let sum = icmpv6_checksum(self.src, self.dst, &m).wrapping_add(self.checksum_error);
+        m[2..4].copy_from_slice(&sum.to_be_bytes());
+        m
+    }
+
+    pub fn frame(&self) -> Vec<u8> {
+        let kind_after = |i: usize| self.extension_headers.get(i).map_or(58, |(kind, _)| *kind);
+        let mut payload = Vec::new();
+        for (i, (_, header)) in self.extension_headers.iter().enumerate() {
+            payload.push(kind_after(i + 1));
+            payload.extend_from_slice(&header[1..]);
+        }
+        payload.extend_from_slice(&self.message());
+        let mut ip = ipv6(self.src, self.dst, kind_after(0), self.hop_limit, &payload);
+        ip.extend_from_slice(&self.trailer);
+        ethernet(self.eth_dst, self.eth_src, 0x86dd, &ip)
+    }
+}
+
+/// An Ethernet frame carrying IPv6 + TCP (checksum left 0, XDP does not verify it).
+pub fn tcp6_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: (Ipv6Addr, u16),
+    dst: (Ipv6Addr, u16),
+    flags: u8,
+) -> Vec<u8> {
+    ethernet(
+        dst_mac,
+        src_mac,
+        0x86dd,
+        &ipv6(src.0, dst.0, 6, 64, &tcp(src.1, dst.1, flags)),
+    )
+}
+
+/// An Ethernet frame carrying IPv6 + UDP (checksum left 0).
+pub fn udp6_frame(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: (Ipv6Addr, u16),
+    dst: (Ipv6Addr, u16),
+) -> Vec<u8> {
+    ethernet(
+        dst_mac,
+        src_mac,
+        0x86dd,
+        &ipv6(src.0, dst.0, 17, 64, &udp(src.1, dst.1, b"lbfo")),
     )
 }
 

@@ -41,7 +41,7 @@ impl fmt::Display for Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub action: Action,
-    /// The frame after the program ran (it may have been rewritten).
+    /// The frame after the program ran (it may have been rewritten, grown or shrunk).
     pub output: Vec<u8>,
 }
 
@@ -87,7 +87,10 @@ impl XdpTester {
             })
             .with_context(|| format!("BPF_PROG_TEST_RUN on a {}-byte frame", frame.len()))?;
         output.truncate(result.data_size_out as usize);
-        output.truncate(frame.len());
+        // A frame shorter than the header was padded: only its own bytes count.
+        if frame.len() < ETH_HLEN {
+            output.truncate(frame.len());
+        }
         Ok(Outcome {
             action: result.return_value.into(),
             output,
