@@ -1,9 +1,10 @@
-//! Gratuitous ARP: telling the LAN that a VIP now lives at this node's MAC,
-//! so clients and switches stop sending to the previous owner.
+//! Telling the LAN that a VIP now lives at this node's MAC, so clients and
+//! switches stop sending to the previous owner: gratuitous ARP for an IPv4
+//! VIP, an unsolicited Neighbour Advertisement for an IPv6 one.
 
 use std::{
     io,
-    net::Ipv4Addr,
+    net::IpAddr,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     sync::Arc,
     time::Duration,
@@ -11,14 +12,14 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
-use crate::arp::{ArpFrame, BROADCAST, ETH_P_ARP};
+use crate::{arp::ArpFrame, nd};
 
 /// A send-only AF_PACKET socket on the VIP interface.
 pub struct Announcer {
     fd: OwnedFd,
     ifindex: u32,
-    /// Announcements sent, by VIP (each in both forms), for the metrics.
-    sent: std::sync::Mutex<std::collections::HashMap<Ipv4Addr, u64>>,
+    /// Announcements sent, by VIP (an IPv4 one's in both ARP forms), for the metrics.
+    sent: std::sync::Mutex<std::collections::HashMap<IpAddr, u64>>,
 }
 
 impl Announcer {
@@ -45,15 +46,16 @@ impl Announcer {
         }))
     }
 
-    /// Sends one frame out of the interface as is.
+    /// Sends one Ethernet frame out of the interface as is.
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        let ether_type = u16::from_be_bytes([frame[12], frame[13]]);
         // SAFETY: sockaddr_ll is plain data; zeroed is a valid starting value.
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = ETH_P_ARP.to_be();
+        addr.sll_protocol = ether_type.to_be();
         addr.sll_ifindex = self.ifindex as i32;
         addr.sll_halen = 6;
-        addr.sll_addr[..6].copy_from_slice(&BROADCAST);
+        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
         // SAFETY: buffer and address are valid for the lengths passed.
         let sent = unsafe {
             libc::sendto(
@@ -71,10 +73,16 @@ impl Announcer {
         Ok(())
     }
 
-    /// Sends both gratuitous ARP forms for `vip` once.
-    pub fn announce(&self, mac: [u8; 6], vip: Ipv4Addr) -> io::Result<()> {
-        for frame in ArpFrame::gratuitous(mac, vip) {
-            self.send(&frame.encode())?;
+    /// Announces `vip` once: both gratuitous ARP forms for an IPv4 VIP, the
+    /// unsolicited Neighbour Advertisement for an IPv6 one.
+    pub fn announce(&self, mac: [u8; 6], vip: IpAddr) -> io::Result<()> {
+        match vip {
+            IpAddr::V4(v4) => {
+                for frame in ArpFrame::gratuitous(mac, v4) {
+                    self.send(&frame.encode())?;
+                }
+            }
+            IpAddr::V6(v6) => self.send(&nd::unsolicited_advertisement(mac, v6))?,
         }
         *self
             .sent
@@ -86,7 +94,7 @@ impl Announcer {
     }
 
     /// Announcements sent for `vip` so far.
-    pub fn sent(&self, vip: Ipv4Addr) -> u64 {
+    pub fn sent(&self, vip: IpAddr) -> u64 {
         self.sent
             .lock()
             .expect("announcement counter lock")
@@ -100,7 +108,7 @@ impl Announcer {
     pub async fn burst(
         self: Arc<Self>,
         mac: [u8; 6],
-        vip: Ipv4Addr,
+        vip: IpAddr,
         count: u32,
         interval: Duration,
         cancel: CancellationToken,
@@ -112,9 +120,9 @@ impl Announcer {
                 _ = ticker.tick() => {}
             }
             if let Err(e) = self.announce(mac, vip) {
-                tracing::warn!(%vip, "gratuitous ARP {} of {count} not sent: {e}", sent + 1);
+                tracing::warn!(%vip, "announcement {} of {count} not sent: {e}", sent + 1);
             }
         }
-        tracing::debug!(%vip, "gratuitous ARP burst of {count} done");
+        tracing::debug!(%vip, "announcement burst of {count} done");
     }
 }

@@ -1,5 +1,6 @@
 //! The Internet checksum (RFC 1071), shared by the VRRP codec (over an IPv4
-//! pseudo-header and the advertisement) and the ICMP echo probe.
+//! pseudo-header and the advertisement), the ICMP echo probe and the
+//! unsolicited Neighbour Advertisement (over the IPv6 pseudo-header).
 
 /// The one's complement of the one's complement sum of `parts`' bytes, read
 /// as one run of big-endian 16-bit words (an odd last byte padded with

@@ -7,7 +7,7 @@
 use std::{
     collections::HashSet,
     fmt,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
     str::FromStr,
     time::Duration,
@@ -133,7 +133,7 @@ pub struct VipConfig {
     #[serde(default)]
     pub addresses: Vec<VipAddress>,
     /// How the network learns where the VIP is: `arp` (on the LAN, by
-    /// VRRP or operator command) or `route` (a host route announced by the
+    /// VRRP or operator command; ARP for IPv4, Neighbour Discovery for IPv6) or `route` (a host route announced by the
     /// routing daemon while the VIP's checks pass, on every such node).
     #[serde(default)]
     pub announce: Announce,
@@ -247,12 +247,29 @@ pub struct VrrpConfig {
     pub auth_pass: Option<String>,
 }
 
-/// An IPv4 address with the prefix length it is added to the interface with.
+/// An IPv4 or IPv6 address with the prefix length it is added to the
+/// interface with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct VipAddress {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub prefix_len: u8,
+}
+
+impl VipAddress {
+    /// The address if it is IPv4. Elected VIPs are IPv4 for now (the
+    /// configuration refuses elected IPv6 ones).
+    pub fn ipv4(&self) -> Option<Ipv4Addr> {
+        match self.addr {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        }
+    }
+
+    /// The longest prefix of the address's family: a host address.
+    pub fn host_prefix_len(addr: IpAddr) -> u8 {
+        if addr.is_ipv4() { 32 } else { 128 }
+    }
 }
 
 impl FromStr for VipAddress {
@@ -263,23 +280,31 @@ impl FromStr for VipAddress {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: Ipv4Addr = addr.parse().map_err(|_| {
-            if addr.parse::<std::net::Ipv6Addr>().is_ok() {
-                format!("{s:?} is not IPv4 (lbfo serves IPv4 VIPs)")
-            } else {
-                format!("{s:?} is not an IPv4 address like \"192.0.2.100/24\"")
-            }
+        let addr: IpAddr = addr.parse().map_err(|_| {
+            format!("{s:?} is not an address like \"192.0.2.100/24\" or \"2001:db8::100/64\"")
         })?;
+        let longest = Self::host_prefix_len(addr);
         let prefix_len = match prefix {
-            None => 32,
+            None => longest,
             Some(p) => p
                 .parse::<u8>()
                 .ok()
-                .filter(|p| (1..=32).contains(p))
-                .ok_or_else(|| format!("{s:?}: prefix length must be 1..=32"))?,
+                .filter(|p| (1..=longest).contains(p))
+                .ok_or_else(|| format!("{s:?}: prefix length must be 1..={longest}"))?,
         };
-        if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() {
+        let unicast = match addr {
+            IpAddr::V4(a) => !(a.is_unspecified() || a.is_multicast() || a.is_broadcast()),
+            IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast() || a.is_loopback()),
+        };
+        if !unicast {
             return Err(format!("{s:?} cannot be a VIP (not a unicast address)"));
+        }
+        if let IpAddr::V6(a) = addr
+            && a.is_unicast_link_local()
+        {
+            return Err(format!(
+                "{s:?} cannot be a VIP (link-local addresses belong to one interface each)"
+            ));
         }
         Ok(Self { addr, prefix_len })
     }
@@ -485,6 +510,37 @@ impl VipConfig {
 }
 
 impl VipConfig {
+    /// A VIP is one family. IPv6 VIPs are, so far, owned by operator
+    /// command and served by the local stack.
+    fn validate_family(&self) -> Result<(), String> {
+        let name = &self.name;
+        let ipv6 = self.addresses.iter().filter(|a| a.addr.is_ipv6()).count();
+        if ipv6 == 0 {
+            return Ok(());
+        }
+        if ipv6 != self.addresses.len() {
+            return Err(format!(
+                "vip {name:?} mixes IPv4 and IPv6 addresses; a virtual router carries one family (RFC 5798), so give each family a [[vip]] of its own"
+            ));
+        }
+        if let Some(vrid) = self.vrrp.vrid {
+            return Err(format!(
+                "vip {name:?}: elected IPv6 VIPs are not supported yet; remove vrid = {vrid} and own it with `lbfo own {name}`"
+            ));
+        }
+        if self.mode == VipServeMode::Balance {
+            return Err(format!(
+                "vip {name:?}: balancing IPv6 VIPs is not supported yet; use mode = \"local\""
+            ));
+        }
+        if self.announce == Announce::Route {
+            return Err(format!(
+                "vip {name:?}: route VIPs are IPv4 only; an IPv6 VIP is announced on the LAN (announce = \"arp\", by Neighbour Discovery)"
+            ));
+        }
+        Ok(())
+    }
+
     /// A route VIP is announced by every healthy node, never elected, and
     /// is always a host address.
     fn validate_announce(&self) -> Result<(), String> {
@@ -702,6 +758,7 @@ impl Config {
                     vip.name
                 ));
             }
+            // Names cannot hold ':', so only IPv4 addresses can pass for one.
             if vip.name.parse::<Ipv4Addr>().is_ok() {
                 return Err(format!(
                     "vip name {:?} looks like an address; names and addresses must not be confused",
@@ -711,6 +768,7 @@ impl Config {
             if !names.insert(vip.name.as_str()) {
                 return Err(format!("vip name {:?} is used twice", vip.name));
             }
+            vip.validate_family()?;
             vip.validate_announce()?;
             vip.vrrp.validate(&vip.name, &mut vrids)?;
             vip.validate_backends()?;
@@ -760,7 +818,7 @@ impl Config {
     }
 
     /// Every VIP address of every VIP.
-    pub fn all_addresses(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    pub fn all_addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
         self.vips
             .iter()
             .flat_map(|v| v.addresses.iter().map(|a| a.addr))
@@ -771,7 +829,7 @@ impl Config {
         let as_addr = name_or_address
             .split('/')
             .next()
-            .and_then(|a| a.parse::<Ipv4Addr>().ok());
+            .and_then(|a| a.parse::<IpAddr>().ok());
         self.vips.iter().find(|v| {
             v.name == name_or_address || v.addresses.iter().any(|a| Some(a.addr) == as_addr)
         })
@@ -811,7 +869,7 @@ address = "192.0.2.100/24"
         assert_eq!(
             c.vips[0].address(),
             VipAddress {
-                addr: Ipv4Addr::new(192, 0, 2, 100),
+                addr: Ipv4Addr::new(192, 0, 2, 100).into(),
                 prefix_len: 24
             }
         );
@@ -828,8 +886,40 @@ address = "192.0.2.100/24"
                 "lbfo.toml:2: unknown field `bogus`",
             ),
             (
-                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"2001:db8::1/64\"\n",
-                "is not IPv4",
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"2001:db8::1/129\"\n",
+                "prefix length must be 1..=128",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"fe80::1/64\"\n",
+                "cannot be a VIP (link-local addresses belong to one interface each)",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"ff02::1\"\n",
+                "cannot be a VIP (not a unicast address)",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"2001:db8::1\"\nvrid = 5\n",
+                "lbfo.toml: vip \"a\": elected IPv6 VIPs are not supported yet; remove vrid = 5 and own it with `lbfo own a`",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddresses = [\"192.0.2.1/24\", \"2001:db8::1/64\"]\n",
+                "vip \"a\" mixes IPv4 and IPv6 addresses; a virtual router carries one family (RFC 5798)",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddresses = [\"2001:db8::1/64\", \"192.0.2.1/24\"]\nvrid = 5\n",
+                "vip \"a\" mixes IPv4 and IPv6 addresses",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"2001:db8::1\"\nmode = \"balance\"\n[[vip.backend]]\naddress = \"192.0.2.21\"\n",
+                "vip \"a\": balancing IPv6 VIPs is not supported yet",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"2001:db8::1\"\nannounce = \"route\"\n",
+                "vip \"a\": route VIPs are IPv4 only",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"2001:db8::1/64\"\n[[vip]]\nname = \"b\"\naddress = \"2001:db8::1/128\"\n",
+                "vip address 2001:db8::1 is used twice",
             ),
             (
                 "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1/33\"\n",
@@ -837,7 +927,7 @@ address = "192.0.2.100/24"
             ),
             (
                 "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"nope\"\n",
-                "is not an IPv4 address",
+                "\"nope\" is not an address like \"192.0.2.100/24\" or \"2001:db8::100/64\"",
             ),
             ("xdp_mode = \"auto\"\n", "missing field `interface`"),
             (
@@ -1085,7 +1175,7 @@ address = "192.0.2.100/24"
             ),
             (
                 format!("{base}addresses = [\"nope\"]\n"),
-                "lbfo.toml:4: \"nope\" is not an IPv4 address",
+                "lbfo.toml:4: \"nope\" is not an address",
             ),
         ];
         for (text, want) in cases {
@@ -1142,9 +1232,43 @@ address = "192.0.2.100/24"
     }
 
     #[test]
-    fn bare_address_means_slash_32() {
+    fn bare_address_means_a_host_address() {
         let a: VipAddress = "198.51.100.7".parse().unwrap();
         assert_eq!(a.prefix_len, 32);
         assert_eq!(a.to_string(), "198.51.100.7/32");
+        let a: VipAddress = "2001:db8::7".parse().unwrap();
+        assert_eq!(a.prefix_len, 128);
+        assert_eq!(a.to_string(), "2001:db8::7/128");
+    }
+
+    /// IPv4 and IPv6 VIPs side by side on one interface, found by name or
+    /// by either address form.
+    #[test]
+    fn ipv6_vips_next_to_ipv4_ones() {
+        let c = parse(
+            r#"
+interface = "eth0"
+[[vip]]
+name = "web"
+address = "192.0.2.100/24"
+[[vip]]
+name = "web6"
+address = "2001:db8::100/64"
+[[vip]]
+name = "api6"
+addresses = ["2001:db8::200/128", "2001:db8::201/128"]
+"#,
+        )
+        .unwrap();
+        let web6 = c.find_vip("web6").unwrap();
+        assert_eq!(
+            web6.address().addr,
+            "2001:db8::100".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(web6.address().prefix_len, 64);
+        assert_eq!(c.find_vip("2001:db8::100").unwrap().name, "web6");
+        assert_eq!(c.find_vip("2001:db8:0::201/128").unwrap().name, "api6");
+        assert_eq!(c.find_vip("192.0.2.100").unwrap().name, "web");
+        assert_eq!(c.all_addresses().filter(IpAddr::is_ipv6).count(), 3);
     }
 }

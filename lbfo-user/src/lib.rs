@@ -27,6 +27,7 @@ pub mod datapath;
 pub mod health;
 pub mod keepalived;
 pub mod metrics;
+pub mod nd;
 pub mod netlink;
 pub mod notify;
 pub mod ownership;

@@ -66,6 +66,8 @@ pub struct Metrics {
     failover_seconds: HistogramVec,
     arp_replies: IntCounterVec,
     arp_dropped: IntCounterVec,
+    nd_replies: IntCounterVec,
+    nd_dropped: IntCounterVec,
     packets: IntCounterVec,
     conflicts: IntCounterVec,
     malformed: IntCounter,
@@ -202,6 +204,16 @@ impl Metrics {
                 "ARP requests for the VIP dropped (not owned, the lease ran out, or a route VIP, which no node answers ARP for).",
                 &["vip"],
             )?,
+            nd_replies: counter(
+                "lbfo_xdp_nd_replies_total",
+                "Neighbour Solicitations for the IPv6 VIP answered by XDP.",
+                &["vip"],
+            )?,
+            nd_dropped: counter(
+                "lbfo_xdp_nd_dropped_total",
+                "Neighbour Solicitations for the IPv6 VIP dropped (not owned, or the lease ran out).",
+                &["vip"],
+            )?,
             packets: counter(
                 "lbfo_xdp_packets_total",
                 "Packets to the VIP by XDP verdict.",
@@ -209,7 +221,7 @@ impl Metrics {
             )?,
             conflicts: counter(
                 "lbfo_vip_conflicts_total",
-                "ARP replies or announcements from another MAC claiming a VIP this node owns.",
+                "ARP replies or announcements, or Neighbour Advertisements, from another MAC claiming a VIP this node owns.",
                 &["vip"],
             )?,
             malformed: register(
@@ -257,7 +269,7 @@ impl Metrics {
             )?,
             announcements: counter(
                 "lbfo_announcements_sent_total",
-                "Announcements sent (gratuitous ARP, each in both forms).",
+                "Announcements sent: gratuitous ARP (each in both forms), or unsolicited Neighbour Advertisements (na).",
                 &["vip", "kind"],
             )?,
             config_reloads: counter(
@@ -459,13 +471,19 @@ impl Metrics {
                     c.priority_zero_received,
                 );
             }
+            let ipv6 = vip.config.address().addr.is_ipv6();
             if let Ok(c) = datapath.counters(vip.id) {
-                set_counter(&self.arp_replies, &[name], c.arp_replied);
-                set_counter(
-                    &self.arp_dropped,
-                    &[name],
-                    c.arp_dropped_not_owner + c.arp_dropped_route,
-                );
+                if ipv6 {
+                    set_counter(&self.nd_replies, &[name], c.nd_replied);
+                    set_counter(&self.nd_dropped, &[name], c.nd_dropped_not_owner);
+                } else {
+                    set_counter(&self.arp_replies, &[name], c.arp_replied);
+                    set_counter(
+                        &self.arp_dropped,
+                        &[name],
+                        c.arp_dropped_not_owner + c.arp_dropped_route,
+                    );
+                }
                 set_counter(&self.packets, &[name, "pass"], c.ip_passed);
                 set_counter(&self.packets, &[name, "drop"], c.ip_dropped_not_owner);
                 set_counter(&self.packets, &[name, "steer"], c.steered);
@@ -474,7 +492,8 @@ impl Metrics {
             }
             set_counter(
                 &self.announcements,
-                &[name, "garp"],
+                // A VIP is one family: gratuitous ARP or unsolicited Neighbour Advertisements.
+                &[name, if ipv6 { "na" } else { "garp" }],
                 vip.config
                     .addresses
                     .iter()
@@ -540,6 +559,8 @@ impl Metrics {
             &self.priority_zero_received,
             &self.arp_replies,
             &self.arp_dropped,
+            &self.nd_replies,
+            &self.nd_dropped,
             &self.packets,
             &self.conflicts,
             &self.announcements,

@@ -2,7 +2,10 @@
 //! addresses and its XDP attachment. One [`Netlink`] (one rtnetlink
 //! connection) serves the whole daemon.
 
-use std::{net::Ipv4Addr, os::fd::AsRawFd};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    os::fd::AsRawFd,
+};
 
 use futures::{StreamExt as _, TryStreamExt as _};
 use rtnetlink::{
@@ -10,7 +13,10 @@ use rtnetlink::{
     packet_core::NetlinkPayload,
     packet_route::{
         AddressFamily, RouteNetlinkMessage,
-        address::{AddressAttribute, AddressMessage, AddressProtocol},
+        address::{
+            AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressProtocol,
+            CacheInfo,
+        },
         link::{LinkAttribute, LinkFlags, LinkMessage, LinkXdp, XdpAttached},
     },
 };
@@ -81,6 +87,9 @@ impl std::fmt::Display for XdpAttachMode {
     }
 }
 
+/// A lifetime that never runs out (linux/if_addr.h).
+const INFINITY_LIFE_TIME: u32 = u32::MAX;
+
 // From linux/if_link.h.
 const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1 << 0;
 const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
@@ -89,7 +98,7 @@ const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 /// An address found on the interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InterfaceAddress {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub prefix_len: u8,
     /// Added by lbfo (carries [`LBFO_ADDRESS_PROTOCOL`]).
     pub added_by_lbfo: bool,
@@ -142,7 +151,7 @@ impl Netlink {
         interface_from_message(name, &link)
     }
 
-    /// IPv4 addresses on the interface.
+    /// IPv4 and IPv6 addresses on the interface.
     pub async fn addresses(&self, index: u32) -> Result<Vec<InterfaceAddress>, NetlinkError> {
         let mut stream = self
             .handle
@@ -156,17 +165,19 @@ impl Netlink {
             what: what(),
             source: io_error(e),
         })? {
-            if msg.header.index != index || msg.header.family != AddressFamily::Inet {
+            let family = msg.header.family;
+            if msg.header.index != index
+                || (family != AddressFamily::Inet && family != AddressFamily::Inet6)
+            {
                 continue;
             }
             let mut addr = None;
             let mut added_by_lbfo = false;
             for attr in &msg.attributes {
                 match attr {
-                    AddressAttribute::Local(std::net::IpAddr::V4(a)) => addr = Some(*a),
-                    AddressAttribute::Address(std::net::IpAddr::V4(a)) if addr.is_none() => {
-                        addr = Some(*a)
-                    }
+                    // IPv4 point-to-point links have both; IPv6 addresses only Address.
+                    AddressAttribute::Local(a) => addr = Some(*a),
+                    AddressAttribute::Address(a) if addr.is_none() => addr = Some(*a),
                     AddressAttribute::Protocol(p) => {
                         added_by_lbfo = u8::from(*p) == LBFO_ADDRESS_PROTOCOL
                     }
@@ -187,16 +198,34 @@ impl Netlink {
     /// Adds `vip` tagged as lbfo's. Adding an address that is already there
     /// is not an error: the answer says whether lbfo added it (`true`) or
     /// found it there (`false`).
+    ///
+    /// An IPv6 VIP skips duplicate address detection (IFA_F_NODAD): the
+    /// previous owner may still hold the address for a moment while
+    /// ownership moves, and a detected duplicate would leave it `dadfailed`
+    /// and unusable for good. A /128 gets a preferred lifetime of 0, so the
+    /// kernel never picks the VIP as the source of connections it starts.
     pub async fn add_address(&self, index: u32, vip: VipAddress) -> Result<bool, NetlinkError> {
-        let mut req = self
-            .handle
-            .address()
-            .add(index, vip.addr.into(), vip.prefix_len);
-        req.message_mut()
+        let mut req = self.handle.address().add(index, vip.addr, vip.prefix_len);
+        let message = req.message_mut();
+        message
             .attributes
             .push(AddressAttribute::Protocol(AddressProtocol::from(
                 LBFO_ADDRESS_PROTOCOL,
             )));
+        if vip.addr.is_ipv6() {
+            message.header.flags |= AddressHeaderFlags::Nodad;
+            message
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+            if vip.prefix_len == 128 {
+                let mut lifetimes = CacheInfo::default();
+                lifetimes.ifa_preferred = 0;
+                lifetimes.ifa_valid = INFINITY_LIFE_TIME;
+                message
+                    .attributes
+                    .push(AddressAttribute::CacheInfo(lifetimes));
+            }
+        }
         match req.execute().await.map_err(io_error) {
             Ok(()) => Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
@@ -207,19 +236,20 @@ impl Netlink {
         }
     }
 
-    /// Removes `addr` from the interface. Removing an absent address is not an error.
-    pub async fn remove_address(
-        &self,
-        index: u32,
-        addr: Ipv4Addr,
-        prefix_len: u8,
-    ) -> Result<(), NetlinkError> {
+    /// Removes `vip` from the interface. Removing an absent address is not an error.
+    pub async fn remove_address(&self, index: u32, vip: VipAddress) -> Result<(), NetlinkError> {
         let mut msg = AddressMessage::default();
-        msg.header.family = AddressFamily::Inet;
-        msg.header.prefix_len = prefix_len;
+        msg.header.family = if vip.addr.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        msg.header.prefix_len = vip.prefix_len;
         msg.header.index = index;
-        msg.attributes.push(AddressAttribute::Local(addr.into()));
-        msg.attributes.push(AddressAttribute::Address(addr.into()));
+        if vip.addr.is_ipv4() {
+            msg.attributes.push(AddressAttribute::Local(vip.addr));
+        }
+        msg.attributes.push(AddressAttribute::Address(vip.addr));
         match self
             .handle
             .address()
@@ -231,7 +261,7 @@ impl Netlink {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(()),
             Err(source) => Err(NetlinkError::Request {
-                what: format!("removing address {addr}/{prefix_len}"),
+                what: format!("removing address {vip}"),
                 source,
             }),
         }

@@ -1,9 +1,10 @@
 //! Taking and giving up a VIP: the address on the interface, the entry in the
-//! XDP map and the gratuitous ARP burst, always in the order that leaves no
+//! XDP map and the announcement burst (gratuitous ARP, or unsolicited
+//! Neighbour Advertisements for IPv6), always in the order that leaves no
 //! moment where the kernel, rather than XDP, could answer for the VIP.
 //!
 //! Taking: add the address (so local services accept the traffic), then mark
-//! the map owned (XDP starts answering ARP), then announce.
+//! the map owned (XDP starts answering ARP or Neighbour Solicitations), then announce.
 //! Giving up: mark the map not owned first (XDP stops answering at once),
 //! then remove the address, and only if lbfo added it.
 //!
@@ -16,7 +17,7 @@
 //! [`Owner`] holds every piece that changes when ownership changes; the
 //! daemon's executor is its only user.
 
-use std::{collections::HashMap, net::Ipv4Addr, sync::Arc, time::Duration};
+use std::{collections::HashMap, net::IpAddr, sync::Arc, time::Duration};
 
 use lbfo_common::VipState;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -33,10 +34,10 @@ use crate::{
 };
 
 /// A route VIP's address as it goes on the route device.
-fn host_address(addr: Ipv4Addr) -> VipAddress {
+fn host_address(addr: IpAddr) -> VipAddress {
     VipAddress {
         addr,
-        prefix_len: 32,
+        prefix_len: VipAddress::host_prefix_len(addr),
     }
 }
 
@@ -81,11 +82,11 @@ pub struct Owner {
     mac: [u8; 6],
     /// Who put each VIP address on the interface, as far as lbfo knows:
     /// learned at start-up and whenever lbfo takes a VIP.
-    origins: HashMap<Ipv4Addr, AddressOrigin>,
+    origins: HashMap<IpAddr, AddressOrigin>,
     /// Lease deadlines (jiffies) of owned VIPs.
-    leases: HashMap<Ipv4Addr, u64>,
-    /// Running gratuitous ARP bursts, to cancel when a VIP is given up.
-    bursts: HashMap<Ipv4Addr, CancellationToken>,
+    leases: HashMap<IpAddr, u64>,
+    /// Running announcement bursts, to cancel when a VIP is given up.
+    bursts: HashMap<IpAddr, CancellationToken>,
     /// Where route VIPs are announced, while any is configured.
     route_device: Option<RouteDevice>,
     tasks: TaskTracker,
@@ -100,7 +101,7 @@ impl Owner {
         announcer: Arc<Announcer>,
         ifindex: u32,
         mac: [u8; 6],
-        operator_addresses: impl IntoIterator<Item = Ipv4Addr>,
+        operator_addresses: impl IntoIterator<Item = IpAddr>,
         tasks: TaskTracker,
     ) -> Self {
         Self {
@@ -135,18 +136,18 @@ impl Owner {
         &self.datapath
     }
 
-    pub fn announcements_sent(&self, addr: Ipv4Addr) -> u64 {
+    pub fn announcements_sent(&self, addr: IpAddr) -> u64 {
         self.announcer.sent(addr)
     }
 
-    pub fn address_origin(&self, addr: Ipv4Addr) -> AddressOrigin {
+    pub fn address_origin(&self, addr: IpAddr) -> AddressOrigin {
         self.origins
             .get(&addr)
             .copied()
             .unwrap_or(AddressOrigin::None)
     }
 
-    fn map_entry(&self, address: Ipv4Addr, entry: &MapEntry) -> VipState {
+    fn map_entry(&self, address: IpAddr, entry: &MapEntry) -> VipState {
         VipState {
             lease_deadline_jiffies: if entry.owned {
                 self.leases.get(&address).copied().unwrap_or(0)
@@ -172,7 +173,7 @@ impl Owner {
     /// never a mix.
     pub fn write(
         &mut self,
-        address: Ipv4Addr,
+        address: IpAddr,
         entry: &MapEntry,
         lease: Option<Duration>,
     ) -> Result<(), OwnershipError> {
@@ -185,7 +186,7 @@ impl Owner {
         Ok(())
     }
 
-    /// Takes the VIP: address, then map, then gratuitous ARP. On failure
+    /// Takes the VIP: address, then map, then the announcements. On failure
     /// nothing is left half-done: the entry is not owned and an address
     /// lbfo added is removed again.
     pub async fn take(
@@ -297,7 +298,7 @@ impl Owner {
             let withdrawn = match &self.route_device {
                 Some(device) => {
                     self.netlink
-                        .remove_address(device.index(), address.addr, 32)
+                        .remove_address(device.index(), host_address(address.addr))
                         .await
                 }
                 None => Ok(()),
@@ -316,26 +317,25 @@ impl Owner {
         self.datapath
             .set_vip(address.addr, &self.map_entry(address.addr, entry))?;
         if self.address_origin(address.addr) == AddressOrigin::Lbfo {
-            self.netlink
-                .remove_address(self.ifindex, address.addr, address.prefix_len)
-                .await?;
+            self.netlink.remove_address(self.ifindex, address).await?;
             self.origins.remove(&address.addr);
         }
         Ok(())
     }
 
     /// Removes a VIP that left the configuration from the map.
-    pub fn forget(&mut self, address: Ipv4Addr) -> Result<(), OwnershipError> {
+    pub fn forget(&mut self, address: IpAddr) -> Result<(), OwnershipError> {
         self.leases.remove(&address);
         self.datapath.remove_vip(address)?;
         Ok(())
     }
 
-    /// Starts a gratuitous ARP burst for an owned VIP (cancelling any
-    /// running one). The first announcement goes out now, before anything
+    /// Starts an announcement burst for an owned VIP (cancelling any
+    /// running one): gratuitous ARP, or unsolicited Neighbour
+    /// Advertisements for an IPv6 VIP, at the same count and interval. The first announcement goes out now, before anything
     /// else the caller does (a new Master's first advertisement, say); the
     /// rest of the burst follows from a task.
-    pub fn announce(&mut self, addr: Ipv4Addr, garp: GarpConfig) {
+    pub fn announce(&mut self, addr: IpAddr, garp: GarpConfig) {
         if let Some(previous) = self.bursts.remove(&addr) {
             previous.cancel();
         }
@@ -343,7 +343,7 @@ impl Owner {
             return;
         }
         if let Err(e) = self.announcer.announce(self.mac, addr) {
-            tracing::warn!(vip = %addr, "gratuitous ARP not sent: {e}");
+            tracing::warn!(vip = %addr, "announcement not sent: {e}");
         }
         if garp.count == 1 {
             return;

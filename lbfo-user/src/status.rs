@@ -268,14 +268,19 @@ impl Status {
                 }
             }
             let c = &v.counters;
+            let ipv6 = v
+                .address
+                .parse::<crate::config::VipAddress>()
+                .is_ok_and(|a| a.addr.is_ipv6());
+            let (protocol, replied, dropped) = if ipv6 {
+                ("nd", c.nd_replied, c.nd_dropped_not_owner)
+            } else {
+                ("arp", c.arp_replied, c.arp_dropped_not_owner)
+            };
             let _ = writeln!(
                 out,
-                "  arp replied {}, arp dropped (not owner) {}, ip passed {}, ip dropped (not owner) {}, conflicts {}",
-                c.arp_replied,
-                c.arp_dropped_not_owner,
-                c.ip_passed,
-                c.ip_dropped_not_owner,
-                c.conflicts_seen
+                "  {protocol} replied {replied}, {protocol} dropped (not owner) {dropped}, ip passed {}, ip dropped (not owner) {}, conflicts {}",
+                c.ip_passed, c.ip_dropped_not_owner, c.conflicts_seen
             );
             if v.route.is_some() {
                 let _ = writeln!(

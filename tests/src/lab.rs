@@ -3,11 +3,18 @@
 //! link whose host end is called `eth0`. Everything the lab creates is
 //! removed when the [`Lab`] is dropped, also when a test panics.
 //!
-//! Addresses come from 192.0.2.0/24 only, and traffic never leaves the
-//! namespaces made here.
+//! Addresses come from the documentation ranges only (192.0.2.0/24 and the
+//! other IPv4 ones, 2001:db8::/32), and traffic never leaves the
+//! namespaces made here. Every host has an IPv6 address next to its IPv4
+//! one (see [`ipv6_of`]).
+//!
+//! Duplicate address detection is off in lab namespaces (`accept_dad = 0`):
+//! a fresh namespace's addresses are then usable at once instead of
+//! tentative for a second or more, and no test waits on it. lbfo adds its
+//! IPv6 VIPs without detection anyway (IFA_F_NODAD).
 
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::fd::AsFd as _,
     path::{Path, PathBuf},
     process::{Child, Command, Output},
@@ -20,6 +27,7 @@ use anyhow::{Context as _, Result, bail};
 /// Prefix of every namespace a lab creates: `lbfot<pid>x<n>-<name>`.
 const PREFIX: &str = "lbfot";
 pub const LAB_PREFIX_LEN: u8 = 24;
+pub const LAB_PREFIX_LEN6: u8 = 64;
 
 static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
 
@@ -31,6 +39,17 @@ pub struct Host {
     pub ifname: String,
     pub mac: [u8; 6],
     pub addr: Ipv4Addr,
+    /// The host's IPv6 address, [`ipv6_of`] its IPv4 one.
+    pub addr6: Ipv6Addr,
+}
+
+/// A lab host's IPv6 address: the last two octets of its IPv4 address, their
+/// decimal digits read as hexadecimal, in 2001:db8::/32, so that 192.0.2.11
+/// is 2001:db8:2::11 and each IPv4 segment has a /64 of its own.
+pub fn ipv6_of(addr: Ipv4Addr) -> Ipv6Addr {
+    let [_, _, segment, host] = addr.octets();
+    let digits = |octet: u8| u16::from_str_radix(&octet.to_string(), 16).expect("decimal digits");
+    Ipv6Addr::new(0x2001, 0xdb8, digits(segment), 0, 0, 0, 0, digits(host))
 }
 
 pub struct Lab {
@@ -109,6 +128,10 @@ impl Lab {
     fn add_namespace(&mut self, ns: &str) -> Result<()> {
         run(Command::new("ip").args(["netns", "add", ns]))?;
         self.namespaces.push(ns.to_string());
+        // Before any link exists, so every interface made later inherits it.
+        for scope in ["all", "default"] {
+            set_sysctl(ns, &format!("net/ipv6/conf/{scope}/accept_dad"), "0")?;
+        }
         ip(ns, &["link", "set", "lo", "up"])?;
         Ok(())
     }
@@ -151,6 +174,7 @@ impl Lab {
             ifname: "eth0".into(),
             mac,
             addr,
+            addr6: ipv6_of(addr),
         })
     }
 
@@ -191,6 +215,16 @@ impl Lab {
                 "addr",
                 "add",
                 &format!("{addr}/{LAB_PREFIX_LEN}"),
+                "dev",
+                ifname,
+            ],
+        )?;
+        ip(
+            ns,
+            &[
+                "addr",
+                "add",
+                &format!("{}/{LAB_PREFIX_LEN6}", ipv6_of(addr)),
                 "dev",
                 ifname,
             ],
@@ -354,7 +388,7 @@ pub fn allow_input(ns: &str, table: &str) -> Result<()> {
 pub fn set_neighbour(
     ns: &str,
     ifname: &str,
-    addr: Ipv4Addr,
+    addr: impl Into<std::net::IpAddr>,
     mac: &[u8; 6],
     state: &str,
 ) -> Result<()> {
@@ -368,7 +402,7 @@ pub fn set_neighbour(
         &[
             "neigh",
             "replace",
-            &addr.to_string(),
+            &addr.into().to_string(),
             "lladdr",
             &mac,
             "dev",
@@ -378,6 +412,15 @@ pub fn set_neighbour(
         ],
     )
     .map(drop)
+}
+
+/// Writes a sysctl of namespace `ns` (`key` as under /proc/sys, like
+/// `net/ipv6/conf/all/accept_dad`).
+pub fn set_sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
+    let path = format!("/proc/sys/{key}");
+    // /proc/sys/net is the namespace of the thread that opens it.
+    in_netns(ns, || std::fs::write(&path, value))?
+        .with_context(|| format!("writing {path} in {ns}"))
 }
 
 /// Runs `f` on a thread inside namespace `ns`. Sockets it creates stay in
@@ -433,6 +476,14 @@ pub fn addresses(ns: &str, ifname: &str) -> Result<Vec<String>> {
         .unwrap_or_default())
 }
 
+/// The IPv6 addresses on an interface as `ip -j` gives them (`local`,
+/// `prefixlen`, `nodad`, `deprecated`, `preferred_life_time`, ...).
+pub fn addresses6(ns: &str, ifname: &str) -> Result<Vec<serde_json::Value>> {
+    let out = ip(ns, &["-j", "-6", "addr", "show", "dev", ifname])?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v[0]["addr_info"].as_array().cloned().unwrap_or_default())
+}
+
 /// The id of the XDP program attached to an interface, if any.
 pub fn attached_xdp(ns: &str, ifname: &str) -> Result<Option<u64>> {
     let out = ip(ns, &["-j", "link", "show", ifname])?;
@@ -441,16 +492,46 @@ pub fn attached_xdp(ns: &str, ifname: &str) -> Result<Option<u64>> {
 }
 
 /// The MAC the namespace's neighbour table holds for `addr`, if any.
-pub fn neighbour_mac(ns: &str, ifname: &str, addr: Ipv4Addr) -> Result<Option<[u8; 6]>> {
+pub fn neighbour_mac(
+    ns: &str,
+    ifname: &str,
+    addr: impl Into<std::net::IpAddr>,
+) -> Result<Option<[u8; 6]>> {
+    Ok(neighbour(ns, ifname, addr)?.and_then(|(mac, _)| mac))
+}
+
+/// The namespace's neighbour entry for `addr`, if any: its MAC (none while
+/// unresolved) and its states, like `["STALE"]` or `["REACHABLE"]`.
+pub fn neighbour(
+    ns: &str,
+    ifname: &str,
+    addr: impl Into<std::net::IpAddr>,
+) -> Result<Option<(Option<[u8; 6]>, Vec<String>)>> {
     let out = ip(
         ns,
-        &["-j", "neigh", "show", &addr.to_string(), "dev", ifname],
+        &[
+            "-j",
+            "neigh",
+            "show",
+            &addr.into().to_string(),
+            "dev",
+            ifname,
+        ],
     )?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    match v.get(0).and_then(|e| e["lladdr"].as_str()) {
-        Some(mac) => Ok(Some(parse_mac(mac)?)),
-        None => Ok(None),
-    }
+    let Some(entry) = v.get(0) else {
+        return Ok(None);
+    };
+    let mac = entry["lladdr"].as_str().map(parse_mac).transpose()?;
+    let states = entry["state"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Some((mac, states)))
 }
 
 /// Sends `count` ARP requests for `target`, `interval` apart, with Debian's
@@ -481,6 +562,25 @@ pub fn arping(
                 .and_then(|r| r.split_whitespace().next());
             parse_mac(mac.unwrap_or_default())
         })
+        .collect()
+}
+
+/// Sends one Neighbour Solicitation for `target` to its solicited-node
+/// group with `ndisc6` (Debian package ndisc6) from inside `ns`, waits
+/// `wait` for answers and returns the Target Link-Layer Address of every one.
+pub fn ndisc6(ns: &str, ifname: &str, target: Ipv6Addr, wait: Duration) -> Result<Vec<[u8; 6]>> {
+    let out = netns_exec(ns, "ndisc6")
+        .args(["-m", "-n", "-q", "-r", "1"])
+        .args(["-w", &wait.as_millis().to_string()])
+        .args([&target.to_string(), ifname])
+        .output()
+        .context("running ndisc6 (Debian package ndisc6)")?;
+    // -q prints one MAC a line, nothing when no one answers (exit status 2).
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(parse_mac)
         .collect()
 }
 

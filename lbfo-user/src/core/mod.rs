@@ -29,7 +29,7 @@ mod tests;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::PathBuf,
     time::Duration,
 };
@@ -143,10 +143,10 @@ pub enum Input {
     },
     /// An [`Effect::Take`] failed (the executor left nothing behind);
     /// `address` is the VIP's first.
-    TakeFailed { address: Ipv4Addr, error: String },
+    TakeFailed { address: IpAddr, error: String },
     /// An [`Effect::Take`] is done: XDP answered and the first announcement
     /// was out `took` after the failover began.
-    TookOver { address: Ipv4Addr, took: Duration },
+    TookOver { address: IpAddr, took: Duration },
     /// SIGTERM or SIGINT.
     Shutdown,
 }
@@ -967,7 +967,7 @@ impl Node {
         vip.logged = phase;
     }
 
-    fn on_take_failed(&mut self, address: Ipv4Addr, error: &str) {
+    fn on_take_failed(&mut self, address: IpAddr, error: &str) {
         let Some(vip) = self
             .vips
             .iter_mut()
@@ -986,7 +986,7 @@ impl Node {
         vip.reason = format!("cannot take the VIP: {error}");
     }
 
-    fn on_took_over(&mut self, address: Ipv4Addr, took: Duration) {
+    fn on_took_over(&mut self, address: IpAddr, took: Duration) {
         let Some(vip) = self
             .vips
             .iter_mut()

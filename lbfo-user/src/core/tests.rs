@@ -237,7 +237,7 @@ fn a_failed_take_leaves_the_vip_unowned_and_unwanted() {
             (
                 11,
                 Input::TakeFailed {
-                    address: Ipv4Addr::new(192, 0, 2, 100),
+                    address: Ipv4Addr::new(192, 0, 2, 100).into(),
                     error: "netlink said no".into(),
                 },
                 &[],
@@ -418,7 +418,7 @@ fn vrrp_backup_to_master_and_back() {
         &[(
             593,
             Input::TookOver {
-                address: Ipv4Addr::new(192, 0, 2, 100),
+                address: Ipv4Addr::new(192, 0, 2, 100).into(),
                 took: Duration::from_millis(43),
             },
             &[],
@@ -1149,7 +1149,7 @@ fn a_failed_announcement_is_tried_again_at_the_next_renewal() {
             (
                 5,
                 Input::TakeFailed {
-                    address: Ipv4Addr::new(192, 0, 2, 100),
+                    address: Ipv4Addr::new(192, 0, 2, 100).into(),
                     error: "no route device is open for route VIPs".into(),
                 },
                 &[],

@@ -193,7 +193,7 @@ pub async fn run(config_path: &Path, socket_path: &Path, runtimes: Runtimes) -> 
         tracing::warn!(interface = %iface.name, "interface has no link (down or no carrier): its VIPs stay in fault until it has");
     }
     let primary = startup::election_primary(&config, &netlink, &iface).await?;
-    let vip_addresses: Vec<Ipv4Addr> = config.all_addresses().collect();
+    let vip_addresses: Vec<std::net::IpAddr> = config.all_addresses().collect();
     let capacity = core::Capacity::for_config(&config);
     let mut node = Node::new(config, iface.has_link, primary, capacity)?;
     let _lock = startup::lock_interface(&iface)?;

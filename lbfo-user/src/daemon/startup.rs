@@ -1,12 +1,17 @@
 //! Start-up steps that touch the system: the interface lock, the VRRP
 //! source address, stale addresses and attaching XDP.
 
-use std::{fs::File, net::Ipv4Addr, os::unix::fs::MetadataExt as _, path::PathBuf};
+use std::{
+    fs::File,
+    net::{IpAddr, Ipv4Addr},
+    os::unix::fs::MetadataExt as _,
+    path::PathBuf,
+};
 
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    config::{Config, XdpMode},
+    config::{Config, VipAddress, XdpMode},
     datapath::{Datapath, PROGRAM_NAME},
     netlink::{Interface, Netlink, XdpAttachMode},
 };
@@ -24,12 +29,15 @@ pub(super) async fn election_primary(
     if !config.vips.iter().any(|v| v.vrrp.vrid.is_some()) {
         return Ok(None);
     }
-    let vip_addresses: Vec<Ipv4Addr> = config.all_addresses().collect();
+    let vip_addresses: Vec<IpAddr> = config.all_addresses().collect();
     let addresses = netlink.addresses(iface.index).await?;
     let primary = addresses
         .iter()
-        .find(|a| !a.added_by_lbfo && !vip_addresses.contains(&a.addr))
-        .map(|a| a.addr)
+        .filter(|a| !a.added_by_lbfo && !vip_addresses.contains(&a.addr))
+        .find_map(|a| match a.addr {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
         .with_context(|| {
             format!(
                 "interface {} has no IPv4 address of its own; VRRP sends advertisements from it",
@@ -97,15 +105,17 @@ pub(super) fn lock_interface(iface: &Interface) -> Result<nix::fcntl::Flock<File
 pub(super) async fn remove_stale_addresses(
     netlink: &Netlink,
     iface: &Interface,
-    vips: &[Ipv4Addr],
-) -> Result<Vec<Ipv4Addr>> {
+    vips: &[IpAddr],
+) -> Result<Vec<IpAddr>> {
     let mut by_hand = Vec::new();
     for a in netlink.addresses(iface.index).await? {
         if a.added_by_lbfo {
             tracing::warn!(address = %a.addr, "removing VIP address left on {} by an lbfo that did not shut down cleanly", iface.name);
-            netlink
-                .remove_address(iface.index, a.addr, a.prefix_len)
-                .await?;
+            let stale = VipAddress {
+                addr: a.addr,
+                prefix_len: a.prefix_len,
+            };
+            netlink.remove_address(iface.index, stale).await?;
         } else if vips.contains(&a.addr) {
             by_hand.push(a.addr);
         }

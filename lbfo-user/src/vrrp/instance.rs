@@ -43,7 +43,7 @@ impl Instance {
             preempt: vip.vrrp.preempt,
             preempt_delay: Duration::from_millis(vip.vrrp.preempt_delay_ms),
             primary_address: primary,
-            addresses: vip.addresses.iter().map(|a| a.addr).collect(),
+            addresses: vip.addresses.iter().filter_map(|a| a.ipv4()).collect(),
             version: vip.vrrp.version()?,
             auth: vip.vrrp.auth()?,
         };
