@@ -384,9 +384,12 @@ fn bad_input_is_one_clear_line_and_nothing_is_applied() {
         ),
         (
             &n1.ns,
-            good.replace(VIP_CIDR, "2001:db8::100/64"),
+            good.replace(
+                &format!("address = \"{VIP_CIDR}\""),
+                &format!("addresses = [\"{VIP_CIDR}\", \"2001:db8::100/64\"]"),
+            ),
             false,
-            "is not IPv4",
+            "mixes IPv4 and IPv6 addresses",
         ),
         (
             &n1.ns,
