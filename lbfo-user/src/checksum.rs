@@ -1,6 +1,8 @@
-//! The Internet checksum (RFC 1071), shared by the VRRP codec (over an IPv4
+//! The Internet checksum (RFC 1071), shared by the VRRP codec (over the IP
 //! pseudo-header and the advertisement), the ICMP echo probe and the
 //! unsolicited Neighbour Advertisement (over the IPv6 pseudo-header).
+
+use std::net::IpAddr;
 
 /// The one's complement of the one's complement sum of `parts`' bytes, read
 /// as one run of big-endian 16-bit words (an odd last byte padded with
@@ -37,6 +39,38 @@ pub fn internet(parts: &[&[u8]]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// The checksum of an upper-layer `message` of `protocol` sent from `src`
+/// to `dst`, over the pseudo-header of their family: IPv4's (RFC 768: source,
+/// destination, zero, protocol, 16-bit length) or IPv6's (RFC 8200 section
+/// 8.1: source, destination, 32-bit length, three zeros, next header).
+///
+/// # Panics
+/// If `src` and `dst` are of different families, which no packet can be.
+pub fn transport(src: IpAddr, dst: IpAddr, protocol: u8, message: &[u8]) -> u16 {
+    // A length past the field's width cannot come from a real packet; the
+    // truncation only makes the checksum fail.
+    let len = message.len();
+    match (src, dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            let mut pseudo = [0u8; 12];
+            pseudo[0..4].copy_from_slice(&src.octets());
+            pseudo[4..8].copy_from_slice(&dst.octets());
+            pseudo[9] = protocol;
+            pseudo[10..12].copy_from_slice(&(len as u16).to_be_bytes());
+            internet(&[&pseudo, message])
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            let mut pseudo = [0u8; 40];
+            pseudo[0..16].copy_from_slice(&src.octets());
+            pseudo[16..32].copy_from_slice(&dst.octets());
+            pseudo[32..36].copy_from_slice(&(len as u32).to_be_bytes());
+            pseudo[39] = protocol;
+            internet(&[&pseudo, message])
+        }
+        _ => panic!("pseudo-header from {src} to {dst} mixes IP families"),
+    }
 }
 
 #[cfg(test)]

@@ -235,9 +235,10 @@ pub struct VrrpConfig {
     pub preempt: bool,
     #[serde(default)]
     pub preempt_delay_ms: u64,
-    /// Send advertisements to these addresses instead of 224.0.0.18.
+    /// Send advertisements to these addresses (of the VIP's family)
+    /// instead of 224.0.0.18 or ff02::12.
     #[serde(default)]
-    pub unicast_peers: Vec<std::net::Ipv4Addr>,
+    pub unicast_peers: Vec<IpAddr>,
     /// 3 (RFC 5798) or 2 (RFC 3768, keepalived's default): every router
     /// of a virtual router speaks the same one.
     #[serde(default = "defaults::vrrp_version")]
@@ -389,6 +390,12 @@ impl VipConfig {
         self.addresses[0]
     }
 
+    /// Whether the VIP is IPv6 (a VIP is one family; validation refuses a
+    /// mix).
+    pub fn is_ipv6(&self) -> bool {
+        self.address().addr.is_ipv6()
+    }
+
     /// The addresses as one text, `192.0.2.100/24, 192.0.2.101/24`.
     pub fn addresses_text(&self) -> String {
         let all: Vec<String> = self.addresses.iter().map(ToString::to_string).collect();
@@ -510,8 +517,8 @@ impl VipConfig {
 }
 
 impl VipConfig {
-    /// A VIP is one family. IPv6 VIPs are, so far, owned by operator
-    /// command and served by the local stack.
+    /// A VIP is one family. IPv6 VIPs are elected or owned by operator
+    /// command, and served by the local stack.
     fn validate_family(&self) -> Result<(), String> {
         let name = &self.name;
         let ipv6 = self.addresses.iter().filter(|a| a.addr.is_ipv6()).count();
@@ -521,11 +528,6 @@ impl VipConfig {
         if ipv6 != self.addresses.len() {
             return Err(format!(
                 "vip {name:?} mixes IPv4 and IPv6 addresses; a virtual router carries one family (RFC 5798), so give each family a [[vip]] of its own"
-            ));
-        }
-        if let Some(vrid) = self.vrrp.vrid {
-            return Err(format!(
-                "vip {name:?}: elected IPv6 VIPs are not supported yet; remove vrid = {vrid} and own it with `lbfo own {name}`"
             ));
         }
         if self.mode == VipServeMode::Balance {
@@ -564,7 +566,15 @@ impl VipConfig {
 }
 
 impl VrrpConfig {
-    fn validate(&self, vip: &str, vrids: &mut HashSet<u8>) -> Result<(), String> {
+    /// `vrids` holds the (family, VRID) pairs in use: an IPv4 and an IPv6
+    /// virtual router are separate (RFC 5798), so a VRID may serve once per
+    /// family.
+    fn validate(
+        &self,
+        vip: &str,
+        ipv6: bool,
+        vrids: &mut HashSet<(bool, u8)>,
+    ) -> Result<(), String> {
         let Some(vrid) = self.vrid else {
             let vrrp_key_set = self.priority != defaults::priority()
                 || self.advert_interval_ms != defaults::advert_interval_ms()
@@ -582,9 +592,20 @@ impl VrrpConfig {
         crate::vrrp::validate_settings(vrid, self.priority, self.advert_interval(), version)
             .map_err(|e| format!("vip {vip:?}: {e}"))?;
         self.auth().map_err(|e| format!("vip {vip:?}: {e}"))?;
-        if !vrids.insert(vrid) {
+        let family = if ipv6 { "IPv6" } else { "IPv4" };
+        if ipv6 && version == Version::V2 {
             return Err(format!(
-                "vrid {vrid} is used by two VIPs; each VIP needs its own"
+                "vip {vip:?}: vrrp_version = 2 is IPv4 only (RFC 3768); an IPv6 VIP speaks version 3"
+            ));
+        }
+        if !vrids.insert((ipv6, vrid)) {
+            return Err(format!(
+                "vrid {vrid} is used by two {family} VIPs; each needs its own (an IPv4 and an IPv6 VIP may share one)"
+            ));
+        }
+        if let Some(peer) = self.unicast_peers.iter().find(|p| p.is_ipv6() != ipv6) {
+            return Err(format!(
+                "vip {vip:?}: unicast peer {peer} is not {family}, the VIP's family"
             ));
         }
         if self.preempt_delay_ms > 3_600_000 {
@@ -770,7 +791,7 @@ impl Config {
             }
             vip.validate_family()?;
             vip.validate_announce()?;
-            vip.vrrp.validate(&vip.name, &mut vrids)?;
+            vip.vrrp.validate(&vip.name, vip.is_ipv6(), &mut vrids)?;
             vip.validate_backends()?;
             vip.validate_checks()?;
             for address in &vip.addresses {
@@ -898,8 +919,16 @@ address = "192.0.2.100/24"
                 "cannot be a VIP (not a unicast address)",
             ),
             (
-                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"2001:db8::1\"\nvrid = 5\n",
-                "lbfo.toml: vip \"a\": elected IPv6 VIPs are not supported yet; remove vrid = 5 and own it with `lbfo own a`",
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"2001:db8::1\"\nvrid = 5\nvrrp_version = 2\n",
+                "lbfo.toml: vip \"a\": vrrp_version = 2 is IPv4 only (RFC 3768); an IPv6 VIP speaks version 3",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"2001:db8::1\"\nvrid = 5\nunicast_peers = [\"192.0.2.2\"]\n",
+                "lbfo.toml: vip \"a\": unicast peer 192.0.2.2 is not IPv6, the VIP's family",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"2001:db8::1\"\nvrid = 5\n[[vip]]\nname = \"b\"\naddress = \"2001:db8::2\"\nvrid = 5\n",
+                "lbfo.toml: vrid 5 is used by two IPv6 VIPs; each needs its own (an IPv4 and an IPv6 VIP may share one)",
             ),
             (
                 "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddresses = [\"192.0.2.1/24\", \"2001:db8::1/64\"]\n",
@@ -965,7 +994,7 @@ address = "192.0.2.100/24"
             ),
             (
                 "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrid = 5\n[[vip]]\nname = \"b\"\naddress = \"192.0.2.2\"\nvrid = 5\n",
-                "vrid 5 is used by two VIPs",
+                "vrid 5 is used by two IPv4 VIPs",
             ),
             (
                 "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.1\"\nvrid = 5\npriority = 0\n",
@@ -1105,7 +1134,10 @@ address = "192.0.2.100/24"
                 format!("{base}notify_master = [\"on-master.sh\"]\n"),
                 "vip \"web\": notify_master[0] = \"on-master.sh\" must be an absolute path",
             ),
-            (format!("{base}notify_fault = []\n"), "notify_fault is empty"),
+            (
+                format!("{base}notify_fault = []\n"),
+                "notify_fault is empty",
+            ),
             (
                 format!(
                     "{base}{}",
@@ -1270,5 +1302,28 @@ addresses = ["2001:db8::200/128", "2001:db8::201/128"]
         assert_eq!(c.find_vip("2001:db8:0::201/128").unwrap().name, "api6");
         assert_eq!(c.find_vip("192.0.2.100").unwrap().name, "web");
         assert_eq!(c.all_addresses().filter(IpAddr::is_ipv6).count(), 3);
+    }
+
+    /// An elected IPv4 VIP and an elected IPv6 VIP share VRID 51: RFC 5798
+    /// makes them separate virtual routers.
+    #[test]
+    fn one_vrid_per_family() {
+        let c = parse(
+            r#"
+interface = "eth0"
+[[vip]]
+name = "web"
+address = "192.0.2.100/24"
+vrid = 51
+[[vip]]
+name = "web6"
+address = "2001:db8::100/64"
+vrid = 51
+unicast_peers = ["fe80::2", "2001:db8::2"]
+"#,
+        )
+        .unwrap();
+        assert!(c.vips[1].is_ipv6() && !c.vips[0].is_ipv6());
+        assert_eq!(c.vips[1].vrrp.unicast_peers.len(), 2);
     }
 }

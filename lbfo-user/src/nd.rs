@@ -45,15 +45,9 @@ pub fn unsolicited_advertisement(mac: [u8; 6], vip: Ipv6Addr) -> [u8; FRAME_LEN]
     f
 }
 
-/// The ICMPv6 checksum of `message` over the IPv6 pseudo-header (RFC 8200
-/// section 8.1).
+/// The ICMPv6 checksum of `message` over the IPv6 pseudo-header.
 fn icmpv6_checksum(src: Ipv6Addr, dst: Ipv6Addr, message: &[u8]) -> u16 {
-    let mut pseudo = [0u8; 40];
-    pseudo[0..16].copy_from_slice(&src.octets());
-    pseudo[16..32].copy_from_slice(&dst.octets());
-    pseudo[32..36].copy_from_slice(&(message.len() as u32).to_be_bytes());
-    pseudo[39] = IPPROTO_ICMPV6;
-    crate::checksum::internet(&[&pseudo, message])
+    crate::checksum::transport(src.into(), dst.into(), IPPROTO_ICMPV6, message)
 }
 
 #[cfg(test)]

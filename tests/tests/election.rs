@@ -586,9 +586,11 @@ fn per_state_notify_commands_run_on_master_backup_fault_and_stop() {
     let node = LbfoNode::start(&mut lab, &nodes[0], &lbfo_config(150, advert, &extra)).unwrap();
     let seen = || std::fs::read_to_string(&log).unwrap_or_default();
     let expect = |want: &str| {
-        wait_for(Duration::from_secs(3), &format!("the scripts to log {want:?}"), || {
-            Ok(seen().split_whitespace().collect::<Vec<_>>().join(" ") == want)
-        })
+        wait_for(
+            Duration::from_secs(3),
+            &format!("the scripts to log {want:?}"),
+            || Ok(seen().split_whitespace().collect::<Vec<_>>().join(" ") == want),
+        )
         .unwrap_or_else(|e| panic!("{e}; log: {:?}\n{}", seen(), node.log_text()));
     };
     // Alone on its LAN: Backup at start, Master after Master_Down_Interval.

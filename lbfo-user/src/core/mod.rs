@@ -41,7 +41,7 @@ use crate::{
     balance::{BackendIds, TableUpdate},
     config::{Config, GarpConfig, VipAddress, VipConfig},
     control::Response,
-    vrrp::{Action, Advertisement, Event, Reject},
+    vrrp::{Action, Advertisement, Event, Reject, Sources},
 };
 
 /// How much longer than one advertisement interval a stopping Master waits
@@ -120,11 +120,9 @@ pub enum Input {
     },
     /// The interface gained or lost its link (up with a carrier).
     Link { up: bool },
-    /// A VRRP advertisement from another router, decoded.
-    Advert {
-        from: Ipv4Addr,
-        advert: Advertisement,
-    },
+    /// A VRRP advertisement from another router, decoded. The family of
+    /// `from` is the virtual router's.
+    Advert { from: IpAddr, advert: Advertisement },
     /// A VRRP packet that failed the receive checks.
     Rejected(Reject),
     /// The time from [`Node::next_deadline`] has come.
@@ -192,9 +190,11 @@ pub enum Effect {
     PublishTable(Box<TableUpdate>),
     /// Mark these backend ids gone in the map.
     ClearBackends(Vec<u32>),
+    /// Send from `source` (whose family picks the socket).
     SendAdvert {
+        source: IpAddr,
         advert: Advertisement,
-        unicast_peers: Vec<Ipv4Addr>,
+        unicast_peers: Vec<IpAddr>,
     },
     /// Ask the kernel to resolve these backends' MACs.
     Solicit(Vec<Ipv4Addr>),
@@ -224,8 +224,9 @@ pub struct Node {
     /// What the maps were sized for at start-up.
     capacity: Capacity,
     backend_ids: BackendIds,
-    /// The source of this node's advertisements; `None` while no VIP is elected.
-    primary: Option<Ipv4Addr>,
+    /// The sources of this node's advertisements, per family; `None` where
+    /// no VIP of the family is elected.
+    sources: Sources,
     /// Advertisements not acted on, by reason.
     rejected: BTreeMap<&'static str, u64>,
     handover: Option<Handover>,
@@ -233,14 +234,14 @@ pub struct Node {
 }
 
 impl Node {
-    /// The node as it starts: every VIP not owned. `primary` is the VRRP
-    /// source address (needed when any VIP is elected); `capacity` what the
+    /// The node as it starts: every VIP not owned. `sources` are the VRRP
+    /// source addresses (needed for each family with an elected VIP); `capacity` what the
     /// data path's maps are sized for (usually [`Capacity::for_config`]).
     /// Fails, changing nothing anywhere, if the VIPs do not fit.
     pub fn new(
         config: Config,
         link_up: bool,
-        primary: Option<Ipv4Addr>,
+        sources: Sources,
         capacity: Capacity,
     ) -> Result<Node, PlanError> {
         let empty = Node {
@@ -252,15 +253,15 @@ impl Node {
             vips: Vec::new(),
             capacity,
             backend_ids: BackendIds::new(capacity.backends),
-            primary: None,
+            sources: Sources::default(),
             rejected: Reject::NAMES.iter().map(|n| (*n, 0)).collect(),
             handover: None,
             stopped: false,
         };
-        let plan = plan::plan(&empty, config, primary)?;
+        let plan = plan::plan(&empty, config, sources)?;
         let mut node = empty;
         (node.config, node.vips, node.backend_ids) = plan.into_start();
-        node.primary = primary;
+        node.sources = sources;
         Ok(node)
     }
 
@@ -276,8 +277,8 @@ impl Node {
         self.link_up
     }
 
-    pub fn primary(&self) -> Option<Ipv4Addr> {
-        self.primary
+    pub fn sources(&self) -> Sources {
+        self.sources
     }
 
     pub fn rejected(&self) -> &BTreeMap<&'static str, u64> {
@@ -759,11 +760,16 @@ impl Node {
     fn on_advert(
         &mut self,
         now: Duration,
-        from: Ipv4Addr,
+        from: IpAddr,
         advert: Advertisement,
         out: &mut Vec<Effect>,
     ) {
-        let Some(index) = self.vips.iter().position(|v| v.vrid() == Some(advert.vrid)) else {
+        // An IPv4 and an IPv6 virtual router may share a VRID.
+        let Some(index) = self
+            .vips
+            .iter()
+            .position(|v| v.vrid() == Some(advert.vrid) && v.config.is_ipv6() == from.is_ipv6())
+        else {
             self.count_reject(&Reject::UnknownVrid { vrid: advert.vrid });
             return;
         };
@@ -874,6 +880,7 @@ impl Node {
                         instance.counters.priority_zero_sent += 1;
                     }
                     out.push(Effect::SendAdvert {
+                        source: instance.source(),
                         advert,
                         unicast_peers: instance.unicast_peers.clone(),
                     });
@@ -1058,7 +1065,7 @@ impl Node {
         let summary = plan.summary();
         let Plan {
             config,
-            primary,
+            sources,
             going,
             staying,
             coming,
@@ -1081,7 +1088,7 @@ impl Node {
             tracing::info!(vip = %vip.config.name, "removed by reload");
         }
         self.config = config;
-        self.primary = primary;
+        self.sources = sources;
         self.backend_ids = backend_ids;
         let lease = self.config.lease();
         for stay in staying {
@@ -1211,7 +1218,12 @@ impl Node {
 /// `notify_master`; giving the VIP up runs `notify_backup`, or `notify_stop`
 /// while the daemon stops; a start (from Initialize) into a phase that does
 /// not serve runs `notify_backup` too, so a script always learns the state.
-fn state_notify(config: &VipConfig, old: Phase, new: Phase, stopping: bool) -> Option<&Vec<String>> {
+fn state_notify(
+    config: &VipConfig,
+    old: Phase,
+    new: Phase,
+    stopping: bool,
+) -> Option<&Vec<String>> {
     match new {
         Phase::Master | Phase::Owner | Phase::Announced => config.notify_master.as_ref(),
         Phase::Fault => config.notify_fault.as_ref(),

@@ -3,11 +3,10 @@
 //! on copies, before the first effect. A plan that cannot be made changes
 //! nothing; one that is made cannot fail half-way.
 
-use std::net::Ipv4Addr;
-
 use crate::{
     balance::{BackendIds, BalancedVip},
     config::{Config, VipConfig, VipServeMode},
+    vrrp::Sources,
 };
 
 use super::{Node, Vip};
@@ -84,7 +83,7 @@ pub enum PlanError {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub(super) config: Config,
-    pub(super) primary: Option<Ipv4Addr>,
+    pub(super) sources: Sources,
     /// Indexes (into the node's VIPs) of the VIPs that leave.
     pub(super) going: Vec<usize>,
     /// VIPs that stay with their state: old index, new config, and for a
@@ -125,10 +124,10 @@ impl Plan {
     }
 }
 
-/// Plans the move from `node` to `new`. `primary` is the VRRP source
-/// address for the new configuration (the daemon finds it on the
-/// interface; required when a VIP is elected).
-pub fn plan(node: &Node, new: Config, primary: Option<Ipv4Addr>) -> Result<Plan, PlanError> {
+/// Plans the move from `node` to `new`. `sources` are the VRRP source
+/// addresses for the new configuration (the daemon finds them on the
+/// interface; required for each family with an elected VIP).
+pub fn plan(node: &Node, new: Config, sources: Sources) -> Result<Plan, PlanError> {
     let old = &node.config;
     if new.interface != old.interface {
         return Err(PlanError::NeedsRestart {
@@ -240,7 +239,6 @@ pub fn plan(node: &Node, new: Config, primary: Option<Ipv4Addr>) -> Result<Plan,
         .iter()
         .filter_map(|s| node.vips[s.index].balance.as_ref().map(|b| b.table_slot))
         .collect();
-    let primary_or_none = primary.unwrap_or(Ipv4Addr::UNSPECIFIED);
     let mut coming = Vec::new();
     for config in new
         .vips
@@ -265,16 +263,11 @@ pub fn plan(node: &Node, new: Config, primary: Option<Ipv4Addr>) -> Result<Plan,
         } else {
             None
         };
-        coming.push(Vip::new(config, id, slot, &mut ids, primary_or_none)?);
-    }
-    if primary.is_none() && new.vips.iter().any(|v| v.vrrp.vrid.is_some()) {
-        return Err(PlanError::Vip(
-            "elected VIPs need the interface's own address to advertise from".into(),
-        ));
+        coming.push(Vip::new(config, id, slot, &mut ids, sources)?);
     }
     Ok(Plan {
         config: new,
-        primary,
+        sources,
         going,
         staying,
         coming,

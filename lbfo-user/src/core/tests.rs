@@ -2,13 +2,24 @@
 //! expected out, each written as one short line (see [`line`]). No root, no
 //! sockets, no sleeps: time is an argument.
 
-use std::{collections::HashSet, net::Ipv4Addr, path::Path, time::Duration};
+use std::{
+    collections::HashSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+    time::Duration,
+};
 
 use super::*;
 use crate::vrrp::{Advertisement, Auth, Version};
 
 const PRIMARY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
-const PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 12);
+const PRIMARY6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x11);
+/// The node's VRRP sources in both families.
+const SOURCES: Sources = Sources {
+    ipv4: Some(PRIMARY),
+    ipv6: Some(PRIMARY6),
+};
+const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 12));
 
 fn config(text: &str) -> Config {
     Config::parse(
@@ -19,13 +30,13 @@ fn config(text: &str) -> Config {
 }
 
 /// A node with its maps sized for `config`, as the daemon starts it.
-fn start(config: Config, primary: Option<Ipv4Addr>) -> Result<Node, PlanError> {
+fn start(config: Config, sources: Sources) -> Result<Node, PlanError> {
     let capacity = Capacity::for_config(&config);
-    Node::new(config, true, primary, capacity)
+    Node::new(config, true, sources, capacity)
 }
 
 fn node(text: &str) -> Node {
-    let mut node = start(config(text), Some(PRIMARY)).expect("plan");
+    let mut node = start(config(text), SOURCES).expect("plan");
     node.initial_effects();
     node
 }
@@ -154,7 +165,7 @@ fn advert(vrid: u8, priority: u8, interval_cs: u16) -> Input {
             vrid,
             priority,
             max_advert_interval_cs: interval_cs,
-            addresses: vec![Ipv4Addr::new(192, 0, 2, 100)],
+            addresses: vec![Ipv4Addr::new(192, 0, 2, 100).into()],
         },
     }
 }
@@ -580,7 +591,7 @@ fn several_addresses_move_together_in_one_advertisement() {
             from: PEER,
             advert: Advertisement {
                 priority: 200,
-                addresses: vec![Ipv4Addr::new(192, 0, 2, 100)],
+                addresses: vec![Ipv4Addr::new(192, 0, 2, 100).into()],
                 ..advert.clone()
             },
         },
@@ -722,7 +733,7 @@ fn macs(addrs: &[(u8, u8)]) -> Input {
 
 #[test]
 fn backends_take_flows_once_their_macs_are_known_and_drain_stops_new_ones() {
-    let mut n = start(config(BALANCED), None).unwrap();
+    let mut n = start(config(BALANCED), Sources::default()).unwrap();
     let initial: Vec<String> = n.initial_effects().iter().map(line).collect();
     assert_eq!(
         initial,
@@ -778,7 +789,7 @@ fn backends_take_flows_once_their_macs_are_known_and_drain_stops_new_ones() {
 }
 
 fn reload(n: &mut Node, at: u64, text: &str) -> Vec<String> {
-    let plan = plan(n, config(text), Some(PRIMARY)).expect("reload plan");
+    let plan = plan(n, config(text), SOURCES).expect("reload plan");
     n.handle(
         Duration::from_millis(at),
         Input::Reload {
@@ -878,11 +889,7 @@ fn refused_reloads_change_nothing() {
         "name = \"lb\"\naddress = \"192.0.2.110/24\"",
     ));
     let before = format!("{n:?}");
-    let refused = |text: String| {
-        plan(&n, config(&text), Some(PRIMARY))
-            .unwrap_err()
-            .to_string()
-    };
+    let refused = |text: String| plan(&n, config(&text), SOURCES).unwrap_err().to_string();
     assert_eq!(
         refused(format!("xdp_mode = \"generic\"\n{OPERATOR_VIP}")),
         "changing xdp_mode needs a restart"
@@ -900,14 +907,14 @@ fn refused_reloads_change_nothing() {
             many.push_str(&format!("[[vip.backend]]\naddress = \"198.51.100.{b}\"\n"));
         }
     }
-    let mut full = start(config(&many), None).unwrap();
+    let mut full = start(config(&many), Sources::default()).unwrap();
     full.initial_effects();
     let full_before = format!("{full:?}");
     let moved = many.replace("198.51.100.", "203.0.113.");
     let error = plan(
         &full,
         config(&moved[..moved.find("[[vip]]\nname = \"lb15\"").unwrap()]),
-        None,
+        Sources::default(),
     )
     .unwrap_err();
     assert!(
@@ -1001,11 +1008,7 @@ fn maps_are_sized_for_what_is_configured_plus_headroom() {
 
 #[test]
 fn a_reload_that_needs_bigger_maps_is_refused_and_changes_nothing() {
-    let refused = |n: &Node, text: &str| {
-        plan(n, config(text), Some(PRIMARY))
-            .unwrap_err()
-            .to_string()
-    };
+    let refused = |n: &Node, text: &str| plan(n, config(text), SOURCES).unwrap_err().to_string();
     let n = node(OPERATOR_VIP);
     let before = format!("{n:?}");
     assert_eq!(
@@ -1260,7 +1263,7 @@ fn a_reload_changing_route_device_is_refused_and_changing_announce_restarts_the_
     let error = plan(
         &n,
         config(&format!("route_device = \"bgp0\"\n{ROUTE_VIP}")),
-        Some(PRIMARY),
+        SOURCES,
     )
     .unwrap_err();
     assert_eq!(
@@ -1279,4 +1282,54 @@ fn a_reload_changing_route_device_is_refused_and_changing_announce_restarts_the_
         ]
     );
     assert_eq!(phase(&n, "web"), Phase::Standby);
+}
+
+/// An IPv4 and an IPv6 VIP share VRID 51 (separate virtual routers, RFC
+/// 5798): each advertises from its family's source, and a peer's
+/// advertisement reaches only the VIP of its family.
+#[test]
+fn ipv4_and_ipv6_virtual_routers_share_a_vrid() {
+    let mut n = node(
+        "[[vip]]\nname = \"web\"\naddress = \"192.0.2.100/24\"\nvrid = 51\npriority = 150\nadvert_interval_ms = 100\n\
+         [[vip]]\nname = \"web6\"\naddress = \"2001:db8::100/64\"\nvrid = 51\npriority = 150\nadvert_interval_ms = 100\n",
+    );
+    assert!(n.handle(Duration::ZERO, Input::Start).is_empty());
+    let effects = n.handle(Duration::from_millis(342), Input::Timer);
+    let sources: Vec<IpAddr> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::SendAdvert { source, advert, .. } => {
+                assert_eq!(advert.addresses[0].is_ipv6(), source.is_ipv6());
+                Some(*source)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sources, [IpAddr::V4(PRIMARY), IpAddr::V6(PRIMARY6)]);
+    assert_eq!(phase(&n, "web"), Phase::Master);
+    assert_eq!(phase(&n, "web6"), Phase::Master);
+    // A higher IPv6 Master: web6 steps down, web stays.
+    let effects = n.handle(
+        Duration::from_millis(400),
+        Input::Advert {
+            from: "fe80::12".parse().unwrap(),
+            advert: Advertisement {
+                version: Version::V3,
+                auth: Auth::None,
+                vrid: 51,
+                priority: 200,
+                max_advert_interval_cs: 10,
+                addresses: vec!["2001:db8::100".parse().unwrap()],
+            },
+        },
+    );
+    assert!(
+        effects
+            .iter()
+            .map(line)
+            .any(|l| l.starts_with("release 2001:db8::100/64")),
+        "{effects:?}"
+    );
+    assert_eq!(phase(&n, "web6"), Phase::Backup);
+    assert_eq!(phase(&n, "web"), Phase::Master);
 }

@@ -18,7 +18,7 @@ use crate::{
     balance::{BackendIds, BalancedVip},
     config::{Announce, Config, VipConfig, VipServeMode},
     health::CheckConfig,
-    vrrp::{Instance, State},
+    vrrp::{Instance, Sources, State},
 };
 
 /// Where a VIP stands, as logs, notify scripts and `lbfo status` name it.
@@ -215,7 +215,7 @@ impl Vip {
         id: u32,
         table_slot: Option<u16>,
         ids: &mut BackendIds,
-        primary: Ipv4Addr,
+        sources: Sources,
     ) -> Result<Vip, PlanError> {
         debug_assert_eq!(table_slot.is_some(), config.mode == VipServeMode::Balance);
         let balance = match table_slot {
@@ -231,7 +231,7 @@ impl Vip {
             config: config.clone(),
             id,
             balance,
-            election: Instance::new(config, primary).map_err(PlanError::Vip)?,
+            election: Instance::new(config, sources).map_err(PlanError::Vip)?,
             operator_wants: false,
             owned: false,
             fault: false,

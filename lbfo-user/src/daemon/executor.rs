@@ -14,7 +14,7 @@ use crate::{
     metrics::Metrics,
     notify::run_notify,
     ownership::Owner,
-    vrrp::socket::VrrpSocket,
+    vrrp::socket::VrrpSockets,
 };
 
 /// What applying a batch of effects produced.
@@ -32,8 +32,8 @@ pub struct Executor {
     owner: Owner,
     clock: Clock,
     metrics: Option<Arc<Metrics>>,
-    /// Open while any VIP is elected.
-    vrrp: Option<Arc<VrrpSocket>>,
+    /// One per family while any VIP of it is elected.
+    vrrp: VrrpSockets,
     /// Backends to resolve, for the neighbour task.
     solicit: mpsc::UnboundedSender<Vec<Ipv4Addr>>,
     tasks: TaskTracker,
@@ -45,7 +45,7 @@ impl Executor {
         owner: Owner,
         clock: Clock,
         metrics: Option<Arc<Metrics>>,
-        vrrp: Option<Arc<VrrpSocket>>,
+        vrrp: VrrpSockets,
         solicit: mpsc::UnboundedSender<Vec<Ipv4Addr>>,
         tasks: TaskTracker,
         notify_timeout: Duration,
@@ -69,13 +69,13 @@ impl Executor {
         &mut self.owner
     }
 
-    pub fn vrrp(&self) -> Option<&Arc<VrrpSocket>> {
-        self.vrrp.as_ref()
+    pub fn vrrp(&self) -> &VrrpSockets {
+        &self.vrrp
     }
 
-    /// A reload brought the first elected VIP.
-    pub fn set_vrrp(&mut self, socket: Arc<VrrpSocket>) {
-        self.vrrp = Some(socket);
+    /// A reload brought the first elected VIP of a family, or a new source.
+    pub fn set_vrrp(&mut self, sockets: VrrpSockets) {
+        self.vrrp = sockets;
     }
 
     pub fn set_notify_timeout(&mut self, timeout: Duration) {
@@ -166,15 +166,19 @@ impl Executor {
                     }
                 }
                 Effect::SendAdvert {
+                    source,
                     advert,
                     unicast_peers,
-                } => match &self.vrrp {
+                } => match self.vrrp.sending_from(source) {
                     Some(socket) => {
                         if let Err(e) = socket.send_advert(&advert, &unicast_peers) {
                             tracing::warn!(vrid = advert.vrid, "VRRP advertisement not sent: {e}");
                         }
                     }
-                    None => tracing::error!(vrid = advert.vrid, "no VRRP socket to advertise on"),
+                    None => tracing::error!(
+                        vrid = advert.vrid,
+                        "no VRRP socket sending from {source} to advertise on"
+                    ),
                 },
                 Effect::Solicit(backends) => {
                     // The neighbour task asks the kernel; nothing here waits.

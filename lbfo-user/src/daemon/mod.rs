@@ -19,7 +19,7 @@ mod systemd;
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -45,7 +45,11 @@ use crate::{
     netlink::{Interface, Netlink, XdpAttachMode},
     ownership::Owner,
     route::RouteDevice,
-    vrrp::{socket::VrrpSocket, timer::PreciseTimer},
+    vrrp::{
+        Sources,
+        socket::{VrrpSocket, VrrpSockets},
+        timer::PreciseTimer,
+    },
 };
 
 use executor::Executor;
@@ -192,10 +196,10 @@ pub async fn run(config_path: &Path, socket_path: &Path, runtimes: Runtimes) -> 
     if !iface.has_link {
         tracing::warn!(interface = %iface.name, "interface has no link (down or no carrier): its VIPs stay in fault until it has");
     }
-    let primary = startup::election_primary(&config, &netlink, &iface).await?;
+    let sources = startup::election_sources(&config, &netlink, &iface).await?;
     let vip_addresses: Vec<std::net::IpAddr> = config.all_addresses().collect();
     let capacity = core::Capacity::for_config(&config);
-    let mut node = Node::new(config, iface.has_link, primary, capacity)?;
+    let mut node = Node::new(config, iface.has_link, sources, capacity)?;
     let _lock = startup::lock_interface(&iface)?;
     let socket = control::bind(socket_path)?;
     let mut datapath = Datapath::load(capacity)?;
@@ -205,10 +209,7 @@ pub async fn run(config_path: &Path, socket_path: &Path, runtimes: Runtimes) -> 
             iface.name
         )
     })?;
-    let vrrp = match primary {
-        Some(primary) => Some(open_vrrp(&iface, primary)?),
-        None => None,
-    };
+    let vrrp = open_vrrp(&iface, &VrrpSockets::default(), sources)?;
 
     let metrics_listener = match node.config().metrics {
         Some(m) => Some(
@@ -394,11 +395,26 @@ async fn open_route_device(netlink: &Netlink, name: &str) -> Result<RouteDevice>
     Ok(device)
 }
 
-fn open_vrrp(iface: &Interface, primary: Ipv4Addr) -> Result<Arc<VrrpSocket>> {
-    let socket = VrrpSocket::open(&iface.name, iface.index, primary)
-        .with_context(|| format!("cannot open the VRRP socket on {}", iface.name))?;
-    tracing::info!(interface = %iface.name, "VRRP advertisements from {primary}");
-    Ok(Arc::new(socket))
+/// The VRRP sockets for `sources`: those of `open` that still send from the
+/// right address, and new ones for the rest. Nothing changes if one fails.
+fn open_vrrp(iface: &Interface, open: &VrrpSockets, sources: Sources) -> Result<VrrpSockets> {
+    let socket = |current: &Option<Arc<VrrpSocket>>, source: Option<IpAddr>| match source {
+        None => Ok(None),
+        Some(source) if current.as_ref().is_some_and(|s| s.source() == source) => {
+            Ok(current.clone())
+        }
+        Some(source) => {
+            let socket = VrrpSocket::open(&iface.name, iface.index, source).with_context(|| {
+                format!("cannot open the VRRP socket on {} for {source}", iface.name)
+            })?;
+            tracing::info!(interface = %iface.name, "VRRP advertisements from {source}");
+            anyhow::Ok(Some(Arc::new(socket)))
+        }
+    };
+    Ok(VrrpSockets {
+        ipv4: socket(&open.ipv4, sources.of_family(false))?,
+        ipv6: socket(&open.ipv6, sources.of_family(true))?,
+    })
 }
 
 impl Daemon {
@@ -453,7 +469,7 @@ impl Daemon {
             let next_timer = next_deadline.map(|d| self.clock.instant(d));
             let room = next_deadline.map(|d| d.saturating_sub(self.clock.now()));
             let commands_fit = command_cost.fits(room);
-            let vrrp = self.executor.vrrp().cloned();
+            let vrrp = self.executor.vrrp().clone();
             let garp_refreshing = self.node.config().garp.refresh_ms > 0;
             tokio::select! {
                 _ = sigterm.recv() => {
@@ -484,10 +500,9 @@ impl Daemon {
                     self.command(command).await;
                     command_cost.ran(started.elapsed());
                 }
-                received = recv_vrrp(vrrp.as_deref()), if vrrp.is_some() => match received {
+                received = vrrp.recv(), if !vrrp.is_empty() => match received {
                     Ok(packet) => {
-                        let primary = vrrp.as_ref().map(|s| s.primary()).expect("socket is open");
-                        match packet.decode(primary) {
+                        match packet.decode(&vrrp.sources()) {
                             Some(Ok(advert)) => { self.step(Input::Advert { from: packet.src, advert }).await; }
                             Some(Err(reject)) => { self.step(Input::Rejected(reject)).await; }
                             None => {}
@@ -620,15 +635,12 @@ impl Daemon {
 
     async fn try_reload(&mut self) -> Result<String> {
         let new = Config::load(&self.config_path)?;
-        let primary = startup::election_primary(&new, &self.netlink, &self.iface).await?;
+        let sources = startup::election_sources(&new, &self.netlink, &self.iface).await?;
         // Everything is allocated and checked before anything changes.
-        let plan = core::plan(&self.node, new, primary)?;
-        // The first elected VIP needs the VRRP socket; it is kept only if
-        // the rest of the reload goes through.
-        let opened = match (self.executor.vrrp(), primary) {
-            (None, Some(primary)) => Some(open_vrrp(&self.iface, primary)?),
-            _ => None,
-        };
+        let plan = core::plan(&self.node, new, sources)?;
+        // The first elected VIP of a family needs its VRRP socket; the new
+        // set is kept only if the rest of the reload goes through.
+        let vrrp = open_vrrp(&self.iface, self.executor.vrrp(), sources)?;
         let route_device = match (
             self.executor.owner().route_device(),
             plan.config().has_route_vips(),
@@ -641,9 +653,7 @@ impl Daemon {
         let (check_ids, checks) = CheckIds::of(plan.config());
         // `sync` validates the whole set before it changes anything.
         let report = self.checker.sync(checks).await?;
-        if let Some(socket) = opened {
-            self.executor.set_vrrp(socket);
-        }
+        self.executor.set_vrrp(vrrp);
         if let Some(device) = route_device {
             self.executor.owner_mut().set_route_device(device);
         }
@@ -677,13 +687,6 @@ fn renew_interval(lease: Duration) -> tokio::time::Interval {
     let mut renew = tokio::time::interval(lease / 3);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     renew
-}
-
-async fn recv_vrrp(socket: Option<&VrrpSocket>) -> std::io::Result<crate::vrrp::socket::Received> {
-    match socket {
-        Some(socket) => socket.recv().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// What a chore of the main loop cost the last time it ran, so it runs only
@@ -762,13 +765,19 @@ mod chore_tests {
         let ms = Duration::from_millis;
         let mut cost = ChoreCost::default();
         assert!(cost.fits(None), "no timer: always");
-        assert!(cost.fits(Some(ms(1))), "never measured: needs only the margin");
+        assert!(
+            cost.fits(Some(ms(1))),
+            "never measured: needs only the margin"
+        );
         assert!(!cost.fits(Some(Duration::from_micros(400))));
         cost.ran(ms(2));
         assert!(!cost.fits(Some(ms(4))), "2 ms of work needs 4.5 ms of room");
         assert!(cost.fits(Some(Duration::from_micros(4500))));
         cost.ran(ms(20));
-        assert!(cost.fits(Some(ms(5))), "too long to ever fit: runs after a timer");
+        assert!(
+            cost.fits(Some(ms(5))),
+            "too long to ever fit: runs after a timer"
+        );
         assert!(!cost.fits(Some(ms(4))));
     }
 

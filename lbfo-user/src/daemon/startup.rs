@@ -1,12 +1,7 @@
 //! Start-up steps that touch the system: the interface lock, the VRRP
 //! source address, stale addresses and attaching XDP.
 
-use std::{
-    fs::File,
-    net::{IpAddr, Ipv4Addr},
-    os::unix::fs::MetadataExt as _,
-    path::PathBuf,
-};
+use std::{fs::File, net::IpAddr, os::unix::fs::MetadataExt as _, path::PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -14,36 +9,66 @@ use crate::{
     config::{Config, VipAddress, XdpMode},
     datapath::{Datapath, PROGRAM_NAME},
     netlink::{Interface, Netlink, XdpAttachMode},
+    vrrp::Sources,
 };
 
 /// What elected VIPs need of the interface, checked at start and on every
-/// reload: advertisements go out from its own primary address, so it must
-/// have one, and priority 255 belongs to the node that has the VIP address
-/// configured itself. Returns that primary address; `None` when no VIP is
-/// elected.
-pub(super) async fn election_primary(
+/// reload: advertisements go out from the node's own address on it (IPv4:
+/// its first IPv4 address not a VIP; IPv6: its link-local address, RFC 5798
+/// 5.1.2.1), so each family with an elected VIP must have one, and priority
+/// 255 belongs to the node that has the VIP address configured itself.
+pub(super) async fn election_sources(
     config: &Config,
     netlink: &Netlink,
     iface: &Interface,
-) -> Result<Option<Ipv4Addr>> {
-    if !config.vips.iter().any(|v| v.vrrp.vrid.is_some()) {
-        return Ok(None);
+) -> Result<Sources> {
+    let elected = |ipv6: bool| {
+        config
+            .vips
+            .iter()
+            .any(|v| v.vrrp.vrid.is_some() && v.is_ipv6() == ipv6)
+    };
+    if !elected(false) && !elected(true) {
+        return Ok(Sources::default());
     }
     let vip_addresses: Vec<IpAddr> = config.all_addresses().collect();
     let addresses = netlink.addresses(iface.index).await?;
-    let primary = addresses
-        .iter()
-        .filter(|a| !a.added_by_lbfo && !vip_addresses.contains(&a.addr))
-        .find_map(|a| match a.addr {
-            IpAddr::V4(v4) => Some(v4),
-            IpAddr::V6(_) => None,
-        })
-        .with_context(|| {
-            format!(
-                "interface {} has no IPv4 address of its own; VRRP sends advertisements from it",
-                iface.name
-            )
-        })?;
+    let own = || {
+        addresses
+            .iter()
+            .filter(|a| !a.added_by_lbfo && !vip_addresses.contains(&a.addr))
+    };
+    let mut sources = Sources::default();
+    if elected(false) {
+        sources.ipv4 = Some(
+            own()
+                .find_map(|a| match a.addr {
+                    IpAddr::V4(v4) => Some(v4),
+                    IpAddr::V6(_) => None,
+                })
+                .with_context(|| {
+                    format!(
+                        "interface {} has no IPv4 address of its own; VRRP sends advertisements from it",
+                        iface.name
+                    )
+                })?,
+        );
+    }
+    if elected(true) {
+        sources.ipv6 = Some(
+            own()
+                .find_map(|a| match a.addr {
+                    IpAddr::V6(v6) if v6.is_unicast_link_local() => Some(v6),
+                    _ => None,
+                })
+                .with_context(|| {
+                    format!(
+                        "interface {} has no IPv6 link-local address; VRRP for IPv6 sends advertisements from it",
+                        iface.name
+                    )
+                })?,
+        );
+    }
     for vip in config.vips.iter().filter(|v| v.vrrp.vrid.is_some()) {
         let missing = vip.addresses.iter().find(|vip_address| {
             !addresses
@@ -59,7 +84,7 @@ pub(super) async fn election_primary(
             );
         }
     }
-    Ok(Some(primary))
+    Ok(sources)
 }
 
 /// One daemon per interface: a lock file named for the network namespace and

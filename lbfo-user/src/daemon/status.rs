@@ -123,7 +123,7 @@ impl StatusSources<'_> {
             mac: format_mac(&self.iface.mac),
             vips,
             malformed_frames: datapath.counters(lbfo_common::NO_VIP)?.malformed,
-            vrrp_rejected: if self.node.primary().is_some() {
+            vrrp_rejected: if !self.node.sources().is_empty() {
                 self.node
                     .rejected()
                     .iter()

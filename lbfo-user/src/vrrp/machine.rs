@@ -9,7 +9,7 @@
 //! immediate answer of a Master to a lower-priority advertisement, and
 //! ignoring advertisements whose address list differs from ours.
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
 use super::packet::{Advertisement, Auth, MAX_ADDRESSES, MAX_ADVERT_INTERVAL_CS, Reject, Version};
 
@@ -39,9 +39,9 @@ pub struct InstanceConfig {
     pub preempt_delay: Duration,
     /// Our address on the VRRP interface: the source of our advertisements
     /// and the tie-break between equal priorities.
-    pub primary_address: Ipv4Addr,
+    pub primary_address: IpAddr,
     /// The virtual addresses, in the order they are advertised.
-    pub addresses: Vec<Ipv4Addr>,
+    pub addresses: Vec<IpAddr>,
     /// The VRRP spoken; advertisements of the other version are ignored.
     pub version: Version,
     /// v2 only: what our advertisements carry and peers' must match.
@@ -51,7 +51,7 @@ pub struct InstanceConfig {
 impl InstanceConfig {
     /// RFC 5798's defaults: priority 100, 1 s advertisements, preemption
     /// on without delay.
-    pub fn new(vrid: u8, primary_address: Ipv4Addr, addresses: Vec<Ipv4Addr>) -> Self {
+    pub fn new(vrid: u8, primary_address: IpAddr, addresses: Vec<IpAddr>) -> Self {
         Self {
             vrid,
             priority: 100,
@@ -72,6 +72,13 @@ impl InstanceConfig {
         }
         if self.addresses.is_empty() {
             return Err(InvalidConfig::NoAddresses);
+        }
+        let ipv6 = self.primary_address.is_ipv6();
+        if let Some(other) = self.addresses.iter().find(|a| a.is_ipv6() != ipv6) {
+            return Err(InvalidConfig::MixedFamilies(*other));
+        }
+        if ipv6 && self.version == Version::V2 {
+            return Err(InvalidConfig::V2OverIpv6);
         }
         if self.addresses.len() > MAX_ADDRESSES {
             return Err(InvalidConfig::TooManyAddresses(self.addresses.len()));
@@ -143,7 +150,13 @@ pub enum InvalidConfig {
     #[error("{0} virtual addresses; an advertisement carries at most 255")]
     TooManyAddresses(usize),
     #[error("virtual address {0} is listed twice")]
-    DuplicateAddress(Ipv4Addr),
+    DuplicateAddress(IpAddr),
+    #[error(
+        "virtual address {0} is not of the family advertisements go out in (one virtual router, one family)"
+    )]
+    MixedFamilies(IpAddr),
+    #[error("VRRP version 2 is IPv4 only (RFC 3768); IPv6 virtual routers speak version 3")]
+    V2OverIpv6,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -179,7 +192,7 @@ pub enum Event {
     /// back here: one looped back after our priority changed would look
     /// like another Master.
     AdvertReceived {
-        from: Ipv4Addr,
+        from: IpAddr,
         advert: Advertisement,
     },
     /// The health checks' current verdict, sent whenever it changes.
@@ -214,7 +227,7 @@ pub enum Action {
 /// The Master a Backup last heard, for status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerMaster {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub priority: u8,
 }
 
@@ -223,7 +236,7 @@ pub struct Machine {
     config: InstanceConfig,
     /// Our addresses sorted, so the comparison with a received list does not
     /// depend on the order a peer lists them in.
-    sorted_addresses: Vec<Ipv4Addr>,
+    sorted_addresses: Vec<IpAddr>,
     advert_interval_cs: u16,
     state: State,
     fault: bool,
@@ -437,7 +450,7 @@ impl Machine {
     fn advert_received(
         &mut self,
         now: Duration,
-        from: Ipv4Addr,
+        from: IpAddr,
         advert: Advertisement,
     ) -> Vec<Action> {
         if advert.vrid != self.config.vrid {
@@ -487,7 +500,7 @@ impl Machine {
         }
     }
 
-    fn same_addresses(&self, addresses: &[Ipv4Addr]) -> bool {
+    fn same_addresses(&self, addresses: &[IpAddr]) -> bool {
         if addresses.len() != self.sorted_addresses.len() {
             return false;
         }
@@ -497,7 +510,7 @@ impl Machine {
     }
 
     /// RFC 5798 section 6.4.2, with keepalived's preempt_delay.
-    fn backup_received(&mut self, now: Duration, from: Ipv4Addr, advert: &Advertisement) {
+    fn backup_received(&mut self, now: Duration, from: IpAddr, advert: &Advertisement) {
         self.master = Some(PeerMaster {
             address: from,
             priority: advert.priority,
@@ -540,7 +553,7 @@ impl Machine {
     fn master_received(
         &mut self,
         now: Duration,
-        from: Ipv4Addr,
+        from: IpAddr,
         advert: &Advertisement,
     ) -> Vec<Action> {
         let ours = self.effective_priority();
@@ -595,14 +608,16 @@ fn centiseconds(cs: u16) -> Duration {
 mod tests {
     use std::collections::VecDeque;
 
-    use super::*;
-    use crate::vrrp::packet::{VRRP_MULTICAST, VRRP_TTL};
+    use std::net::Ipv4Addr;
 
-    const ME: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
-    const LOWER_PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 5);
-    const HIGHER_PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
-    const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
-    const VIP2: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 101);
+    use super::*;
+    use crate::vrrp::packet::{VRRP_MULTICAST, VRRP_MULTICAST_V6, VRRP_TTL};
+
+    const ME: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
+    const LOWER_PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 5));
+    const HIGHER_PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 20));
+    const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 100));
+    const VIP2: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 101));
 
     /// Master_Down_Interval and Skew_Time for a 1 s Master_Adver_Interval,
     /// worked out by hand from RFC 5798 section 6.1.
@@ -689,7 +704,7 @@ mod tests {
         }
     }
 
-    fn received(from: Ipv4Addr, advert: Advertisement) -> Event {
+    fn received(from: IpAddr, advert: Advertisement) -> Event {
         Event::AdvertReceived { from, advert }
     }
 
@@ -812,7 +827,7 @@ mod tests {
             priority: u8,
             preempt: bool,
             theirs: u8,
-            from: Ipv4Addr,
+            from: IpAddr,
             follows: bool,
         }
         let cases = [
@@ -910,7 +925,7 @@ mod tests {
         // address) wins; a Master hearing a lower one re-asserts at once.
         let steps_down = [Action::BecomeBackup, send(100)];
         let asserts = [send(100), Action::SendGratuitousArp];
-        let cases: [(&str, u8, Ipv4Addr, &[Action], State); 6] = [
+        let cases: [(&str, u8, IpAddr, &[Action], State); 6] = [
             (
                 "higher priority",
                 101,
@@ -1436,7 +1451,7 @@ mod tests {
             ..config(100)
         });
         m.handle(Duration::ZERO, Event::Startup);
-        let ours = |addresses: Vec<Ipv4Addr>| Advertisement {
+        let ours = |addresses: Vec<IpAddr>| Advertisement {
             addresses,
             ..advert(200)
         };
@@ -1564,7 +1579,7 @@ mod tests {
             (
                 InstanceConfig {
                     addresses: (0..256u32)
-                        .map(|i| Ipv4Addr::from(0xc633_6400 + i))
+                        .map(|i| IpAddr::from(Ipv4Addr::from(0xc633_6400 + i)))
                         .collect(),
                     ..base.clone()
                 },
@@ -1599,7 +1614,7 @@ mod tests {
                 priority: 1,
                 advert_interval: ms(40_950),
                 addresses: (0..255u32)
-                    .map(|i| Ipv4Addr::from(0xc633_6400 + i))
+                    .map(|i| IpAddr::from(Ipv4Addr::from(0xc633_6400 + i)))
                     .collect(),
                 ..base.clone()
             },
@@ -1641,13 +1656,17 @@ mod tests {
                         && self.connected
                     {
                         let src = self.routers[router].config().primary_address;
-                        let payload = advert.encode(src, VRRP_MULTICAST);
+                        let dst: IpAddr = if src.is_ipv6() {
+                            VRRP_MULTICAST_V6.into()
+                        } else {
+                            VRRP_MULTICAST.into()
+                        };
+                        let payload = advert.encode(src, dst);
                         for other in (0..self.routers.len()).filter(|other| *other != router) {
-                            let advert =
-                                Advertisement::decode(&payload, src, VRRP_MULTICAST, VRRP_TTL)
-                                    .unwrap_or_else(|reject| {
-                                        panic!("our own advert must decode: {reject}")
-                                    });
+                            let advert = Advertisement::decode(&payload, src, dst, VRRP_TTL)
+                                .unwrap_or_else(|reject| {
+                                    panic!("our own advert must decode: {reject}")
+                                });
                             pending.push_back((other, received(src, advert)));
                         }
                     }
@@ -1699,10 +1718,10 @@ mod tests {
         }
     }
 
-    const ROUTER_A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-    const ROUTER_B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+    const ROUTER_A: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    const ROUTER_B: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
 
-    fn router(primary_address: Ipv4Addr, priority: u8) -> InstanceConfig {
+    fn router(primary_address: IpAddr, priority: u8) -> InstanceConfig {
         InstanceConfig {
             primary_address,
             ..config(priority)
@@ -1732,6 +1751,50 @@ mod tests {
                 priority: 150
             })
         );
+    }
+
+    /// An IPv6 virtual router: advertisements from link-local addresses to
+    /// ff02::12 carrying 16-byte addresses; equal priorities go to the
+    /// higher source address, compared as 128-bit numbers.
+    #[test]
+    fn lan_over_ipv6_elects_and_breaks_ties_by_address() {
+        let low: IpAddr = "fe80::1".parse().unwrap();
+        let high: IpAddr = "fe80::2:1".parse().unwrap();
+        let vip: IpAddr = "2001:db8::100".parse().unwrap();
+        let v6 = |primary_address, priority| InstanceConfig {
+            primary_address,
+            priority,
+            ..InstanceConfig::new(51, primary_address, vec![vip])
+        };
+        let mut lan = Lan::new([v6(low, 150), v6(high, 100)]);
+        lan.start();
+        lan.run_until(secs(10));
+        assert_eq!(lan.states(), [State::Master, State::Backup]);
+        // Both Master after a partition, equal priority: the higher address stays.
+        let mut lan = Lan::new([v6(low, 100), v6(high, 100)]);
+        lan.connected = false;
+        lan.start();
+        lan.run_until(secs(10));
+        assert_eq!(lan.states(), [State::Master, State::Master]);
+        lan.connected = true;
+        lan.run_until(secs(20));
+        assert_eq!(lan.states(), [State::Backup, State::Master]);
+    }
+
+    #[test]
+    fn one_family_per_virtual_router_and_no_v2_over_ipv6() {
+        let v6: IpAddr = "fe80::1".parse().unwrap();
+        let vip6: IpAddr = "2001:db8::100".parse().unwrap();
+        let mixed = InstanceConfig::new(51, v6, vec![vip6, VIP]);
+        assert_eq!(
+            Machine::new(mixed).err(),
+            Some(InvalidConfig::MixedFamilies(VIP))
+        );
+        let v2 = InstanceConfig {
+            version: Version::V2,
+            ..InstanceConfig::new(51, v6, vec![vip6])
+        };
+        assert_eq!(Machine::new(v2).err(), Some(InvalidConfig::V2OverIpv6));
     }
 
     #[test]

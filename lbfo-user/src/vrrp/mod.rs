@@ -1,5 +1,5 @@
-//! VRRP for IPv4, version 3 (RFC 5798) and version 2 (RFC 3768),
-//! wire-compatible with keepalived.
+//! VRRP version 3 (RFC 5798) for IPv4 and IPv6, and version 2 (RFC 3768)
+//! for IPv4, wire-compatible with keepalived.
 //!
 //! This module is the protocol without I/O: [`packet`] turns advertisements
 //! into bytes and back, [`machine`] is one virtual router's state machine fed
@@ -7,7 +7,7 @@
 //! answering with actions (send, take over, give up). Time is an argument,
 //! never read from a clock, so every transition is tested with a fake clock;
 //! [`instance`] is one VIP's election (machine, peers, counters); [`socket`]
-//! is the thin I/O layer (raw IPv4 sockets for protocol 112) and [`timer`]
+//! is the thin I/O layer (raw IPv4 or IPv6 sockets for protocol 112) and [`timer`]
 //! the timerfd the daemon sleeps on; address ownership lives in the daemon.
 
 pub mod instance;
@@ -16,8 +16,10 @@ pub mod packet;
 pub mod socket;
 pub mod timer;
 
-pub use instance::{Instance, VrrpCounters};
+pub use instance::{Instance, Sources, VrrpCounters};
 pub use machine::{
     Action, Event, InstanceConfig, InvalidConfig, Machine, PeerMaster, State, validate_settings,
 };
-pub use packet::{Advertisement, Auth, IPPROTO_VRRP, Reject, VRRP_MULTICAST, VRRP_TTL, Version};
+pub use packet::{
+    Advertisement, Auth, IPPROTO_VRRP, Reject, VRRP_MULTICAST, VRRP_MULTICAST_V6, VRRP_TTL, Version,
+};

@@ -1,6 +1,6 @@
-//! VRRP advertisements for IPv4 as they travel in the IP payload: version 3
-//! (RFC 5798 section 5) and version 2 (RFC 3768 section 5), keepalived's
-//! default.
+//! VRRP advertisements as they travel in the IP payload: version 3 (RFC 5798
+//! section 5) over IPv4 and IPv6, and version 2 (RFC 3768 section 5, IPv4
+//! only), keepalived's default.
 //!
 //! ```text
 //!  0                   1                   2                   3
@@ -8,24 +8,27 @@
 //! |Version| Type  | Virtual Rtr ID|   Priority    |Count IPvX Addr|
 //! v3: |(rsvd) |     Max Adver Int     |          Checksum             |
 //! v2: |   Auth Type   |   Adver Int   |          Checksum             |
-//! |                       IPv4 Address(es)                        |
+//! |              IPv4 (4 bytes) or IPv6 (16 bytes) Address(es)    |
 //! v2: |             Authentication Data (8 bytes)                 |
 //! ```
 //!
-//! The v3 checksum covers an IPv4 pseudo-header before the message (RFC 5798
-//! section 5.2.8), so decoding needs the addresses the IP header carried;
-//! the v2 checksum covers the message alone. v2 carries its interval in
+//! The v3 checksum covers the IP pseudo-header before the message (RFC 5798
+//! section 5.2.8: IPv4's, or IPv6's of RFC 8200 section 8.1), so decoding
+//! needs the addresses the IP header carried, and their family says how long
+//! each virtual address is; the v2 checksum covers the message alone. v2 carries its interval in
 //! whole seconds, v3 in centiseconds; [`Advertisement`] holds centiseconds
 //! for both.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// IP protocol number of VRRP.
 pub const IPPROTO_VRRP: u8 = 112;
 /// Destination of advertisements (RFC 5798 section 5.1.1.2).
 pub const VRRP_MULTICAST: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
-/// Advertisements are sent with TTL 255 and a receiver drops any other TTL,
-/// which proves the sender is on the same link.
+/// Destination of IPv6 advertisements (RFC 5798 section 5.1.2.2).
+pub const VRRP_MULTICAST_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
+/// Advertisements are sent with TTL (IPv6: hop limit) 255 and a receiver
+/// drops any other, which proves the sender is on the same link.
 pub const VRRP_TTL: u8 = 255;
 
 const TYPE_ADVERTISEMENT: u8 = 1;
@@ -102,7 +105,8 @@ pub struct Advertisement {
     /// Centiseconds: 1..=4095 on a v3 wire; whole seconds (1..=255) times
     /// 100 in v2.
     pub max_advert_interval_cs: u16,
-    pub addresses: Vec<Ipv4Addr>,
+    /// All of the family the advertisement travels in.
+    pub addresses: Vec<IpAddr>,
     pub auth: Auth,
 }
 
@@ -115,8 +119,10 @@ pub enum Reject {
     Ttl { ttl: u8 },
     #[error("{len} bytes, shorter than the {HEADER_LEN}-byte VRRP header")]
     TooShort { len: usize },
-    #[error("VRRP version {version}, expected 2 or 3")]
+    #[error("VRRP version {version}, expected 3 (or 2 over IPv4)")]
     Version { version: u8 },
+    #[error("IPv6 source {src} is not link-local (RFC 5798 5.1.2.1)")]
+    Source { src: Ipv6Addr },
     #[error("VRRP type {kind}, expected 1 (advertisement)")]
     Type { kind: u8 },
     #[error("{count} addresses need {expected} bytes, payload has {len}")]
@@ -132,7 +138,7 @@ pub enum Reject {
     #[error("VRID {vrid} is not configured here")]
     UnknownVrid { vrid: u8 },
     #[error("address list {seen:?} differs from ours")]
-    AddressMismatch { seen: Vec<Ipv4Addr> },
+    AddressMismatch { seen: Vec<IpAddr> },
     #[error("VRRP version {theirs} advertisement, this virtual router speaks version {ours}")]
     VersionMismatch { ours: u8, theirs: u8 },
     #[error("VRRPv2 auth type {auth_type} is not supported (0 none, 1 PASS)")]
@@ -146,8 +152,9 @@ pub enum Reject {
 impl Reject {
     /// Every [`Reject::as_str`] value, so counters can exist before the
     /// first reject.
-    pub const NAMES: [&'static str; 13] = [
+    pub const NAMES: [&'static str; 14] = [
         "ttl",
+        "source",
         "too_short",
         "version",
         "type",
@@ -166,6 +173,7 @@ impl Reject {
     pub fn as_str(&self) -> &'static str {
         match self {
             Reject::Ttl { .. } => "ttl",
+            Reject::Source { .. } => "source",
             Reject::TooShort { .. } => "too_short",
             Reject::Version { .. } => "version",
             Reject::Type { .. } => "type",
@@ -183,8 +191,8 @@ impl Reject {
 }
 
 impl Advertisement {
-    /// The VRRP payload for an IP packet from `src` to `dst`, checksum
-    /// filled in.
+    /// The VRRP payload for an IP packet from `src` to `dst` (both of the
+    /// addresses' family), checksum filled in.
     ///
     /// # Panics
     /// If there are more than 255 addresses, the interval does not fit its
@@ -192,10 +200,11 @@ impl Advertisement {
     /// v2), or a v3 advertisement carries authentication: all are ruled out
     /// by the instance configuration, so this is a programming error, not
     /// bad input.
-    pub fn encode(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    pub fn encode(&self, src: impl Into<IpAddr>, dst: impl Into<IpAddr>) -> Vec<u8> {
+        let (src, dst) = (src.into(), dst.into());
         let count = u8::try_from(self.addresses.len())
             .expect("instance configuration allows at most 255 addresses");
-        let mut payload = Vec::with_capacity(HEADER_LEN + 4 * self.addresses.len() + AUTH_LEN);
+        let mut payload = Vec::with_capacity(HEADER_LEN + 16 * self.addresses.len() + AUTH_LEN);
         payload.push((self.version.number() << 4) | TYPE_ADVERTISEMENT);
         payload.push(self.vrid);
         payload.push(self.priority);
@@ -229,7 +238,10 @@ impl Advertisement {
         }
         payload.extend_from_slice(&[0, 0]);
         for address in &self.addresses {
-            payload.extend_from_slice(&address.octets());
+            match address {
+                IpAddr::V4(a) => payload.extend_from_slice(&a.octets()),
+                IpAddr::V6(a) => payload.extend_from_slice(&a.octets()),
+            }
         }
         if self.version == Version::V2 {
             match self.auth {
@@ -243,15 +255,26 @@ impl Advertisement {
     }
 
     /// Parses and validates the VRRP payload of a packet from `src` to `dst`
-    /// that arrived with IP TTL `ttl`, of either version. Whether the
-    /// version and authentication are the ones a virtual router expects is
-    /// its own check ([`crate::vrrp::Machine`]).
+    /// that arrived with IP TTL (IPv6: hop limit) `ttl`, of either version.
+    /// Whether the version and authentication are the ones a virtual router
+    /// expects is its own check ([`crate::vrrp::Machine`]).
     ///
     /// Checks run cheapest and most telling first, so a truncated packet is
     /// reported as truncated rather than as a checksum failure.
-    pub fn decode(payload: &[u8], src: Ipv4Addr, dst: Ipv4Addr, ttl: u8) -> Result<Self, Reject> {
+    pub fn decode(
+        payload: &[u8],
+        src: impl Into<IpAddr>,
+        dst: impl Into<IpAddr>,
+        ttl: u8,
+    ) -> Result<Self, Reject> {
+        let (src, dst) = (src.into(), dst.into());
         if ttl != VRRP_TTL {
             return Err(Reject::Ttl { ttl });
+        }
+        if let IpAddr::V6(src) = src
+            && !src.is_unicast_link_local()
+        {
+            return Err(Reject::Source { src });
         }
         let [
             version_type,
@@ -268,7 +291,7 @@ impl Advertisement {
             return Err(Reject::TooShort { len: payload.len() });
         };
         let version = match version_type >> 4 {
-            2 => Version::V2,
+            2 if src.is_ipv4() => Version::V2,
             3 => Version::V3,
             version => return Err(Reject::Version { version }),
         };
@@ -277,7 +300,8 @@ impl Advertisement {
             return Err(Reject::Type { kind });
         }
         let auth_len = if version == Version::V2 { AUTH_LEN } else { 0 };
-        let expected = HEADER_LEN + 4 * usize::from(*count) + auth_len;
+        let address_len = if src.is_ipv4() { 4 } else { 16 };
+        let expected = HEADER_LEN + address_len * usize::from(*count) + auth_len;
         if payload.len() != expected {
             return Err(Reject::Length {
                 count: *count,
@@ -316,9 +340,15 @@ impl Advertisement {
         if max_advert_interval_cs == 0 {
             return Err(Reject::ZeroInterval);
         }
-        // The length check left exactly `count` 4-byte addresses.
-        let (addresses, _) = rest[..rest.len() - auth_len].as_chunks::<4>();
-        let addresses = addresses.iter().copied().map(Ipv4Addr::from).collect();
+        // The length check left exactly `count` addresses of the family.
+        let addresses = &rest[..rest.len() - auth_len];
+        let addresses = if src.is_ipv4() {
+            let (v4, _) = addresses.as_chunks::<4>();
+            v4.iter().map(|a| Ipv4Addr::from(*a).into()).collect()
+        } else {
+            let (v6, _) = addresses.as_chunks::<16>();
+            v6.iter().map(|a| Ipv6Addr::from(*a).into()).collect()
+        };
         Ok(Advertisement {
             version,
             vrid: *vrid,
@@ -330,23 +360,13 @@ impl Advertisement {
     }
 }
 
-/// The Internet checksum of a `version` advertisement: in v3 over the IPv4
-/// pseudo-header (source, destination, zero, protocol 112, VRRP length)
-/// followed by `payload`, in v2 over `payload` alone.
-fn checksum(version: Version, src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> u16 {
+/// The Internet checksum of a `version` advertisement: in v3 over the IP
+/// pseudo-header followed by `payload`, in v2 over `payload` alone.
+fn checksum(version: Version, src: IpAddr, dst: IpAddr, payload: &[u8]) -> u16 {
     if version == Version::V2 {
         return crate::checksum::internet(&[payload]);
     }
-    // The length word is 16 bits; a payload that large cannot have passed
-    // the length check nor come from `encode`, and wrapping only makes the
-    // checksum fail.
-    let len = payload.len() as u16;
-    let mut pseudo = [0u8; 12];
-    pseudo[0..4].copy_from_slice(&src.octets());
-    pseudo[4..8].copy_from_slice(&dst.octets());
-    pseudo[9] = IPPROTO_VRRP;
-    pseudo[10..12].copy_from_slice(&len.to_be_bytes());
-    crate::checksum::internet(&[&pseudo, payload])
+    crate::checksum::transport(src, dst, IPPROTO_VRRP, payload)
 }
 
 #[cfg(test)]
@@ -392,7 +412,10 @@ mod tests {
             vrid: 51,
             priority,
             max_advert_interval_cs: 100,
-            addresses: vec![Ipv4Addr::new(192, 0, 2, 100), Ipv4Addr::new(192, 0, 2, 101)],
+            addresses: vec![
+                Ipv4Addr::new(192, 0, 2, 100).into(),
+                Ipv4Addr::new(192, 0, 2, 101).into(),
+            ],
         }
     }
 
@@ -412,7 +435,12 @@ mod tests {
         } else {
             Version::V3
         };
-        let sum = checksum(version, KEEPALIVED_SRC, VRRP_MULTICAST, &payload);
+        let sum = checksum(
+            version,
+            KEEPALIVED_SRC.into(),
+            VRRP_MULTICAST.into(),
+            &payload,
+        );
         payload[6..8].copy_from_slice(&sum.to_be_bytes());
         payload
     }
@@ -432,7 +460,7 @@ mod tests {
                 vrid: 7,
                 priority: 200,
                 max_advert_interval_cs: 50,
-                addresses: vec![Ipv4Addr::new(192, 0, 2, 200)],
+                addresses: vec![Ipv4Addr::new(192, 0, 2, 200).into()],
             }
         );
     }
@@ -489,7 +517,7 @@ mod tests {
                 vrid: 1,
                 priority: 255,
                 max_advert_interval_cs: 1,
-                addresses: vec![Ipv4Addr::new(192, 0, 2, 1)],
+                addresses: vec![Ipv4Addr::new(192, 0, 2, 1).into()],
             },
             Advertisement {
                 version: Version::V3,
@@ -497,7 +525,9 @@ mod tests {
                 vrid: 255,
                 priority: 1,
                 max_advert_interval_cs: MAX_ADVERT_INTERVAL_CS,
-                addresses: (0..=254).map(|i| Ipv4Addr::new(192, 0, 2, i)).collect(),
+                addresses: (0..=254)
+                    .map(|i| Ipv4Addr::new(192, 0, 2, i).into())
+                    .collect(),
             },
             Advertisement {
                 version: Version::V3,
@@ -659,10 +689,100 @@ mod tests {
         }
     }
 
+    const LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x11);
+    const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+
+    fn ipv6_advert() -> Advertisement {
+        Advertisement {
+            version: Version::V3,
+            auth: Auth::None,
+            vrid: 51,
+            priority: 150,
+            max_advert_interval_cs: 10,
+            addresses: vec![VIP6.into()],
+        }
+    }
+
+    /// RFC 5798 over IPv6: 16-byte addresses and the IPv6 pseudo-header
+    /// (source, destination, 32-bit length, next header 112). The expected
+    /// checksum is summed here by hand, word by word, not by the codec.
+    #[test]
+    fn ipv6_advertisement_bytes_and_checksum() {
+        let payload = ipv6_advert().encode(LINK_LOCAL, VRRP_MULTICAST_V6);
+        let mut expected = vec![0x31, 51, 150, 1, 0x00, 0x0a, 0, 0];
+        expected.extend_from_slice(&VIP6.octets());
+        let words = |bytes: &[u8]| -> u32 {
+            bytes
+                .chunks(2)
+                .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+                .sum()
+        };
+        let mut sum = words(&LINK_LOCAL.octets())
+            + words(&VRRP_MULTICAST_V6.octets())
+            + expected.len() as u32
+            + u32::from(IPPROTO_VRRP)
+            + words(&expected);
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        expected[6..8].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        assert_eq!(payload, expected);
+        assert_eq!(
+            Advertisement::decode(&payload, LINK_LOCAL, VRRP_MULTICAST_V6, VRRP_TTL),
+            Ok(ipv6_advert())
+        );
+    }
+
+    #[test]
+    fn ipv6_receive_checks() {
+        let good = ipv6_advert().encode(LINK_LOCAL, VRRP_MULTICAST_V6);
+        let decode = |payload: &[u8], src: Ipv6Addr, dst: Ipv6Addr, ttl: u8| {
+            Advertisement::decode(payload, src, dst, ttl)
+        };
+        assert_eq!(
+            decode(&good, LINK_LOCAL, VRRP_MULTICAST_V6, 64),
+            Err(Reject::Ttl { ttl: 64 }),
+            "hop limit other than 255"
+        );
+        let global = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x11);
+        assert_eq!(
+            decode(&good, global, VRRP_MULTICAST_V6, 255),
+            Err(Reject::Source { src: global }),
+            "source not link-local"
+        );
+        assert!(
+            matches!(
+                decode(&good, "fe80::12".parse().unwrap(), VRRP_MULTICAST_V6, 255),
+                Err(Reject::Checksum { .. })
+            ),
+            "the pseudo-header's source counts"
+        );
+        // A 4-byte address list is an IPv4 advertisement: too short here.
+        let v4_sized = ipv6_advert().encode(LINK_LOCAL, VRRP_MULTICAST_V6)[..12].to_vec();
+        assert_eq!(
+            decode(&v4_sized, LINK_LOCAL, VRRP_MULTICAST_V6, 255),
+            Err(Reject::Length {
+                count: 1,
+                expected: 24,
+                len: 12
+            })
+        );
+        // RFC 3768 has no IPv6.
+        let mut v2 = good.clone();
+        v2[0] = 0x21;
+        assert_eq!(
+            decode(&v2, LINK_LOCAL, VRRP_MULTICAST_V6, 255),
+            Err(Reject::Version { version: 2 })
+        );
+    }
+
     #[test]
     fn reject_names_are_stable_and_distinct() {
         let rejects = [
             Reject::Ttl { ttl: 0 },
+            Reject::Source {
+                src: Ipv6Addr::UNSPECIFIED,
+            },
             Reject::TooShort { len: 0 },
             Reject::Version { version: 0 },
             Reject::Type { kind: 0 },
