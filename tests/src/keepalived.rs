@@ -1,11 +1,11 @@
 //! keepalived (Debian's package) as a peer in the lab: VRRP version 3 by
 //! default, or its own default, version 2, with `auth_type PASS`.
 
-use std::{fmt::Write as _, net::Ipv4Addr, process::Stdio, time::Duration};
+use std::{fmt::Write as _, net::IpAddr, process::Stdio, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::lab::{Host, Lab, addresses, netns_exec, wait_for};
+use crate::lab::{Host, Lab, addresses, addresses6, netns_exec, wait_for};
 
 #[derive(Clone, Debug)]
 pub struct KeepalivedConfig {
@@ -14,7 +14,7 @@ pub struct KeepalivedConfig {
     pub advert_interval: Duration,
     pub vip_cidr: String,
     pub preempt: bool,
-    pub unicast_peers: Vec<Ipv4Addr>,
+    pub unicast_peers: Vec<IpAddr>,
     /// `vrrp_version`: 3, or 2 (keepalived's own default).
     pub version: u8,
     /// `authentication { auth_type PASS; auth_pass ... }` (version 2).
@@ -87,6 +87,14 @@ impl Keepalived {
 
     /// keepalived adds the VIP to its interface exactly while it is Master.
     pub fn is_master(&self) -> Result<bool> {
+        if self.vip_cidr.contains(':') {
+            return Ok(addresses6(&self.host.ns, &self.host.ifname)?
+                .iter()
+                .any(|a| {
+                    format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"])
+                        == self.vip_cidr
+                }));
+        }
         Ok(addresses(&self.host.ns, &self.host.ifname)?.contains(&self.vip_cidr))
     }
 

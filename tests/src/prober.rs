@@ -9,12 +9,14 @@
 //! Measuring between send times, not answer times, also keeps a stall of
 //! the prober itself (a busy machine not running its thread for a moment)
 //! from counting as an outage: a request that was never sent was not lost.
-//! It uses lbfo's own ICMP codec and a raw socket in the client's namespace:
-//! one thread sends on a fixed schedule, one notes which requests come back.
+//! It uses lbfo's own ICMP codec for IPv4, and for IPv6 an ICMPv6 echo
+//! (RFC 4443) built here, whose checksum the kernel fills in, over a raw
+//! socket in the client's namespace: one thread sends on a fixed schedule,
+//! one notes which requests come back.
 
 use std::{
-    io::Read as _,
-    net::{Ipv4Addr, SocketAddrV4},
+    mem::MaybeUninit,
+    net::{IpAddr, SocketAddr},
     os::fd::AsRawFd as _,
     sync::{
         Arc,
@@ -64,16 +66,20 @@ pub fn wall_clock() -> f64 {
 }
 
 impl Prober {
-    /// Starts probing `target` from namespace `ns` every `interval`, for at
-    /// most `run_for`.
+    /// Starts probing `target` (IPv4 or IPv6) from namespace `ns` every
+    /// `interval`, for at most `run_for`.
     pub fn start(
         ns: &str,
-        target: Ipv4Addr,
+        target: impl Into<IpAddr>,
         interval: Duration,
         run_for: Duration,
     ) -> Result<Prober> {
-        let socket = crate::lab::in_netns(ns, icmp::open_raw_socket)?
-            .context("opening a raw ICMP socket for the prober")?;
+        let target: IpAddr = target.into();
+        let socket = crate::lab::in_netns(ns, || match target {
+            IpAddr::V4(_) => icmp::open_raw_socket(),
+            IpAddr::V6(_) => open_raw_icmpv6_socket(),
+        })?
+        .context("opening a raw ICMP socket for the prober")?;
         let socket = Arc::new(socket);
         let stop_sending = Arc::new(AtomicBool::new(false));
         let stop_receiving = Arc::new(AtomicBool::new(false));
@@ -87,13 +93,17 @@ impl Prober {
 
         let sender = {
             let (socket, stop) = (socket.clone(), stop_sending.clone());
-            let to = socket2::SockAddr::from(SocketAddrV4::new(target, 0));
+            let to = socket2::SockAddr::from(SocketAddr::new(target, 0));
             std::thread::spawn(move || {
                 let mut sent_at = Vec::new();
                 let mut next = Instant::now();
                 while !stop.load(Ordering::Relaxed) && next < until && sent_at.len() < MAX_REQUESTS
                 {
-                    let request = icmp::echo_request(id, sent_at.len() as u16, &token);
+                    let seq = sent_at.len() as u16;
+                    let request = match target {
+                        IpAddr::V4(_) => icmp::echo_request(id, seq, &token),
+                        IpAddr::V6(_) => echo_request_v6(id, seq, &token),
+                    };
                     let at = wall_clock();
                     if socket.send_to(&request, &to).is_ok() {
                         sent_at.push(at);
@@ -115,7 +125,7 @@ impl Prober {
             let (socket, stop) = (socket.clone(), stop_receiving.clone());
             std::thread::spawn(move || {
                 let mut answers = Vec::new();
-                let mut buf = [0u8; 1500];
+                let mut buf = [MaybeUninit::<u8>::uninit(); 1500];
                 while !stop.load(Ordering::Relaxed) {
                     let mut pfd = libc::pollfd {
                         fd: socket.as_raw_fd(),
@@ -124,13 +134,26 @@ impl Prober {
                     };
                     // SAFETY: one valid pollfd.
                     unsafe { libc::poll(&mut pfd, 1, 20) };
-                    while let Ok(n) = (&*socket).read(&mut buf) {
-                        if let Some((key, Reply::Echo)) = icmp::parse_packet(&buf[..n], &token)
-                            && key.id == id
-                            && key.addr == target
-                        {
-                            answers.push(key.seq);
-                        }
+                    while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                        // SAFETY: recv_from initialised the first `n` bytes.
+                        let packet: Vec<u8> = buf[..n]
+                            .iter()
+                            .map(|b| unsafe { b.assume_init() })
+                            .collect();
+                        let from = from.as_socket().map(|a| a.ip());
+                        let seq = match target {
+                            IpAddr::V4(v4) => match icmp::parse_packet(&packet, &token) {
+                                Some((key, Reply::Echo)) if key.id == id && key.addr == v4 => {
+                                    Some(key.seq)
+                                }
+                                _ => None,
+                            },
+                            IpAddr::V6(_) if from == Some(target) => {
+                                echo_reply_v6(&packet, id, &token)
+                            }
+                            IpAddr::V6(_) => None,
+                        };
+                        answers.extend(seq);
                     }
                 }
                 answers
@@ -160,6 +183,52 @@ impl Prober {
             .expect("the prober's receiver panicked");
         Ok(report(&sent_at, &answers, self.started, stopped))
     }
+}
+
+/// A raw ICMPv6 socket, non-blocking; the kernel computes the checksum of
+/// what it sends (RFC 3542 section 3.1).
+fn open_raw_icmpv6_socket() -> std::io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV6,
+        socket2::Type::RAW,
+        Some(socket2::Protocol::ICMPV6),
+    )?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+const ECHO_REQUEST_V6: u8 = 128;
+const ECHO_REPLY_V6: u8 = 129;
+
+/// An ICMPv6 echo request: type, code, checksum (left to the kernel), id,
+/// sequence, then the token.
+fn echo_request_v6(id: u16, seq: u16, token: &[u8; TOKEN_LEN]) -> Vec<u8> {
+    let mut p = vec![ECHO_REQUEST_V6, 0, 0, 0];
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(token);
+    p
+}
+
+/// The sequence number of an ICMPv6 echo reply to one of our requests (a
+/// raw ICMPv6 socket hands over the message without the IPv6 header).
+fn echo_reply_v6(message: &[u8], id: u16, token: &[u8; TOKEN_LEN]) -> Option<u16> {
+    let [
+        ECHO_REPLY_V6,
+        0,
+        _,
+        _,
+        id_hi,
+        id_lo,
+        seq_hi,
+        seq_lo,
+        rest @ ..,
+    ] = message
+    else {
+        return None;
+    };
+    (u16::from_be_bytes([*id_hi, *id_lo]) == id && rest.starts_with(token))
+        .then(|| u16::from_be_bytes([*seq_hi, *seq_lo]))
 }
 
 fn report(sent_at: &[f64], answered_seqs: &[u16], started: f64, stopped: f64) -> ProbeReport {
@@ -239,24 +308,32 @@ mod tests {
         assert_eq!((r.answered, r.outage), (0, Duration::from_secs(2)));
     }
 
-    /// The real thing on loopback: every request is answered, and the
-    /// prober keeps its cadence.
+    /// The real thing on loopback, both families: every request is
+    /// answered (by the kernel, which also checks the ICMPv6 checksum), and
+    /// the prober keeps its cadence.
     #[test]
     fn probes_loopback_at_its_interval() {
         let lab = crate::lab::Lab::new().expect("creating a namespace (needs root)");
         crate::lab::ip(lab.switch_ns(), &["link", "set", "lo", "up"]).unwrap();
         let interval = Duration::from_millis(1);
-        let prober = Prober::start(
-            lab.switch_ns(),
-            Ipv4Addr::LOCALHOST,
-            interval,
-            Duration::from_secs(5),
-        )
-        .unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        let r = prober.finish().unwrap();
-        assert!(r.sent >= 200, "{} requests in 300 ms at 1 ms", r.sent);
-        assert_eq!(r.answered, r.sent, "loopback answers every request");
-        assert_eq!(r.outage, Duration::ZERO, "{r:?}");
+        for target in [
+            IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+            IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ] {
+            let prober =
+                Prober::start(lab.switch_ns(), target, interval, Duration::from_secs(5)).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            let r = prober.finish().unwrap();
+            assert!(
+                r.sent >= 200,
+                "{target}: {} requests in 300 ms at 1 ms",
+                r.sent
+            );
+            assert_eq!(
+                r.answered, r.sent,
+                "{target}: loopback answers every request"
+            );
+            assert_eq!(r.outage, Duration::ZERO, "{target}: {r:?}");
+        }
     }
 }

@@ -507,7 +507,7 @@ fn unicast_peers_work_with_keepalived_when_multicast_is_blocked() {
         &mut lab,
         &hosts[1],
         &KeepalivedConfig {
-            unicast_peers: vec![hosts[0].addr],
+            unicast_peers: vec![hosts[0].addr.into()],
             ..keepalived_config(100, advert)
         },
     )
