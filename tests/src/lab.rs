@@ -500,13 +500,16 @@ pub fn neighbour_mac(
     Ok(neighbour(ns, ifname, addr)?.and_then(|(mac, _)| mac))
 }
 
+/// A neighbour entry: its MAC (none while unresolved) and its states.
+pub type NeighbourEntry = (Option<[u8; 6]>, Vec<String>);
+
 /// The namespace's neighbour entry for `addr`, if any: its MAC (none while
 /// unresolved) and its states, like `["STALE"]` or `["REACHABLE"]`.
 pub fn neighbour(
     ns: &str,
     ifname: &str,
     addr: impl Into<std::net::IpAddr>,
-) -> Result<Option<(Option<[u8; 6]>, Vec<String>)>> {
+) -> Result<Option<NeighbourEntry>> {
     let out = ip(
         ns,
         &[
