@@ -194,8 +194,9 @@ pub struct Backend {
     /// `BACKEND_*` flags.
     pub flags: u8,
     pub _pad: u8,
-    /// The backend's IPv4 address, wire order (for inspection only).
-    pub addr: u32,
+    /// The backend's address, IPv4 mapped into IPv6 (`::ffff:a.b.c.d`),
+    /// wire order (for inspection only).
+    pub addr: [u8; 16],
 }
 
 /// The backend is configured; tracked flows keep going to it.
@@ -203,23 +204,80 @@ pub const BACKEND_PRESENT: u8 = 1;
 /// The backend takes new flows: healthy, not drained, MAC known.
 pub const BACKEND_ACCEPTS_NEW: u8 = 2;
 
-/// Key of the `CONNTRACK` map: a flow's 5-tuple as it arrives (addresses and
-/// ports in wire order).
-#[repr(C)]
+/// Key of the `CONNTRACK` map, and what a flow's table slot is hashed from:
+/// a flow's 5-tuple as it arrives, addresses and ports in wire order. One
+/// layout for both families: an IPv4 address is stored IPv4-mapped
+/// (`::ffff:a.b.c.d`, RFC 4291 2.5.5.2), so a flow of one family can never
+/// equal one of the other. Aligned to 4 so each address word is one load.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
-    pub src_addr: u32,
-    pub dst_addr: u32,
+    pub src_addr: [u8; 16],
+    pub dst_addr: [u8; 16],
     pub src_port: u16,
     pub dst_port: u16,
     pub protocol: u8,
     pub _pad: [u8; 3],
 }
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+
+/// The first 12 bytes of an IPv4-mapped IPv6 address.
+const IPV4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+
+/// `addr` (an IPv4 address's bytes, wire order) IPv4-mapped into 16 bytes.
+#[inline(always)]
+pub fn ipv4_mapped(addr: [u8; 4]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..12].copy_from_slice(&IPV4_MAPPED_PREFIX);
+    out[12..].copy_from_slice(&addr);
+    out
+}
 
 impl FlowKey {
+    /// An IPv4 flow (addresses as they are on the wire).
+    #[inline(always)]
+    pub fn ipv4(src: [u8; 4], dst: [u8; 4], src_port: u16, dst_port: u16, protocol: u8) -> Self {
+        Self {
+            src_addr: ipv4_mapped(src),
+            dst_addr: ipv4_mapped(dst),
+            src_port,
+            dst_port,
+            protocol,
+            _pad: [0; 3],
+        }
+    }
+
+    /// An IPv6 flow.
+    #[inline(always)]
+    pub fn ipv6(src: [u8; 16], dst: [u8; 16], src_port: u16, dst_port: u16, protocol: u8) -> Self {
+        Self {
+            src_addr: src,
+            dst_addr: dst,
+            src_port,
+            dst_port,
+            protocol,
+            _pad: [0; 3],
+        }
+    }
+
+    /// Both addresses are IPv4-mapped.
+    #[inline(always)]
+    fn is_ipv4(&self) -> bool {
+        word(&self.src_addr, 0)
+            | word(&self.src_addr, 1)
+            | word(&self.dst_addr, 0)
+            | word(&self.dst_addr, 1)
+            == 0
+            && word(&self.src_addr, 2) == MAPPED_WORD
+            && word(&self.dst_addr, 2) == MAPPED_WORD
+    }
+
     /// A 32-bit hash of the 5-tuple (MurmurHash3's mixing), the same on
     /// every node, so a flow picks the same table slot whichever lbfo node
-    /// owns the VIP.
+    /// owns the VIP. An IPv4 flow hashes its two 4-byte addresses only (the
+    /// mapped prefix is the same for every IPv4 flow), which keeps IPv4
+    /// hashes what they were before IPv6 was balanced; an IPv6 flow hashes
+    /// all 32 bytes.
     #[inline(always)]
     pub fn hash(&self) -> u32 {
         #[inline(always)]
@@ -234,8 +292,17 @@ impl FlowKey {
                 .wrapping_add(0xe654_6b64)
         }
         let mut h = 0x6c62_666f; // "lbfo"
-        h = round(h, self.src_addr);
-        h = round(h, self.dst_addr);
+        if self.is_ipv4() {
+            h = round(h, word(&self.src_addr, 3));
+            h = round(h, word(&self.dst_addr, 3));
+        } else {
+            for i in 0..4 {
+                h = round(h, word(&self.src_addr, i));
+            }
+            for i in 0..4 {
+                h = round(h, word(&self.dst_addr, i));
+            }
+        }
         h = round(h, ((self.src_port as u32) << 16) | self.dst_port as u32);
         h = round(h, self.protocol as u32);
         h ^= 13;
@@ -244,6 +311,70 @@ impl FlowKey {
         h ^= h >> 13;
         h = h.wrapping_mul(0xc2b2_ae35);
         h ^ (h >> 16)
+    }
+}
+
+/// Word 2 of an IPv4-mapped address, read as [`word`] reads it.
+const MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+
+/// The `i`th 4-byte word of an address, bytes in wire order read as a
+/// native `u32` (as IPv4 addresses always were).
+#[inline(always)]
+fn word(addr: &[u8; 16], i: usize) -> u32 {
+    u32::from_ne_bytes([
+        addr[4 * i],
+        addr[4 * i + 1],
+        addr[4 * i + 2],
+        addr[4 * i + 3],
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// IPv4 flows hash as they did when the key held 4-byte addresses, so
+    /// nodes of either version pick the same table slot for a flow.
+    #[test]
+    fn ipv4_hashes_are_unchanged_by_the_16_byte_key() {
+        let tcp = FlowKey::ipv4(
+            [198, 51, 100, 7],
+            [192, 0, 2, 100],
+            40000u16.to_be(),
+            80u16.to_be(),
+            6,
+        );
+        let udp = FlowKey::ipv4(
+            [203, 0, 113, 200],
+            [192, 0, 2, 100],
+            5353u16.to_be(),
+            53u16.to_be(),
+            17,
+        );
+        assert_eq!((tcp.hash(), udp.hash()), (0x5b02_000a, 0x52ee_bde3));
+    }
+
+    #[test]
+    fn every_byte_of_an_ipv6_address_moves_the_hash() {
+        let src = [
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x07,
+        ];
+        let dst = [
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00,
+        ];
+        let base = FlowKey::ipv6(src, dst, 1, 2, 6);
+        for i in 0..16 {
+            let mut moved = base;
+            moved.src_addr[i] ^= 0x80;
+            assert_ne!(moved.hash(), base.hash(), "source byte {i}");
+            let mut moved = base;
+            moved.dst_addr[i] ^= 0x80;
+            assert_ne!(moved.hash(), base.hash(), "destination byte {i}");
+        }
+        // An IPv6 address that ends like a mapped IPv4 one is not one.
+        let mut v6 = FlowKey::ipv4([198, 51, 100, 7], [192, 0, 2, 100], 1, 2, 6);
+        v6.src_addr[0] = 0x20;
+        assert!(!v6.is_ipv4());
     }
 }
 

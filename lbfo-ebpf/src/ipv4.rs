@@ -2,7 +2,7 @@
 //! steered to a backend in balance mode.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use lbfo_common::{VipKey, VipMode};
+use lbfo_common::{FlowKey, VipKey, VipMode};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{IPPROTO_TCP, IPPROTO_UDP, Malformed, count, lookup_vip, now, ptr_at, steer};
@@ -27,7 +27,13 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr) -> Result<u32, Malformed> {
         // Only first fragments carry ports; fragments go to the local stack.
         && u16::from_be_bytes(ip.frags) & IP_FRAGMENT_MASK == 0
     {
-        return steer::steer(ctx, eth, ip, &vip);
+        let header_len = ((ip.vihl & 0x0f) as usize) * 4;
+        if header_len < Ipv4Hdr::LEN {
+            return Err(Malformed);
+        }
+        let (src_port, dst_port) = steer::ports(ctx, EthHdr::LEN + header_len)?;
+        let flow = FlowKey::ipv4(ip.src_addr, ip.dst_addr, src_port, dst_port, ip.proto);
+        return steer::steer(ctx, eth, &vip, &flow);
     }
     count(vip.vip_id, |c| c.ip_passed += 1);
     Ok(xdp_action::XDP_PASS)

@@ -1,40 +1,38 @@
-//! Balance mode: a VIP's TCP and UDP sent on to a backend (L2 direct server
-//! return: only the MACs change).
+//! Balance mode: a VIP's TCP and UDP, IPv4 or IPv6, sent on to a backend
+//! (L2 direct server return: only the MACs change). `ipv4` and `ipv6` build
+//! the flow's key; everything from there on is the same for both.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lbfo_common::{
     BACKEND_ACCEPTS_NEW, BACKEND_PRESENT, Backend, FlowKey, MAGLEV_TABLE_SIZE, NO_BACKEND,
     VipState, maglev_table_start,
 };
-use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+use network_types::eth::EthHdr;
 
 use crate::{BACKEND_COUNTERS, BACKENDS, CONNTRACK, MAGLEV, Malformed, count, ptr_at};
 
-/// Sends a TCP or UDP packet for a balanced VIP on to its backend.
+/// The source and destination ports, which lead both the TCP and the UDP
+/// header, at frame offset `offset`; wire order.
+#[inline(always)]
+pub fn ports(ctx: &XdpContext, offset: usize) -> Result<(u16, u16), Malformed> {
+    let ports: *const [u8; 4] = ptr_at(ctx, offset)?;
+    // SAFETY: ptr_at checked bounds; a byte array has alignment 1.
+    let ports = unsafe { *ports };
+    Ok((
+        u16::from_ne_bytes([ports[0], ports[1]]),
+        u16::from_ne_bytes([ports[2], ports[3]]),
+    ))
+}
+
+/// Sends a TCP or UDP packet of `flow`, for a balanced VIP of either
+/// family, on to its backend.
 pub fn steer(
     ctx: &XdpContext,
     eth: *mut EthHdr,
-    ip: &Ipv4Hdr,
     vip: &VipState,
+    flow: &FlowKey,
 ) -> Result<u32, Malformed> {
-    let header_len = ((ip.vihl & 0x0f) as usize) * 4;
-    if header_len < Ipv4Hdr::LEN {
-        return Err(Malformed);
-    }
-    // Source and destination port lead both the TCP and the UDP header.
-    let ports: *const [u8; 4] = ptr_at(ctx, EthHdr::LEN + header_len)?;
-    // SAFETY: ptr_at checked bounds; a byte array has alignment 1.
-    let ports = unsafe { *ports };
-    let flow = FlowKey {
-        src_addr: u32::from_ne_bytes(ip.src_addr),
-        dst_addr: u32::from_ne_bytes(ip.dst_addr),
-        src_port: u16::from_ne_bytes([ports[0], ports[1]]),
-        dst_port: u16::from_ne_bytes([ports[2], ports[3]]),
-        protocol: ip.proto,
-        _pad: [0; 3],
-    };
-
-    let (backend_id, backend, new_flow) = match tracked_backend(&flow) {
+    let (backend_id, backend, new_flow) = match tracked_backend(flow) {
         Some((id, backend)) => (id, backend, false),
         None => {
             let slot = maglev_table_start(vip.table_slot, vip.table_generation)
@@ -43,7 +41,7 @@ pub fn steer(
             match BACKENDS.get(id).copied() {
                 Some(backend) if backend.flags & BACKEND_ACCEPTS_NEW != 0 => {
                     // A full table evicts its least recently used flow.
-                    let _ = CONNTRACK.insert(&flow, &id, 0);
+                    let _ = CONNTRACK.insert(flow, &id, 0);
                     (id, backend, true)
                 }
                 _ => {

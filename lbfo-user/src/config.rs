@@ -209,7 +209,8 @@ pub enum VipServeMode {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
-    pub address: Ipv4Addr,
+    /// Of the VIP's family.
+    pub address: IpAddr,
     /// Relative share of new flows, 1..=1000.
     #[serde(default = "defaults::weight")]
     pub weight: u32,
@@ -496,6 +497,17 @@ impl VipConfig {
         }
         let mut seen = HashSet::new();
         for b in &self.backends {
+            if let Some(vip) = self.addresses.first()
+                && vip.addr.is_ipv4() != b.address.is_ipv4()
+            {
+                let family = |a: IpAddr| if a.is_ipv4() { "IPv4" } else { "IPv6" };
+                return Err(format!(
+                    "vip {name:?}: backend {} is {} but the VIP is {}; a backend has its VIP's family (the packet reaches it unchanged)",
+                    b.address,
+                    family(b.address),
+                    family(vip.addr)
+                ));
+            }
             if !seen.insert(b.address) {
                 return Err(format!(
                     "vip {name:?}: backend {} is listed twice",
@@ -517,8 +529,7 @@ impl VipConfig {
 }
 
 impl VipConfig {
-    /// A VIP is one family. IPv6 VIPs are elected or owned by operator
-    /// command, and served by the local stack.
+    /// A VIP is one family.
     fn validate_family(&self) -> Result<(), String> {
         let name = &self.name;
         let ipv6 = self.addresses.iter().filter(|a| a.addr.is_ipv6()).count();
@@ -528,11 +539,6 @@ impl VipConfig {
         if ipv6 != self.addresses.len() {
             return Err(format!(
                 "vip {name:?} mixes IPv4 and IPv6 addresses; a virtual router carries one family (RFC 5798), so give each family a [[vip]] of its own"
-            ));
-        }
-        if self.mode == VipServeMode::Balance {
-            return Err(format!(
-                "vip {name:?}: balancing IPv6 VIPs is not supported yet; use mode = \"local\""
             ));
         }
         if self.announce == Announce::Route {
@@ -940,7 +946,11 @@ address = "192.0.2.100/24"
             ),
             (
                 "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"2001:db8::1\"\nmode = \"balance\"\n[[vip.backend]]\naddress = \"192.0.2.21\"\n",
-                "vip \"a\": balancing IPv6 VIPs is not supported yet",
+                "vip \"a\": backend 192.0.2.21 is IPv4 but the VIP is IPv6; a backend has its VIP's family",
+            ),
+            (
+                "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"192.0.2.100/24\"\nmode = \"balance\"\n[[vip.backend]]\naddress = \"2001:db8::21\"\n",
+                "vip \"a\": backend 2001:db8::21 is IPv6 but the VIP is IPv4",
             ),
             (
                 "interface = \"eth0\"\n[[vip]]\nname = \"a\"\naddress = \"2001:db8::1\"\nannounce = \"route\"\n",
@@ -1302,6 +1312,33 @@ addresses = ["2001:db8::200/128", "2001:db8::201/128"]
         assert_eq!(c.find_vip("2001:db8:0::201/128").unwrap().name, "api6");
         assert_eq!(c.find_vip("192.0.2.100").unwrap().name, "web");
         assert_eq!(c.all_addresses().filter(IpAddr::is_ipv6).count(), 3);
+    }
+
+    #[test]
+    fn an_ipv6_vip_balances_over_ipv6_backends() {
+        let c = parse(
+            r#"
+interface = "eth0"
+[[vip]]
+name = "web6"
+address = "2001:db8::100/64"
+mode = "balance"
+[[vip.backend]]
+address = "2001:db8::21"
+weight = 2
+[[vip.backend.check]]
+kind = "http"
+url = "http://[2001:db8::21]:80/health"
+"#,
+        )
+        .unwrap();
+        let web6 = c.find_vip("web6").unwrap();
+        assert_eq!(web6.mode, VipServeMode::Balance);
+        assert_eq!(
+            web6.backends[0].address,
+            "2001:db8::21".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(c.balanced_vips().count(), 1);
     }
 
     /// An elected IPv4 VIP and an elected IPv6 VIP share VRID 51: RFC 5798

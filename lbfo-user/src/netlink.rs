@@ -2,10 +2,7 @@
 //! addresses and its XDP attachment. One [`Netlink`] (one rtnetlink
 //! connection) serves the whole daemon.
 
-use std::{
-    net::{IpAddr, Ipv4Addr},
-    os::fd::AsRawFd,
-};
+use std::{net::IpAddr, os::fd::AsRawFd};
 
 use futures::{StreamExt as _, TryStreamExt as _};
 use rtnetlink::{
@@ -267,12 +264,26 @@ impl Netlink {
         }
     }
 
-    /// The MACs the neighbour table knows on an interface, for entries that
-    /// are usable (reachable, stale, delay, probe or permanent).
+    /// The MACs the neighbour tables (ARP and IPv6 Neighbour Discovery)
+    /// know on an interface, for entries that are usable (reachable, stale,
+    /// delay, probe or permanent).
     pub async fn neighbours(
         &self,
         index: u32,
-    ) -> Result<std::collections::HashMap<Ipv4Addr, [u8; 6]>, NetlinkError> {
+    ) -> Result<std::collections::HashMap<IpAddr, [u8; 6]>, NetlinkError> {
+        let mut out = std::collections::HashMap::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            self.neighbours_of(index, family, &mut out).await?;
+        }
+        Ok(out)
+    }
+
+    async fn neighbours_of(
+        &self,
+        index: u32,
+        family: AddressFamily,
+        out: &mut std::collections::HashMap<IpAddr, [u8; 6]>,
+    ) -> Result<(), NetlinkError> {
         use rtnetlink::packet_route::neighbour::{
             NeighbourAddress, NeighbourAttribute, NeighbourState,
         };
@@ -280,9 +291,8 @@ impl Netlink {
             .handle
             .neighbours()
             .get()
-            .set_address_family(AddressFamily::Inet)
+            .set_address_family(family)
             .execute();
-        let mut out = std::collections::HashMap::new();
         while let Some(msg) = stream.try_next().await.map_err(|e| NetlinkError::Request {
             what: "listing neighbours".into(),
             source: io_error(e),
@@ -302,7 +312,12 @@ impl Netlink {
             let mut mac = None;
             for attr in &msg.attributes {
                 match attr {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => addr = Some(*a),
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                        addr = Some(IpAddr::V4(*a))
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                        addr = Some(IpAddr::V6(*a))
+                    }
                     NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
                         mac = <[u8; 6]>::try_from(l.as_slice()).ok()
                     }
@@ -313,16 +328,18 @@ impl Netlink {
                 out.insert(addr, mac);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
-    /// Asks the kernel to resolve `addr` on the interface (as `ip neigh
-    /// replace ADDR dev IF use` does), so its MAC appears in the table.
-    pub async fn solicit(&self, index: u32, addr: Ipv4Addr) -> Result<(), NetlinkError> {
+    /// Asks the kernel to resolve `addr` on the interface, by ARP or by
+    /// Neighbour Solicitation (as `ip neigh replace ADDR dev IF use` does:
+    /// with NTF_USE the kernel only starts resolution, the state given is
+    /// not written), so its MAC appears in the table.
+    pub async fn solicit(&self, index: u32, addr: IpAddr) -> Result<(), NetlinkError> {
         use rtnetlink::packet_route::neighbour::{NeighbourFlags, NeighbourState};
         self.handle
             .neighbours()
-            .add(index, addr.into())
+            .add(index, addr)
             .state(NeighbourState::Permanent)
             .flags(NeighbourFlags::Use)
             .replace()

@@ -3,7 +3,10 @@
 //! written by lbfo's own map code. A backend is recognised by the
 //! destination MAC of the frame the program sends out.
 
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use lbfo::{
     balance::{BackendIds, BalancedVip},
@@ -32,7 +35,7 @@ fn backend_addr(i: usize) -> Ipv4Addr {
 
 fn config(i: usize, weight: u32) -> BackendConfig {
     BackendConfig {
-        address: backend_addr(i),
+        address: backend_addr(i).into(),
         weight,
         checks: Vec::new(),
     }
@@ -65,8 +68,8 @@ impl Balanced {
             configs.reverse();
         }
         let mut vip = BalancedVip::new(0, &configs, &mut ids).unwrap();
-        let macs: HashMap<Ipv4Addr, [u8; 6]> = (0..weights.len())
-            .map(|i| (backend_addr(i), backend_mac(i)))
+        let macs: HashMap<IpAddr, [u8; 6]> = (0..weights.len())
+            .map(|i| (backend_addr(i).into(), backend_mac(i)))
             .collect();
         vip.learn_macs(&macs);
         let mut b = Balanced {
@@ -101,7 +104,7 @@ impl Balanced {
                         .vip
                         .backends
                         .iter()
-                        .any(|b| b.address == backend_addr(k))
+                        .any(|b| b.address == IpAddr::from(backend_addr(k)))
             })
             .map(|k| config(k, self.weights[k]))
             .collect();
@@ -121,7 +124,7 @@ impl Balanced {
             .vip
             .backends
             .iter_mut()
-            .find(|b| b.address == backend_addr(i))
+            .find(|b| b.address == IpAddr::from(backend_addr(i)))
             .expect("a configured backend");
         backend.drained = true;
         self.publish();
@@ -549,4 +552,124 @@ fn a_flow_moved_from_another_node_keeps_its_backend_without_a_syn() {
         second.tester.datapath.active_flows().values().sum::<u64>(),
         flows.len() as u64
     );
+}
+
+/// An IPv6 VIP is steered by the same path: the flow key holds the 16-byte
+/// addresses, only the MACs change, a tracked flow keeps its backend, a VIP
+/// not owned is dropped and ports cut off are malformed.
+#[test]
+fn an_ipv6_vip_is_steered_like_an_ipv4_one() {
+    use lbfo_tests::frames::{tcp6_frame, udp6_frame};
+    use std::net::Ipv6Addr;
+    let vip6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+    let backend6 = |i: usize| Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x21 + i as u16);
+    let mut tester = XdpTester::new().expect("these tests load the XDP program and need root");
+    let mut ids = BackendIds::new(lbfo_common::MAX_BACKENDS);
+    let configs: Vec<BackendConfig> = (0..3)
+        .map(|i| BackendConfig {
+            address: backend6(i).into(),
+            weight: 1,
+            checks: Vec::new(),
+        })
+        .collect();
+    let mut vip = BalancedVip::new(0, &configs, &mut ids).unwrap();
+    vip.learn_macs(
+        &(0..3)
+            .map(|i| (backend6(i).into(), backend_mac(i)))
+            .collect(),
+    );
+    let update = vip.next_table();
+    tester.datapath.publish(&update).unwrap();
+    let owned = VipState {
+        lease_deadline_jiffies: lbfo::clock::lease_deadline(
+            tester.datapath.jiffies().unwrap(),
+            std::time::Duration::from_secs(3600),
+        ),
+        mac: NODE_MAC,
+        owned: 1,
+        mode: VipMode::Balance as u8,
+        vip_id: 1,
+        table_slot: update.table_slot,
+        table_generation: update.generation,
+        flags: 0,
+    };
+    tester.datapath.set_vip(vip6, &owned).unwrap();
+    let vip6_not_owned = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x101);
+    let not_owned = VipState {
+        owned: 0,
+        vip_id: 2,
+        ..owned
+    };
+    tester.datapath.set_vip(vip6_not_owned, &not_owned).unwrap();
+
+    let mut seen = [0u32; 3];
+    for n in 0..3_000u16 {
+        let client = Ipv6Addr::new(0x2001, 0xdb8, 0xc1, 0, 0, 0, 0, n % 300);
+        let frame = tcp6_frame(CLIENT_MAC, NODE_MAC, (client, 1024 + n), (vip6, 80), 0x02);
+        let out = tester.run(&frame).unwrap();
+        assert_eq!(out.action, Action::Tx, "IPv6 SYN {n} to a balanced VIP");
+        assert_eq!(&out.output[6..12], &NODE_MAC, "leaves from the node's MAC");
+        assert_eq!(
+            &out.output[12..],
+            &frame[12..],
+            "L2 DSR changes only the MACs"
+        );
+        let dst: [u8; 6] = out.output[0..6].try_into().unwrap();
+        let backend = (0..3)
+            .find(|&i| backend_mac(i) == dst)
+            .unwrap_or_else(|| panic!("frame sent to unknown MAC {dst:02x?}"));
+        seen[backend] += 1;
+        // The established connection stays on it, drained or not.
+        let ack = tcp6_frame(CLIENT_MAC, NODE_MAC, (client, 1024 + n), (vip6, 80), 0x10);
+        assert_eq!(
+            tester.run(&ack).unwrap().output[0..6],
+            dst,
+            "flow {n} kept its backend"
+        );
+    }
+    for (i, &s) in seen.iter().enumerate() {
+        assert!(
+            (900..=1100).contains(&s),
+            "backend {i} got {s} of 3000 IPv6 flows, expected about 1000"
+        );
+    }
+    assert_eq!(tester.datapath.active_flows().values().sum::<u64>(), 3_000);
+    assert_eq!(tester.datapath.counters(1).unwrap().steered, 6_000);
+
+    let client = Ipv6Addr::new(0x2001, 0xdb8, 0xc1, 0, 0, 0, 0, 7);
+    let udp = udp6_frame(CLIENT_MAC, NODE_MAC, (client, 5353), (vip6, 53));
+    assert_eq!(
+        tester.run(&udp).unwrap().action,
+        Action::Tx,
+        "UDP is balanced too"
+    );
+    let elsewhere = tcp6_frame(
+        CLIENT_MAC,
+        NODE_MAC,
+        (client, 1),
+        (vip6_not_owned, 80),
+        0x02,
+    );
+    let before = tester.datapath.counters(2).unwrap().ip_dropped_not_owner;
+    assert_eq!(
+        tester.run(&elsewhere).unwrap().action,
+        Action::Drop,
+        "VIP not owned"
+    );
+    assert_eq!(
+        tester.datapath.counters(2).unwrap().ip_dropped_not_owner,
+        before + 1
+    );
+    // Every truncation inside the IPv6 header or the ports is malformed and passed.
+    let syn = tcp6_frame(CLIENT_MAC, NODE_MAC, (client, 1), (vip6, 80), 0x02);
+    for len in 14..14 + 40 + 4 {
+        let before = tester.datapath.counters(0).unwrap().malformed;
+        let out = tester.run(&syn[..len]).unwrap();
+        assert_eq!(out.action, Action::Pass, "truncated to {len} bytes");
+        assert_eq!(
+            tester.datapath.counters(0).unwrap().malformed,
+            before + 1,
+            "truncated to {len} bytes is malformed"
+        );
+    }
 }

@@ -7,7 +7,7 @@
 //! weights everywhere) steers every flow to the same backend as the node
 //! before it.
 
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::{collections::HashMap, net::IpAddr};
 
 use lbfo_common::{BACKEND_ACCEPTS_NEW, BACKEND_PRESENT, Backend, MAGLEV_TABLE_SIZE, NO_BACKEND};
 
@@ -16,7 +16,7 @@ use crate::{arp::format_mac, balance::maglev, config::BackendConfig};
 /// One backend of a balanced VIP.
 #[derive(Debug, Clone)]
 pub struct BackendState {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub weight: u32,
     /// Index into the `BACKENDS` map.
     pub id: u32,
@@ -56,7 +56,7 @@ impl BackendState {
         } else if !self.healthy {
             Some("unhealthy")
         } else if self.mac.is_none() {
-            Some("MAC unknown (no ARP answer)")
+            Some("MAC unknown (no ARP or Neighbour Discovery answer)")
         } else {
             None
         }
@@ -71,7 +71,10 @@ impl BackendState {
                 } else {
                     0
                 },
-            addr: u32::from_ne_bytes(self.address.octets()),
+            addr: match self.address {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                IpAddr::V6(v6) => v6.octets(),
+            },
             ..Default::default()
         }
     }
@@ -236,7 +239,7 @@ impl BalancedVip {
     /// Takes MACs from a neighbour table snapshot; true if any changed. A
     /// MAC that merely ages out of the table is still the best we know, so
     /// only a newer one replaces it (a dead backend is the checks' business).
-    pub fn learn_macs(&mut self, neighbours: &HashMap<Ipv4Addr, [u8; 6]>) -> bool {
+    pub fn learn_macs(&mut self, neighbours: &HashMap<IpAddr, [u8; 6]>) -> bool {
         let mut changed = false;
         for b in &mut self.backends {
             if let Some(&mac) = neighbours.get(&b.address)
@@ -251,7 +254,7 @@ impl BalancedVip {
     }
 
     /// Backends whose MAC is still unknown.
-    pub fn unresolved(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    pub fn unresolved(&self) -> impl Iterator<Item = IpAddr> + '_ {
         self.backends
             .iter()
             .filter(|b| b.mac.is_none())

@@ -83,7 +83,7 @@
 use std::{
     cmp::{Ordering, Reverse},
     collections::BinaryHeap,
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
 use lbfo_common::{MAGLEV_TABLE_SIZE, MAX_BACKENDS_PER_VIP};
@@ -106,7 +106,7 @@ const SKIP_SEED: u64 = u64::from_be_bytes(*b"lbfo-skp");
 pub struct Member {
     /// The backend's identity: its preference list is derived from this
     /// address alone, so it must be the same on every lbfo node.
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// Relative share of new flows. 0 keeps the backend out of the table
     /// (drained or down) without disturbing the others more than removing it.
     pub weight: u32,
@@ -119,7 +119,7 @@ pub enum MaglevError {
     #[error("{0} backends for one VIP, more than the {MAX_BACKENDS_PER_VIP} lbfo supports")]
     TooManyBackends(usize),
     #[error("backend {0} is listed more than once")]
-    DuplicateBackend(Ipv4Addr),
+    DuplicateBackend(IpAddr),
 }
 
 /// Whether `n` is a prime, i.e. a valid table size.
@@ -219,7 +219,7 @@ pub fn build_table(backends: &[Member], size: u32) -> Result<Option<Vec<u16>>, M
 
 /// A backend in the canonical (address) order.
 struct Ranked {
-    addr: Ipv4Addr,
+    addr: IpAddr,
     weight: u32,
     /// Its index in the caller's slice: what the table stores.
     index: u16,
@@ -235,13 +235,25 @@ struct Preferences {
 }
 
 impl Preferences {
-    fn new(addr: Ipv4Addr, size: u32) -> Self {
-        let key = addr.octets();
+    fn new(addr: IpAddr, size: u32) -> Self {
+        // An address's own bytes, 4 or 16: IPv4 tables are what they were
+        // before IPv6 backends existed.
+        let (v4, v6);
+        let key: &[u8] = match addr {
+            IpAddr::V4(a) => {
+                v4 = a.octets();
+                &v4
+            }
+            IpAddr::V6(a) => {
+                v6 = a.octets();
+                &v6
+            }
+        };
         let size64 = u64::from(size);
         // Both results are below `size`, so they fit a u32. A 64-bit hash
         // reduced modulo a table of at most 2^32 slots has negligible bias.
-        let offset = XxHash64::oneshot(OFFSET_SEED, &key) % size64;
-        let skip = XxHash64::oneshot(SKIP_SEED, &key) % (size64 - 1) + 1;
+        let offset = XxHash64::oneshot(OFFSET_SEED, key) % size64;
+        let skip = XxHash64::oneshot(SKIP_SEED, key) % (size64 - 1) + 1;
         Self {
             next: offset as u32,
             skip: skip as u32,
@@ -310,9 +322,26 @@ mod tests {
     fn backend(i: u32, weight: u32) -> Member {
         Member {
             // 10.0.x.y: any fixed, distinct addresses will do.
-            addr: Ipv4Addr::from(0x0a00_0000 | i),
+            addr: std::net::Ipv4Addr::from(0x0a00_0000 | i).into(),
             weight,
         }
+    }
+
+    /// The same in 2001:db8::/32, for IPv6 VIPs.
+    fn ipv6(backends: Vec<Member>) -> Vec<Member> {
+        backends
+            .into_iter()
+            .map(|b| Member {
+                addr: match b.addr {
+                    IpAddr::V4(v4) => std::net::Ipv6Addr::from(
+                        0x2001_0db8_0000_0000_0000_0000_0000_0000 | u128::from(v4.to_bits()),
+                    )
+                    .into(),
+                    v6 => v6,
+                },
+                ..b
+            })
+            .collect()
     }
 
     fn with_weights(weights: &[u32]) -> Vec<Member> {
@@ -332,7 +361,7 @@ mod tests {
 
     /// The table as slot -> backend address, which must not depend on the
     /// input order.
-    fn owners(table: &[u16], backends: &[Member]) -> Vec<Ipv4Addr> {
+    fn owners(table: &[u16], backends: &[Member]) -> Vec<IpAddr> {
         table
             .iter()
             .enumerate()
@@ -381,11 +410,7 @@ mod tests {
 
     /// Of the slots owned by neither `changed` before nor `changed` after,
     /// the fraction whose backend differs. Also returns that slot count.
-    fn collateral_moves(
-        before: &[Ipv4Addr],
-        after: &[Ipv4Addr],
-        changed: Ipv4Addr,
-    ) -> (f64, usize) {
+    fn collateral_moves(before: &[IpAddr], after: &[IpAddr], changed: IpAddr) -> (f64, usize) {
         let (mut considered, mut moved) = (0usize, 0usize);
         for (&b, &a) in before.iter().zip(after) {
             if b != changed && a != changed {
@@ -506,8 +531,11 @@ mod tests {
 
     #[test]
     fn every_slot_filled_and_shares_follow_weights() {
-        let cases: [(&str, Vec<Member>); 6] = [
+        let cases: [(&str, Vec<Member>); 9] = [
             ("3 equal", equal(3)),
+            ("3 equal IPv6", ipv6(equal(3))),
+            ("256 equal IPv6", ipv6(equal(256))),
+            ("weights 1,2,3 IPv6", ipv6(with_weights(&[1, 2, 3]))),
             ("10 equal", equal(10)),
             ("256 equal", equal(256)),
             ("weights 1,2,3", with_weights(&[1, 2, 3])),

@@ -29,7 +29,7 @@ mod tests;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     path::PathBuf,
     time::Duration,
 };
@@ -132,7 +132,7 @@ pub enum Input {
     /// `garp.refresh_ms`: announce every owned VIP again.
     RefreshAnnouncements,
     /// The neighbour table's MACs for the interface.
-    Neighbours(HashMap<Ipv4Addr, [u8; 6]>),
+    Neighbours(HashMap<IpAddr, [u8; 6]>),
     /// SIGHUP, planned and checked by [`plan::plan`]; `healthy` is every
     /// check that passes now (a check that stays keeps its state).
     Reload {
@@ -197,7 +197,7 @@ pub enum Effect {
         unicast_peers: Vec<IpAddr>,
     },
     /// Ask the kernel to resolve these backends' MACs.
-    Solicit(Vec<Ipv4Addr>),
+    Solicit(Vec<IpAddr>),
     /// Run the VIP's notify script as `SCRIPT NAME OLD NEW`.
     Notify { script: PathBuf, args: Vec<String> },
     /// Answer the operator's command.
@@ -542,7 +542,7 @@ impl Node {
     }
 
     fn drain(&mut self, backend: &str, drained: bool, out: &mut Vec<Effect>) {
-        let Ok(address) = backend.parse::<Ipv4Addr>() else {
+        let Ok(address) = backend.parse::<IpAddr>() else {
             return out.push(Effect::Reply(error(format!(
                 "{backend:?} is not a backend address (like 192.0.2.21)"
             ))));
@@ -1027,7 +1027,7 @@ impl Node {
     fn on_neighbours(
         &mut self,
         now: Duration,
-        macs: &HashMap<Ipv4Addr, [u8; 6]>,
+        macs: &HashMap<IpAddr, [u8; 6]>,
         out: &mut Vec<Effect>,
     ) {
         let lease = self.config.lease();
@@ -1098,7 +1098,7 @@ impl Node {
                 .find(|v| v.config.name == stay.config.name)
                 .expect("staying VIPs are still there");
             // Backend checks that stay keep what they proved; new ones start unproven.
-            let before: HashSet<(Ipv4Addr, usize)> = vip::backend_check_keys(&vip.config).collect();
+            let before: HashSet<(IpAddr, usize)> = vip::backend_check_keys(&vip.config).collect();
             vip.unproven_backend_checks = vip::backend_check_keys(&stay.config)
                 .filter(|k| !before.contains(k) || vip.unproven_backend_checks.contains(k))
                 .filter(|(b, i)| {

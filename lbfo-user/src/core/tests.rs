@@ -726,7 +726,12 @@ fn macs(addrs: &[(u8, u8)]) -> Input {
     Input::Neighbours(
         addrs
             .iter()
-            .map(|&(last, mac)| (Ipv4Addr::new(198, 51, 100, last), [2, 0, 0, 0, 0, mac]))
+            .map(|&(last, mac)| {
+                (
+                    Ipv4Addr::new(198, 51, 100, last).into(),
+                    [2, 0, 0, 0, 0, mac],
+                )
+            })
             .collect(),
     )
 }
@@ -783,6 +788,56 @@ fn backends_take_flows_once_their_macs_are_known_and_drain_stops_new_ones() {
                     drained: true,
                 },
                 &["error: no balanced VIP has backend 198.51.100.9"],
+            ),
+        ],
+    );
+}
+
+/// An IPv6 VIP balances like an IPv4 one: its backends' MACs come from the
+/// same neighbour snapshots (the Neighbour Discovery table), the unknown
+/// ones are solicited, and drain names them by IPv6 address.
+#[test]
+fn an_ipv6_vip_balances_over_backends_from_the_neighbour_discovery_table() {
+    let balanced6 = "[[vip]]\nname = \"lb6\"\naddress = \"2001:db8::100/64\"\nmode = \"balance\"\n[[vip.backend]]\naddress = \"2001:db8::21\"\n[[vip.backend]]\naddress = \"2001:db8::22\"\n";
+    let mut n = start(config(balanced6), Sources::default()).unwrap();
+    let mac = |last: u16, mac: u8| {
+        (
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last)),
+            [2, 0, 0, 0, 0, mac],
+        )
+    };
+    play(
+        &mut n,
+        &[
+            (0, Input::Start, &[]),
+            (
+                10,
+                Input::Neighbours([mac(0x21, 1)].into_iter().collect()),
+                &[
+                    "publish slot 0 gen 1 backends [0]",
+                    "write 2001:db8::100/64 not-owned gen 1",
+                    "solicit [2001:db8::22]",
+                ],
+            ),
+            (
+                20,
+                Input::Neighbours([mac(0x21, 1), mac(0x22, 2)].into_iter().collect()),
+                &[
+                    "publish slot 0 gen 0 backends [0, 1]",
+                    "write 2001:db8::100/64 not-owned gen 0",
+                ],
+            ),
+            (
+                30,
+                Input::Drain {
+                    backend: "2001:db8::22".into(),
+                    drained: true,
+                },
+                &[
+                    "publish slot 0 gen 1 backends [0]",
+                    "write 2001:db8::100/64 not-owned gen 1",
+                    "done: backend 2001:db8::22 drained (keeps its flows, gets no new ones) in lb6",
+                ],
             ),
         ],
     );
@@ -1173,7 +1228,7 @@ fn a_balanced_route_vip_waits_for_the_table_every_node_builds() {
     let backend_check = |healthy| Input::Check {
         key: CheckKey {
             vip: "lb".into(),
-            backend: Some(Ipv4Addr::new(198, 51, 100, 2)),
+            backend: Some(Ipv4Addr::new(198, 51, 100, 2).into()),
             index: 0,
         },
         healthy,

@@ -5,7 +5,7 @@
 use std::{
     collections::{BTreeSet, HashMap},
     fmt,
-    net::Ipv4Addr,
+    net::IpAddr,
     sync::Arc,
     time::Duration,
 };
@@ -100,7 +100,7 @@ impl NotAnnounced {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CheckKey {
     pub vip: Arc<str>,
-    pub backend: Option<Ipv4Addr>,
+    pub backend: Option<IpAddr>,
     pub index: usize,
 }
 
@@ -144,7 +144,7 @@ pub fn all_checks(config: &Config) -> Vec<(CheckKey, CheckConfig)> {
 }
 
 /// Every backend check of a VIP, as (backend, check index).
-pub fn backend_check_keys(config: &VipConfig) -> impl Iterator<Item = (Ipv4Addr, usize)> + '_ {
+pub fn backend_check_keys(config: &VipConfig) -> impl Iterator<Item = (IpAddr, usize)> + '_ {
     config
         .backends
         .iter()
@@ -187,10 +187,10 @@ pub struct Vip {
     /// Indexes of the VIP's checks that are not healthy (unproven ones count).
     pub failing_checks: BTreeSet<usize>,
     /// The same for each backend's checks.
-    pub failing_backend_checks: HashMap<Ipv4Addr, BTreeSet<usize>>,
+    pub failing_backend_checks: HashMap<IpAddr, BTreeSet<usize>>,
     /// Backend checks that have not reported a state since they started:
     /// a balanced route VIP waits for them (see [`Vip::route_blocker`]).
-    pub unproven_backend_checks: BTreeSet<(Ipv4Addr, usize)>,
+    pub unproven_backend_checks: BTreeSet<(IpAddr, usize)>,
     /// Why the VIP is where it is, for logs and `lbfo status`.
     pub reason: String,
     /// The phase last logged (and passed to the notify script).

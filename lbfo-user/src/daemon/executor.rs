@@ -2,7 +2,7 @@
 //! [`Owner`] of the map, the addresses and the announcements. What the core
 //! must hear back (a take that failed) comes back as [`Input`]s.
 
-use std::{net::Ipv4Addr, sync::Arc, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
@@ -35,7 +35,7 @@ pub struct Executor {
     /// One per family while any VIP of it is elected.
     vrrp: VrrpSockets,
     /// Backends to resolve, for the neighbour task.
-    solicit: mpsc::UnboundedSender<Vec<Ipv4Addr>>,
+    solicit: mpsc::UnboundedSender<Vec<IpAddr>>,
     tasks: TaskTracker,
     notify_timeout: Duration,
 }
@@ -46,7 +46,7 @@ impl Executor {
         clock: Clock,
         metrics: Option<Arc<Metrics>>,
         vrrp: VrrpSockets,
-        solicit: mpsc::UnboundedSender<Vec<Ipv4Addr>>,
+        solicit: mpsc::UnboundedSender<Vec<IpAddr>>,
         tasks: TaskTracker,
         notify_timeout: Duration,
     ) -> Self {

@@ -19,7 +19,7 @@ mod systemd;
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -438,7 +438,7 @@ impl Daemon {
         commands: &mut mpsc::Receiver<Command>,
         health_events: &mut mpsc::Receiver<HealthEvent>,
         link_events: &mut mpsc::UnboundedReceiver<bool>,
-        macs: &mut mpsc::Receiver<HashMap<Ipv4Addr, [u8; 6]>>,
+        macs: &mut mpsc::Receiver<HashMap<IpAddr, [u8; 6]>>,
     ) -> Result<()> {
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;

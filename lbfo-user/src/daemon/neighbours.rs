@@ -3,7 +3,7 @@
 //! backends the core names, so a slow netlink dump never delays an
 //! advertisement or a lease renewal.
 
-use std::{collections::HashMap, net::Ipv4Addr, time::Duration};
+use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -19,8 +19,8 @@ pub(super) async fn run(
     netlink: Netlink,
     ifindex: u32,
     balancing: tokio::sync::watch::Receiver<bool>,
-    mut solicit: mpsc::UnboundedReceiver<Vec<Ipv4Addr>>,
-    macs: mpsc::Sender<HashMap<Ipv4Addr, [u8; 6]>>,
+    mut solicit: mpsc::UnboundedReceiver<Vec<IpAddr>>,
+    macs: mpsc::Sender<HashMap<IpAddr, [u8; 6]>>,
     cancel: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(NEIGHBOUR_REFRESH);

@@ -3,7 +3,7 @@
 //! memory and maps only (no netlink round trip); the check views, the
 //! costly part with many checks, are filled in on the I/O runtime.
 
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::{collections::HashMap, net::IpAddr};
 
 use crate::{
     arp::format_mac,
@@ -163,7 +163,7 @@ impl StatusSources<'_> {
 }
 
 /// The keys of a VIP's checks (`backend` = None) or of one backend's.
-fn check_keys(vip: &Vip, backend: Option<Ipv4Addr>) -> Vec<CheckKey> {
+fn check_keys(vip: &Vip, backend: Option<IpAddr>) -> Vec<CheckKey> {
     let count = match backend {
         None => vip.config.checks.len(),
         Some(b) => vip

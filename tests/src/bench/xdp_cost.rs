@@ -194,7 +194,7 @@ fn per_call(program: &Xdp, frame: &[u8], calls: usize, new_flows: bool) -> Resul
 fn balance_over_three_backends(tester: &mut XdpTester, lease: u64) -> Result<()> {
     let configs: Vec<BackendConfig> = (0..3)
         .map(|i| BackendConfig {
-            address: Ipv4Addr::new(192, 0, 2, 21 + i),
+            address: Ipv4Addr::new(192, 0, 2, 21 + i).into(),
             weight: 1,
             checks: Vec::new(),
         })
